@@ -1,0 +1,1 @@
+"""Sub-commands of the ``fidec`` command line (one module each)."""
