@@ -1,0 +1,26 @@
+"""``fidec bench <target>``: benchmarks that measure speed (never asserted in tests).
+
+Each target lives in ``eval/bench_<target>.py`` and exposes ``add_arguments(parser)`` and ``run(args) -> int``.
+Those modules keep heavy imports inside ``run`` so that building the parser stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+TARGETS = {
+    "agents": "ms per update of every agent (paper and small sizes, vmap and update_n columns)",
+    "data": "OGBench data generation throughput with 1 and 2 workers",
+    "eval": "evaluation episodes/s: vector env versus one env",
+}
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("bench", help="run a benchmark and write its table as CSV/JSON")
+    targets = parser.add_subparsers(dest="target", metavar="TARGET")
+    targets.required = True
+    for name, description in TARGETS.items():
+        module = importlib.import_module(f"eval.bench_{name}")
+        target_parser = targets.add_parser(name, help=description, description=description)
+        module.add_arguments(target_parser)
+        target_parser.set_defaults(func=module.run)
