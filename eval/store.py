@@ -1,0 +1,478 @@
+"""The results store: one SQLite file per results directory (``DIR/results.sqlite``).
+
+Runs, their evaluation history, artefacts (checkpoints, videos, logs, figures) and free-form extra tables (e.g. toy
+metrics) live in one embedded database so that a leaderboard, a report or a resumed run can read everything back
+without parsing log files. The database runs in WAL mode with a generous busy timeout, and every write is a single
+``BEGIN IMMEDIATE`` transaction, so several processes of a leaderboard can write to the same directory at once.
+
+Example::
+
+    store = ResultsStore("results/quick")
+    run_id = store.create_run(agent="fidec", env_id="fidec/toy-bimodal-v0", seed=0, config={...},
+                              data_provenance={"provenance": "synthetic"}, code_version="0.1.0")
+    store.add_evaluation(run_id, step=1, metrics={"normalized_score": 12.5})
+    store.set_status(run_id, "done")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterator
+
+DB_FILENAME = "results.sqlite"
+RUN_STATUSES = ("pending", "running", "done", "failed")
+ARTEFACT_KINDS = ("checkpoint", "video", "log", "figure", "metrics")
+RUN_FILTERS = ("id", "agent", "env_id", "seed", "cell", "preset", "status", "code_version")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SchemaError(RuntimeError, ValueError):
+    """The results database was written by a newer fidec-gym (or is not a fidec-gym database).
+
+    It is also a ``ValueError`` so that the command line reports it as bad input, without a traceback.
+    """
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars/arrays and paths appear in configs and metrics; store them as plain JSON values.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"value {value!r} of type {type(value).__name__} cannot be stored as JSON")
+
+
+def to_json(value: Any) -> str:
+    """JSON text of ``value`` with sorted keys (numpy values and paths converted)."""
+    return json.dumps(value, sort_keys=True, default=_json_default)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _scalar(value: Any) -> Any:
+    """A value SQLite can hold directly, or a ValueError naming the fix."""
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()  # numpy scalar / 0-d array
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ValueError(
+        f"extra-table values must be numbers, strings or None, got {type(value).__name__} ({value!r}); "
+        "encode structured values yourself, e.g. json.dumps(value)"
+    )
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent TEXT NOT NULL,
+    env_id TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    cell TEXT,
+    preset TEXT,
+    status TEXT NOT NULL DEFAULT 'pending',
+    message TEXT NOT NULL DEFAULT '',
+    config TEXT NOT NULL,
+    data_provenance TEXT NOT NULL,
+    code_version TEXT NOT NULL,
+    summary TEXT NOT NULL DEFAULT '{}',
+    last_good_step INTEGER,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+-- One run per (agent, task, seed, cell), NULL cells counting as one value.
+CREATE UNIQUE INDEX IF NOT EXISTS runs_key ON runs (agent, env_id, seed, IFNULL(cell, ''));
+CREATE TABLE IF NOT EXISTS evaluations (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step INTEGER NOT NULL,
+    metrics TEXT NOT NULL,
+    created TEXT NOT NULL,
+    PRIMARY KEY (run_id, step)
+);
+CREATE TABLE IF NOT EXISTS artefacts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    step INTEGER,
+    created TEXT NOT NULL,
+    UNIQUE (run_id, kind, path)
+);
+"""
+_CORE_TABLES = frozenset({"meta", "runs", "evaluations", "artefacts"})
+
+
+class ResultsStore:
+    """Runs, evaluations, artefacts and extra tables of one results directory.
+
+    Args:
+        path: the results directory; created if missing. The database is ``path/results.sqlite``.
+
+    Raises:
+        PermissionError: the directory cannot be created or written.
+        SchemaError: the database was made by a newer schema version (or is not a results database).
+    """
+
+    SCHEMA_VERSION: int = 1
+
+    def __init__(self, path: str | Path):
+        self.root = Path(path).expanduser()
+        self.db_path = self.root / DB_FILENAME
+        self._conn: sqlite3.Connection | None = None
+        self._pid: int | None = None
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise PermissionError(
+                f"cannot create the results directory {self.root}: {error.strerror or error}; "
+                "choose a writable directory with --out (or fix its permissions)"
+            ) from None
+        if self.root.is_dir() and not os.access(self.root, os.W_OK | os.X_OK):
+            raise PermissionError(self._read_only_message())
+        self._initialise()
+
+    # ------------------------------------------------------------------ connection handling
+    def _read_only_message(self, detail: str = "") -> str:
+        detail = f" ({detail})" if detail else ""
+        return (
+            f"the results directory {self.root} is not writable{detail}; choose a writable directory with --out "
+            "or fix its permissions (e.g. chmod u+w)"
+        )
+
+    def _connection(self) -> sqlite3.Connection:
+        # A connection must not cross a fork; reconnect in a child process (and after unpickling).
+        if self._conn is None or self._pid != os.getpid():
+            try:
+                conn = sqlite3.connect(self.db_path, timeout=60.0, isolation_level=None)
+                conn.execute("PRAGMA busy_timeout = 60000")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA foreign_keys = ON")
+            except sqlite3.OperationalError as error:
+                raise PermissionError(self._read_only_message(str(error))) from None
+            except sqlite3.DatabaseError as error:
+                raise SchemaError(
+                    f"{self.db_path} is not a fidec-gym results database ({error}); "
+                    "point --out at another directory or move the file away"
+                ) from None
+            conn.row_factory = sqlite3.Row
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; BEGIN IMMEDIATE takes the write lock up front so readers never deadlock."""
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if "readonly" in str(error) or "read-only" in str(error) or "unable to open" in str(error):
+                raise PermissionError(self._read_only_message(str(error))) from None
+            raise
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def _initialise(self) -> None:
+        try:
+            with self._write() as conn:
+                # executescript() would commit the open transaction, so run the statements one by one.
+                for statement in _SCHEMA.split(";\n"):
+                    if statement.strip():
+                        conn.execute(statement)
+                row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if row is None:
+                    conn.execute(
+                        "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(self.SCHEMA_VERSION),)
+                    )
+                    found = self.SCHEMA_VERSION
+                else:
+                    found = int(row["value"])
+                if found > self.SCHEMA_VERSION:
+                    raise SchemaError(
+                        f"{self.db_path} uses results schema version {found}, but this fidec-gym only understands "
+                        f"version {self.SCHEMA_VERSION} or older; upgrade fidec-gym (pip install -U fidec-gym) or "
+                        "use a different results directory (--out)"
+                    )
+        except sqlite3.DatabaseError as error:
+            if isinstance(error, sqlite3.OperationalError) and "readonly" in str(error):
+                raise PermissionError(self._read_only_message(str(error))) from None
+            raise SchemaError(
+                f"{self.db_path} is not a readable fidec-gym results database ({error}); "
+                "point --out at another directory or move the file away"
+            ) from None
+
+    def close(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
+
+    def __getstate__(self) -> dict:
+        # Picklable for process pools: the child opens its own connection.
+        return {"root": self.root, "db_path": self.db_path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.root, self.db_path = state["root"], state["db_path"]
+        self._conn, self._pid = None, None
+
+    def __repr__(self) -> str:
+        return f"ResultsStore({str(self.root)!r})"
+
+    @property
+    def schema_version(self) -> int:
+        row = self._connection().execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row["value"])
+
+    # ------------------------------------------------------------------ runs
+    def create_run(
+        self,
+        *,
+        agent: str,
+        env_id: str,
+        seed: int,
+        config: dict,
+        data_provenance: dict,
+        code_version: str,
+        cell: str | None = None,
+        preset: str | None = None,
+    ) -> int:
+        """Register a run (status ``pending``) and return its id.
+
+        Idempotent: a run with the same (agent, env_id, seed, cell) is returned as is when its stored config equals
+        ``config``; a different config raises ``ValueError`` (use another ``cell`` name or results directory).
+        """
+        config_text = to_json(config)
+        now = _now()
+        with self._write() as conn:
+            existing = conn.execute(
+                "SELECT id, config FROM runs WHERE agent = ? AND env_id = ? AND seed = ? AND IFNULL(cell, '') = ?",
+                (agent, env_id, int(seed), cell or ""),
+            ).fetchone()
+            if existing is not None:
+                if existing["config"] != config_text:
+                    old, new = json.loads(existing["config"]), json.loads(config_text)
+                    differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                    raise ValueError(
+                        f"run {existing['id']} ({agent}, {env_id}, seed {seed}, cell {cell!r}) already exists in "
+                        f"{self.root} with a different config (keys {differing}); use another results directory "
+                        "(--out) or cell name to keep both"
+                    )
+                return int(existing["id"])
+            cursor = conn.execute(
+                "INSERT INTO runs (agent, env_id, seed, cell, preset, config, data_provenance, code_version, "
+                "created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (agent, env_id, int(seed), cell, preset, config_text, to_json(data_provenance), code_version,
+                 now, now),
+            )
+            return int(cursor.lastrowid)
+
+    def find_run(self, *, agent: str, env_id: str, seed: int, cell: str | None = None) -> dict | None:
+        """The run with this key, or None."""
+        row = self._connection().execute(
+            "SELECT * FROM runs WHERE agent = ? AND env_id = ? AND seed = ? AND IFNULL(cell, '') = ?",
+            (agent, env_id, int(seed), cell or ""),
+        ).fetchone()
+        return None if row is None else self._run_dict(row)
+
+    def get_run(self, run_id: int) -> dict:
+        """The run with id ``run_id``; KeyError if there is none."""
+        row = self._connection().execute("SELECT * FROM runs WHERE id = ?", (int(run_id),)).fetchone()
+        if row is None:
+            raise KeyError(f"no run with id {run_id} in {self.db_path}; list runs with ResultsStore.runs()")
+        return self._run_dict(row)
+
+    def _update_run(self, run_id: int, **columns: Any) -> None:
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        with self._write() as conn:
+            cursor = conn.execute(
+                f"UPDATE runs SET {assignments}, updated = ? WHERE id = ?",
+                (*columns.values(), _now(), int(run_id)),
+            )
+            if cursor.rowcount == 0:
+                raise KeyError(f"no run with id {run_id} in {self.db_path}; create it with create_run()")
+
+    def set_status(self, run_id: int, status: str, message: str = "", last_good_step: int | None = None) -> None:
+        """Set a run's status (pending/running/done/failed), its message and, if given, its last good step."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"unknown run status {status!r}; valid: {list(RUN_STATUSES)}")
+        columns: dict[str, Any] = {"status": status, "message": str(message)}
+        if last_good_step is not None:
+            columns["last_good_step"] = int(last_good_step)
+        self._update_run(run_id, **columns)
+
+    def set_summary(self, run_id: int, summary: dict) -> None:
+        """Replace a run's summary (reported score, score rule, final metrics, provenance...)."""
+        self._update_run(run_id, summary=to_json(summary))
+
+    def update_config(self, run_id: int, config: dict, data_provenance: dict | None = None) -> None:
+        """Replace a run's stored config (and provenance), e.g. when a run is restarted from scratch."""
+        columns: dict[str, Any] = {"config": to_json(config)}
+        if data_provenance is not None:
+            columns["data_provenance"] = to_json(data_provenance)
+        self._update_run(run_id, **columns)
+
+    def reset_run(self, run_id: int) -> None:
+        """Forget a run's history (evaluations, artefacts, summary) and mark it pending, in one transaction."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM evaluations WHERE run_id = ?", (int(run_id),))
+            conn.execute("DELETE FROM artefacts WHERE run_id = ?", (int(run_id),))
+            conn.execute(
+                "UPDATE runs SET status = 'pending', message = '', summary = '{}', last_good_step = NULL, "
+                "updated = ? WHERE id = ?",
+                (_now(), int(run_id)),
+            )
+
+    def runs(self, **filters: Any) -> list[dict]:
+        """Runs matching ``filters`` (column=value or column=[values]), oldest first.
+
+        Valid filters: id, agent, env_id, seed, cell, preset, status, code_version.
+        """
+        unknown = sorted(set(filters) - set(RUN_FILTERS))
+        if unknown:
+            raise ValueError(f"unknown run filter(s) {unknown}; valid: {list(RUN_FILTERS)}")
+        clauses, params = [], []
+        for name, value in filters.items():
+            if isinstance(value, (list, tuple, set, frozenset)):
+                values = list(value)
+                if not values:
+                    return []
+                clauses.append(f"{name} IN ({', '.join('?' * len(values))})")
+                params.extend(values)
+            elif value is None:
+                clauses.append(f"{name} IS NULL")
+            else:
+                clauses.append(f"{name} = ?")
+                params.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._connection().execute(f"SELECT * FROM runs{where} ORDER BY id", params).fetchall()
+        return [self._run_dict(row) for row in rows]
+
+    @staticmethod
+    def _run_dict(row: sqlite3.Row) -> dict:
+        run = dict(row)
+        for key in ("config", "data_provenance", "summary"):
+            run[key] = json.loads(run[key])
+        return run
+
+    # ------------------------------------------------------------------ evaluations and artefacts
+    def add_evaluation(self, run_id: int, step: int, metrics: dict[str, float]) -> None:
+        """Store the metrics of the evaluation at ``step`` (replacing an earlier one at the same step)."""
+        clean = {}
+        for key, value in metrics.items():
+            if hasattr(value, "item") and not isinstance(value, (list, dict)):
+                value = value.item()
+            clean[str(key)] = value
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO evaluations (run_id, step, metrics, created) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (run_id, step) DO UPDATE SET metrics = excluded.metrics, created = excluded.created",
+                (int(run_id), int(step), to_json(clean), _now()),
+            )
+
+    def evaluations(self, run_id: int | None = None) -> list[dict]:
+        """Evaluations (run_id, step, metrics, created), ordered by run and step."""
+        if run_id is None:
+            rows = self._connection().execute("SELECT * FROM evaluations ORDER BY run_id, step").fetchall()
+        else:
+            rows = self._connection().execute(
+                "SELECT * FROM evaluations WHERE run_id = ? ORDER BY step", (int(run_id),)
+            ).fetchall()
+        return [{**dict(row), "metrics": json.loads(row["metrics"])} for row in rows]
+
+    def delete_evaluations_after(self, run_id: int, step: int) -> None:
+        """Drop evaluations later than ``step`` (they belong to a future the resumed run will redo)."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM evaluations WHERE run_id = ? AND step > ?", (int(run_id), int(step)))
+
+    def add_artefact(self, run_id: int, kind: str, path: str, step: int | None = None) -> None:
+        """Record a file that belongs to a run (registering the same path twice updates its step)."""
+        if kind not in ARTEFACT_KINDS:
+            raise ValueError(f"unknown artefact kind {kind!r}; valid: {list(ARTEFACT_KINDS)}")
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO artefacts (run_id, kind, path, step, created) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (run_id, kind, path) DO UPDATE SET step = excluded.step, created = excluded.created",
+                (int(run_id), kind, str(path), None if step is None else int(step), _now()),
+            )
+
+    def artefacts(self, run_id: int | None = None, kind: str | None = None) -> list[dict]:
+        """Artefacts (id, run_id, kind, path, step, created), optionally of one run and/or kind."""
+        clauses, params = [], []
+        if run_id is not None:
+            clauses.append("run_id = ?")
+            params.append(int(run_id))
+        if kind is not None:
+            if kind not in ARTEFACT_KINDS:
+                raise ValueError(f"unknown artefact kind {kind!r}; valid: {list(ARTEFACT_KINDS)}")
+            clauses.append("kind = ?")
+            params.append(kind)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._connection().execute(f"SELECT * FROM artefacts{where} ORDER BY id", params).fetchall()
+        return [dict(row) for row in rows]
+
+    # ------------------------------------------------------------------ extra tables
+    @staticmethod
+    def _check_table(table: str) -> None:
+        if not _IDENTIFIER.match(table) or table in _CORE_TABLES or table.startswith("sqlite_"):
+            raise ValueError(
+                f"invalid extra table name {table!r}: use letters, digits and underscores, not starting with a "
+                f"digit, and not one of {sorted(_CORE_TABLES)}"
+            )
+
+    def add_rows(self, table: str, rows: list[dict]) -> None:
+        """Append rows to an extra table, created on first use with the rows' keys as columns.
+
+        New keys in later rows add columns; missing keys are stored as NULL. Values must be numbers, strings or None.
+        """
+        self._check_table(table)
+        rows = list(rows)
+        if not rows:
+            return
+        columns: list[str] = []
+        for row in rows:
+            for key in row:
+                if not _IDENTIFIER.match(str(key)):
+                    raise ValueError(f"invalid column name {key!r} for table {table!r}: use letters, digits, _")
+                if key not in columns:
+                    columns.append(key)
+        values = [[_scalar(row.get(key)) for key in columns] for row in rows]
+        with self._write() as conn:
+            existing = [info["name"] for info in conn.execute(f'PRAGMA table_info("{table}")')]
+            if not existing:
+                conn.execute(f'CREATE TABLE "{table}" ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in columns)})')
+            else:
+                for column in columns:
+                    if column not in existing:
+                        conn.execute(f'ALTER TABLE "{table}" ADD COLUMN "{column}"')
+            placeholders = ", ".join("?" * len(columns))
+            quoted = ", ".join(f'"{c}"' for c in columns)
+            conn.executemany(f'INSERT INTO "{table}" ({quoted}) VALUES ({placeholders})', values)
+
+    def rows(self, table: str) -> list[dict]:
+        """All rows of an extra table in insertion order ([] if the table does not exist yet)."""
+        self._check_table(table)
+        conn = self._connection()
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is None:
+            return []
+        return [dict(row) for row in conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid')]
+
+    def tables(self) -> list[str]:
+        """Names of the extra tables present."""
+        names = self._connection().execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        ).fetchall()
+        return [row["name"] for row in names if row["name"] not in _CORE_TABLES]
+
