@@ -1,0 +1,588 @@
+"""Agent core: the module dictionary, the training state, the optimiser and the ``Agent`` base class.
+
+Every agent is an immutable pytree (``flax.struct.PyTreeNode``) holding a PRNG key, one :class:`TrainState` with
+all parameters (targets included) and a static, hashable config. That shape makes ``jax.jit``, ``lax.scan`` over
+fused update steps, ``jax.vmap`` over seeds and msgpack serialisation work the same way for every agent.
+
+A subclass provides ``name``, ``get_config()``, ``create(seed, example_batch, config)``,
+``total_loss(batch, grad_params, rng) -> (loss, info)`` and ``sample_actions(observations, seed, temperature)``;
+it lists its Polyak-averaged modules in ``target_modules`` (or overrides :meth:`Agent.update_targets`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any, Callable, ClassVar, Dict, Iterator, Optional, Sequence
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+Array = jax.Array
+Batch = Mapping[str, Array]
+Info = Dict[str, Array]
+
+FORMAT_NAME = "fidec-gym-agent"
+FORMAT_VERSION = 1
+
+# Config keys filled in by ``create`` from the example batch; they let ``load_agent`` rebuild an agent from a file.
+DERIVED_KEYS = ("observation_shape", "observation_dtype", "action_dim")
+
+
+def nonpytree_field(**kwargs: Any):
+    """A dataclass field that is static metadata (part of the tree structure), not a pytree leaf."""
+    return flax.struct.field(pytree_node=False, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _freeze(value: Any) -> Any:
+    """Lists become tuples and mappings become ``FrozenConfig`` so the config can be hashed by ``jax.jit``."""
+    if isinstance(value, Mapping):
+        return FrozenConfig(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(item) for item in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _thaw(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(item) for item in value]
+    return value
+
+
+class FrozenConfig(Mapping):
+    """An immutable, hashable mapping of config values; reads like a dict (``config["lr"]``)."""
+
+    __slots__ = ("_items", "_hash")
+
+    def __init__(self, values: Mapping[str, Any] = ()):
+        items = dict(values)
+        self._items = {key: _freeze(items[key]) for key in sorted(items)}
+        self._hash = hash(tuple(self._items.items()))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FrozenConfig):
+            return self._items == other._items
+        return isinstance(other, Mapping) and self._items == {key: _freeze(val) for key, val in other.items()}
+
+    def __repr__(self) -> str:
+        return f"FrozenConfig({self._items!r})"
+
+    def replace(self, **updates: Any) -> "FrozenConfig":
+        return FrozenConfig({**self._items, **updates})
+
+    def to_dict(self) -> dict:
+        """A plain, msgpack/JSON-friendly dict (tuples become lists)."""
+        return _thaw(self)
+
+
+def merge_config(agent_name: str, defaults: Mapping[str, Any], overrides: Optional[Mapping[str, Any]]) -> FrozenConfig:
+    """Defaults updated by ``overrides``; an unknown key is an error that lists the valid keys."""
+    overrides = dict(overrides or {})
+    allowed = set(defaults) | set(DERIVED_KEYS)
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        raise KeyError(
+            f"unknown config key(s) {unknown} for agent {agent_name!r}; valid keys: {sorted(defaults)}"
+        )
+    return FrozenConfig({**defaults, **overrides})
+
+
+def make_config(agent_name: str, overrides: Optional[Mapping[str, Any]] = None) -> FrozenConfig:
+    """The full config of a registered agent: its ``get_config()`` defaults merged with ``overrides``."""
+    # The registry lives in the package root, which imports this module; import it lazily to avoid a cycle.
+    from agents import get_config
+
+    return merge_config(agent_name, get_config(agent_name), overrides)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Modules, training state, optimiser
+# --------------------------------------------------------------------------------------------------------------
+
+
+class ModuleDict(nn.Module):
+    """A dictionary of named sub-modules sharing one parameter tree (``params["modules_<name>"]``).
+
+    ``module_dict(*args, name="critic", **kwargs)`` calls one sub-module. At initialisation call it without
+    ``name`` and with one keyword per sub-module holding that module's example arguments (a tuple of positional
+    arguments, a dict of keyword arguments, or a single array) so that every parameter gets created.
+    """
+
+    modules: Dict[str, nn.Module]
+
+    @nn.compact
+    def __call__(self, *args: Any, name: Optional[str] = None, **kwargs: Any) -> Any:
+        if name is not None:
+            if name not in self.modules:
+                raise KeyError(f"no module named {name!r}; this network has {sorted(self.modules)}")
+            return self.modules[name](*args, **kwargs)
+        if set(kwargs) != set(self.modules):
+            raise ValueError(
+                f"initialisation needs example inputs for every module {sorted(self.modules)}, got {sorted(kwargs)}"
+            )
+        outputs = {}
+        for key, value in kwargs.items():
+            if isinstance(value, Mapping):
+                outputs[key] = self.modules[key](**value)
+            elif isinstance(value, (tuple, list)):
+                outputs[key] = self.modules[key](*value)
+            else:
+                outputs[key] = self.modules[key](value)
+        return outputs
+
+
+@dataclasses.dataclass(frozen=True, eq=True)
+class _ApplyFn:
+    """``model_def.apply`` that compares equal for equal module definitions.
+
+    A bound method compares by identity, which would make every freshly created agent a new static argument
+    and force ``jax.jit`` to recompile; comparing the module definition by value avoids that.
+    """
+
+    model_def: nn.Module
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model_def.apply(*args, **kwargs)
+
+    def __hash__(self) -> int:
+        return hash(type(self.model_def))
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Parameters, optimiser state and the step counter (starts at 1, +1 per update) of one ``ModuleDict``."""
+
+    step: Array
+    apply_fn: Callable = nonpytree_field()
+    model_def: nn.Module = nonpytree_field()
+    params: Any = None
+    tx: optax.GradientTransformation = nonpytree_field(default=None)
+    opt_state: Any = None
+
+    @classmethod
+    def create(cls, model_def: nn.Module, params: Any, tx: optax.GradientTransformation) -> "TrainState":
+        return cls(
+            step=jnp.asarray(1, dtype=jnp.int32),
+            apply_fn=_ApplyFn(model_def),
+            model_def=model_def,
+            params=params,
+            tx=tx,
+            opt_state=tx.init(params),
+        )
+
+    def __call__(self, *args: Any, params: Any = None, method: Any = None, **kwargs: Any) -> Any:
+        """Run the module dictionary; ``params`` overrides the stored parameters (pass them to get gradients)."""
+        variables = {"params": self.params if params is None else params}
+        if method is not None:
+            kwargs["method"] = method
+        return self.apply_fn(variables, *args, **kwargs)
+
+    def select(self, name: str) -> Callable[..., Any]:
+        """A callable running sub-module ``name``; it accepts the same ``params=`` override."""
+        return functools.partial(self, name=name)
+
+    def apply_gradients(self, grads: Any) -> "TrainState":
+        updates, new_opt_state = self.tx.update(grads, self.opt_state, self.params)
+        new_params = optax.apply_updates(self.params, updates)
+        return self.replace(step=self.step + 1, params=new_params, opt_state=new_opt_state)
+
+    def apply_loss_fn(self, loss_fn: Callable[[Any], tuple[Array, Info]]) -> tuple["TrainState", Info]:
+        """One optimiser step on ``loss_fn(params) -> (loss, info)``.
+
+        ``info`` gains gradient statistics and ``nonfinite`` (1.0 when the loss or any gradient is NaN or inf),
+        which training loops use to stop a diverged run.
+        """
+        (loss, info), grads = jax.value_and_grad(loss_fn, has_aux=True)(self.params)
+        leaves = jax.tree_util.tree_leaves(grads)
+        grad_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+        info = dict(info)
+        info["grad/norm"] = optax.global_norm(grads)
+        info["grad/max"] = jnp.max(jnp.stack([jnp.max(leaf) for leaf in leaves]))
+        info["grad/min"] = jnp.min(jnp.stack([jnp.min(leaf) for leaf in leaves]))
+        info["nonfinite"] = 1.0 - (jnp.isfinite(loss) & grad_finite).astype(jnp.float32)
+        return self.apply_gradients(grads), info
+
+
+def clip_by_global_norm(max_norm: float, eps: float = 1e-6) -> optax.GradientTransformation:
+    """g <- g * min(1, max_norm / (||g||_2 + eps)) with the norm over all leaves together (spec §3.2).
+
+    ``optax.clip_by_global_norm`` rescales by max_norm/||g|| without the eps; the spec fixes this form.
+    """
+
+    def clip(updates: Any, params: Any = None) -> Any:
+        del params
+        scale = jnp.minimum(1.0, max_norm / (optax.global_norm(updates) + eps))
+        return jax.tree_util.tree_map(lambda g: g * scale, updates)
+
+    return optax.stateless(clip)
+
+
+@functools.lru_cache(maxsize=None)
+def make_optimizer(learning_rate: float = 3e-4, grad_clip: Optional[float] = None) -> optax.GradientTransformation:
+    """Adam(lr, 0.9, 0.999, 1e-8), preceded by global-norm clipping when ``grad_clip`` is set.
+
+    Cached so that agents with equal settings share one optimiser object (equal static fields, no recompiles).
+    """
+    adam = optax.adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8)
+    if grad_clip is None:
+        return adam
+    return optax.chain(clip_by_global_norm(float(grad_clip)), adam)
+
+
+def polyak_update(target_params: Any, source_params: Any, tau: float | Array) -> Any:
+    """target <- tau * source + (1 - tau) * target, leaf by leaf."""
+    return jax.tree_util.tree_map(lambda s, t: tau * s + (1.0 - tau) * t, source_params, target_params)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Agent
+# --------------------------------------------------------------------------------------------------------------
+
+
+class Agent(flax.struct.PyTreeNode):
+    """Base class of every agent: ``rng``, ``network`` (a :class:`TrainState`) and a static ``config``."""
+
+    rng: Array
+    network: TrainState
+    config: FrozenConfig = nonpytree_field()
+
+    name: ClassVar[str] = "agent"
+    # Pairs (target module, online module) Polyak-averaged after every update by the default ``update_targets``.
+    target_modules: ClassVar[Sequence[tuple[str, str]]] = ()
+    # Batch keys the losses read (checked when an update is traced, so a wrong batch fails with a clear message).
+    required_batch_keys: ClassVar[Sequence[str]] = ("observations", "actions")
+
+    # ---- configuration ---------------------------------------------------------------------------------------
+
+    @classmethod
+    def get_config(cls) -> dict:
+        """The agent's default config as a plain dict."""
+        raise NotImplementedError(f"{cls.__name__} must define get_config()")
+
+    @classmethod
+    def make_config(cls, config: Optional[Mapping[str, Any]] = None, example_batch: Optional[Batch] = None) -> FrozenConfig:
+        """Defaults merged with ``config`` (which may be partial); shapes are read from ``example_batch``."""
+        merged = merge_config(cls.name, cls.get_config(), config)
+        if example_batch is None:
+            return merged
+        for key in ("observations", "actions"):
+            if key not in example_batch:
+                raise KeyError(f"example_batch needs {key!r}; it has {sorted(example_batch)}")
+        observations = np.asarray(jax.device_get(example_batch["observations"]))
+        actions = np.asarray(jax.device_get(example_batch["actions"]))
+        if actions.ndim != 2:
+            raise ValueError(f"example actions must be shaped (batch, action_dim), got {actions.shape}")
+        if observations.shape[:1] != actions.shape[:1]:
+            raise ValueError(
+                f"example observations {observations.shape} and actions {actions.shape} differ in batch size"
+            )
+        if observations.dtype == np.uint8 and merged.get("encoder") is None:
+            raise ValueError(
+                "observations are uint8 images but config 'encoder' is None; set encoder='impala_small' "
+                "(or another of agents.encoders.ENCODERS) for pixel tasks"
+            )
+        return merged.replace(
+            observation_shape=tuple(int(n) for n in observations.shape[1:]),
+            observation_dtype=str(observations.dtype),
+            action_dim=int(actions.shape[-1]),
+        )
+
+    @classmethod
+    def create(cls, seed: int, example_batch: Batch, config: Optional[Mapping[str, Any]] = None) -> "Agent":
+        """Build a fresh agent from example arrays (only shapes and dtypes are used)."""
+        raise NotImplementedError(f"{cls.__name__} must define create()")
+
+    @classmethod
+    def build(
+        cls,
+        seed: int | Array,
+        config: FrozenConfig,
+        networks: Mapping[str, tuple[nn.Module, Any]],
+        targets: Sequence[tuple[str, str]] = (),
+    ) -> "Agent":
+        """Initialise ``networks`` ({name: (module, example args)}) in one ``ModuleDict`` and wrap the result.
+
+        Each ``(target, source)`` pair in ``targets`` starts as an exact copy of the source parameters. ``seed``
+        may be a traced integer, so this works under ``jax.vmap`` (see :func:`create_vmapped`).
+        """
+        rng = jax.random.PRNGKey(seed)
+        rng, init_rng = jax.random.split(rng)
+        model_def = ModuleDict({key: module for key, (module, _) in networks.items()})
+        example_args = {key: args for key, (_, args) in networks.items()}
+        params = dict(model_def.init(init_rng, **example_args)["params"])
+        for target, source in targets:
+            params[f"modules_{target}"] = params[f"modules_{source}"]
+        tx = make_optimizer(float(config["lr"]), config.get("grad_clip"))
+        return cls(rng=rng, network=TrainState.create(model_def, params, tx), config=config)
+
+    # ---- losses and updates ----------------------------------------------------------------------------------
+
+    def total_loss(self, batch: Batch, grad_params: Any, rng: Array) -> tuple[Array, Info]:
+        """The summed loss of one step and its info; gradients flow only through ``grad_params``."""
+        raise NotImplementedError(f"{type(self).__name__} must define total_loss()")
+
+    def check_batch(self, batch: Batch) -> None:
+        """Raise a clear error when ``batch`` misses keys or its shapes do not match the agent's."""
+        missing = [key for key in self.required_batch_keys if key not in batch]
+        if missing:
+            raise KeyError(f"{self.name} batch is missing {missing}; it has {sorted(batch)}")
+        obs_shape = tuple(self.config.get("observation_shape") or ())
+        for key in ("observations", "next_observations"):
+            if key in batch and obs_shape and tuple(batch[key].shape[1:]) != obs_shape:
+                raise ValueError(
+                    f"batch[{key!r}] has shape {tuple(batch[key].shape)} but this agent was built for "
+                    f"observations shaped (batch, *{obs_shape}); create the agent from an example batch of this task"
+                )
+        action_dim = self.config.get("action_dim")
+        for key in ("actions", "next_actions"):
+            if key in batch and action_dim and tuple(batch[key].shape[1:]) != (action_dim,):
+                raise ValueError(
+                    f"batch[{key!r}] has shape {tuple(batch[key].shape)}; expected (batch, {action_dim})"
+                )
+
+    def target_update(self, old_network: TrainState, new_network: TrainState, target: str, source: str,
+                      tau: float | Array) -> TrainState:
+        """Polyak-average ``source`` into ``target`` using the source parameters from *before* this step.
+
+        The one-step lag reproduces the reference implementation (spec §3.2).
+        """
+        params = dict(new_network.params)
+        params[f"modules_{target}"] = polyak_update(
+            new_network.params[f"modules_{target}"], old_network.params[f"modules_{source}"], tau
+        )
+        return new_network.replace(params=params)
+
+    def update_targets(self, old_network: TrainState, new_network: TrainState) -> TrainState:
+        """Polyak updates after the optimiser step; by default every pair in ``target_modules`` with ``tau``."""
+        for target, source in self.target_modules:
+            new_network = self.target_update(old_network, new_network, target, source, self.config["tau"])
+        return new_network
+
+    def _update(self, batch: Batch) -> tuple["Agent", Info]:
+        self.check_batch(batch)
+        new_rng, loss_rng = jax.random.split(self.rng)
+
+        def loss_fn(grad_params: Any) -> tuple[Array, Info]:
+            return self.total_loss(batch, grad_params, rng=loss_rng)
+
+        new_network, info = self.network.apply_loss_fn(loss_fn)
+        new_network = self.update_targets(self.network, new_network)
+        return self.replace(network=new_network, rng=new_rng), info
+
+    @jax.jit
+    def update(self, batch: Batch) -> tuple["Agent", Info]:
+        """One gradient step on ``batch``; returns the new agent and a flat dict of scalar diagnostics."""
+        return self._update(batch)
+
+    def _update_n(self, batches: Batch) -> tuple["Agent", Info]:
+        new_agent, infos = jax.lax.scan(lambda agent, batch: agent._update(batch), self, batches)
+        info = jax.tree_util.tree_map(lambda value: value[-1], infos)
+        info["nonfinite"] = jnp.max(infos["nonfinite"])
+        return new_agent, info
+
+    @jax.jit
+    def update_n(self, batches: Batch) -> tuple["Agent", Info]:
+        """``n`` fused updates (``lax.scan``) over batches stacked on a leading axis of length ``n``.
+
+        Returns the info of the **last** step, except ``nonfinite``, which is the maximum over all ``n`` steps.
+        """
+        return self._update_n(batches)
+
+    @jax.jit
+    def validation_info(self, batch: Batch) -> Info:
+        """Losses on a held-out batch without updating anything; keys are prefixed with ``val/``."""
+        self.check_batch(batch)
+        _, info = self.total_loss(batch, self.network.params, rng=jax.random.fold_in(self.rng, 1))
+        return {f"val/{key}": value for key, value in info.items()}
+
+    def sample_actions(self, observations: Array, seed: Array, temperature: float = 1.0) -> Array:
+        """Actions in [-1, 1] for ``observations`` (batched or a single one)."""
+        raise NotImplementedError(f"{type(self).__name__} must define sample_actions()")
+
+    # ---- persistence -----------------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a versioned msgpack checkpoint (config, params, optimiser state, rng, step) atomically."""
+        payload = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "agent": self.name,
+            "config": self.config.to_dict(),
+            "state": flax.serialization.to_state_dict(
+                {"rng": self.rng, "step": self.network.step, "params": self.network.params,
+                 "opt_state": self.network.opt_state}
+            ),
+        }
+        data = flax.serialization.msgpack_serialize(jax.device_get(payload))
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        handle, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".msgpack")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+            os.replace(tmp_path, path)
+        except BaseException:
+            if os.path.exists(tmp_path):
+                os.unlink(tmp_path)
+            raise
+
+    def load(self, path: str | os.PathLike) -> "Agent":
+        """This agent with the state stored at ``path``; the file's agent and config must match this one."""
+        payload = read_checkpoint(path)
+        if payload["agent"] != self.name:
+            raise ValueError(
+                f"{path} holds a {payload['agent']!r} agent, not {self.name!r}; load it with agents.load_agent(path)"
+            )
+        stored = FrozenConfig(payload["config"])
+        if stored != self.config:
+            keys = sorted(set(stored) | set(self.config))
+            differing = {
+                key: (stored.get(key, "<missing>"), self.config.get(key, "<missing>"))
+                for key in keys
+                if stored.get(key, "<missing>") != self.config.get(key, "<missing>")
+            }
+            details = ", ".join(f"{key}: file={a!r} agent={b!r}" for key, (a, b) in differing.items())
+            raise ValueError(
+                f"config of {path} differs from this agent's in {sorted(differing)} ({details}); create the agent "
+                "with the stored config or use agents.load_agent(path)"
+            )
+        template = {"rng": self.rng, "step": self.network.step, "params": self.network.params,
+                    "opt_state": self.network.opt_state}
+        expected = jax.tree_util.tree_map(np.shape, flax.serialization.to_state_dict(template))
+        try:
+            found = jax.tree_util.tree_map(np.shape, payload["state"])
+        except Exception as error:  # pragma: no cover - defensive, msgpack already validated the structure
+            raise ValueError(f"{path} has a malformed state: {error}") from error
+        if expected != found:
+            raise ValueError(
+                f"{path} stores parameters with different structure or shapes than this agent "
+                "(another task, network size or number of seeds); use agents.load_agent(path)"
+            )
+        state = flax.serialization.from_state_dict(template, payload["state"])
+        network = self.network.replace(
+            step=jnp.asarray(state["step"]),
+            params=jax.tree_util.tree_map(jnp.asarray, state["params"]),
+            opt_state=jax.tree_util.tree_map(jnp.asarray, state["opt_state"]),
+        )
+        return self.replace(rng=jnp.asarray(state["rng"]), network=network)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The raw payload of an agent checkpoint, after checking its format and version."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no agent checkpoint at {path}; check the path or train an agent first")
+    with open(path, "rb") as stream:
+        data = stream.read()
+    try:
+        payload = flax.serialization.msgpack_restore(data)
+    except Exception as error:
+        raise ValueError(f"{path} is not a readable agent checkpoint ({error}); it may be truncated or corrupt") from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
+        raise ValueError(f"{path} is not a fidec-gym agent checkpoint (missing format marker {FORMAT_NAME!r})")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} uses checkpoint format version {version}; this fidec-gym reads version {FORMAT_VERSION}"
+        )
+    return payload
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Many seeds in one program
+# --------------------------------------------------------------------------------------------------------------
+
+
+def create_vmapped(agent_cls: type[Agent], seeds: Sequence[int] | Array, example_batch: Batch,
+                   config: Optional[Mapping[str, Any]] = None) -> Agent:
+    """One agent per seed, stacked on a leading axis (every leaf gains a dimension of size ``len(seeds)``)."""
+    seeds = jnp.asarray(seeds, dtype=jnp.uint32)
+    if seeds.ndim != 1 or seeds.shape[0] == 0:
+        raise ValueError(f"seeds must be a non-empty 1-D sequence, got shape {tuple(seeds.shape)}")
+    frozen = agent_cls.make_config(config, example_batch)
+    return jax.vmap(lambda seed: agent_cls.create(seed, example_batch, frozen))(seeds)
+
+
+def _batch_axis(agents: Agent, batch: Batch, extra_axes: int) -> Optional[int]:
+    """0 when ``batch`` has one slice per seed, ``None`` when one batch is shared by every seed."""
+    obs_shape = tuple(agents.config["observation_shape"])
+    ndim = jnp.ndim(batch["observations"])
+    shared_ndim = 1 + extra_axes + len(obs_shape)
+    if ndim == shared_ndim:
+        return None
+    if ndim == shared_ndim + 1:
+        num_seeds = jax.tree_util.tree_leaves(agents.rng)[0].shape[0]
+        if batch["observations"].shape[0] != num_seeds:
+            raise ValueError(
+                f"a per-seed batch needs a leading axis of {num_seeds} seeds, got {batch['observations'].shape[0]}"
+            )
+        return 0
+    raise ValueError(
+        f"batch observations have {ndim} dimensions; expected {shared_ndim} (shared by all seeds) or "
+        f"{shared_ndim + 1} (one batch per seed)"
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("batch_axis",))
+def _vmapped_update(agents: Agent, batch: Batch, batch_axis: Optional[int]) -> tuple[Agent, Info]:
+    return jax.vmap(lambda agent, b: agent._update(b), in_axes=(0, batch_axis))(agents, batch)
+
+
+@functools.partial(jax.jit, static_argnames=("batch_axis",))
+def _vmapped_update_n(agents: Agent, batches: Batch, batch_axis: Optional[int]) -> tuple[Agent, Info]:
+    return jax.vmap(lambda agent, b: agent._update_n(b), in_axes=(0, batch_axis))(agents, batches)
+
+
+def vmapped_update(agents: Agent, batch: Batch) -> tuple[Agent, Info]:
+    """``update`` for every seed of a vmapped agent; ``batch`` is shared or has a leading seed axis."""
+    return _vmapped_update(agents, batch, _batch_axis(agents, batch, extra_axes=0))
+
+
+def vmapped_update_n(agents: Agent, batches: Batch) -> tuple[Agent, Info]:
+    """``update_n`` for every seed; ``batches`` is (n, B, ...) shared or (seeds, n, B, ...) per seed."""
+    return _vmapped_update_n(agents, batches, _batch_axis(agents, batches, extra_axes=1))
+
+
+@jax.jit
+def _vmapped_sample_actions(agents: Agent, observations: Array, seeds: Array, temperature: Array) -> Array:
+    return jax.vmap(lambda agent, obs, seed: agent.sample_actions(obs, seed, temperature))(agents, observations, seeds)
+
+
+def vmapped_sample_actions(agents: Agent, observations: Array, seed: Array, temperature: float = 1.0) -> Array:
+    """Actions of every seed for per-seed observations shaped (seeds, batch, *observation_shape)."""
+    num_seeds = jax.tree_util.tree_leaves(agents.rng)[0].shape[0]
+    return _vmapped_sample_actions(agents, observations, jax.random.split(seed, num_seeds), jnp.asarray(temperature))
+
+
+def unstack_agents(agents: Agent) -> list[Agent]:
+    """Split a vmapped agent into one agent per seed."""
+    num_seeds = jax.tree_util.tree_leaves(agents.rng)[0].shape[0]
+    return [jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], agents) for i in range(num_seeds)]

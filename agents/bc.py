@@ -1,0 +1,69 @@
+"""Gaussian behaviour cloning (spec §4, decision D3).
+
+A Gaussian policy with fixed unit standard deviation trained by maximum likelihood on dataset actions:
+L = mean_batch[-log N(a; mu(s), I)], i.e. 0.5 ||a - mu(s)||^2 up to a constant. No critic, no targets.
+Evaluation (temperature 0) takes the clipped mean; temperature 1 samples with sigma = 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+
+from agents.base import Agent, Array, Batch, Info
+from agents.encoders import make_encoder
+from agents.networks import GaussianActor
+
+
+class BCAgent(Agent):
+    """Behaviour cloning with a unit-variance Gaussian policy."""
+
+    name = "bc"
+
+    @classmethod
+    def get_config(cls) -> dict:
+        return get_config()
+
+    def actor_loss(self, batch: Batch, grad_params: Any) -> tuple[Array, Info]:
+        dist = self.network.select("actor")(batch["observations"], params=grad_params)
+        log_prob = dist.log_prob(batch["actions"])
+        loss = -jnp.mean(log_prob)
+        mse = jnp.mean(jnp.sum(jnp.square(dist.mode() - batch["actions"]), axis=-1))
+        return loss, {"actor/loss": loss, "actor/bc_log_prob": jnp.mean(log_prob), "actor/mse": mse}
+
+    def total_loss(self, batch: Batch, grad_params: Any, rng: Array) -> tuple[Array, Info]:
+        del rng  # the loss is deterministic
+        return self.actor_loss(batch, grad_params)
+
+    @jax.jit
+    def sample_actions(self, observations: Array, seed: Array, temperature: float = 1.0) -> Array:
+        dist = self.network.select("actor")(observations, temperature=temperature)
+        return jnp.clip(dist.sample(seed), -1.0, 1.0)
+
+    @classmethod
+    def create(cls, seed: int, example_batch: Batch, config: Optional[Mapping[str, Any]] = None) -> "BCAgent":
+        config = cls.make_config(config, example_batch)
+        actor = GaussianActor(
+            hidden_dims=config["actor_hidden_dims"],
+            action_dim=config["action_dim"],
+            layer_norm=config["actor_layer_norm"],
+            tanh_squash=False,
+            const_std=True,
+            encoder=make_encoder(config["encoder"]),
+        )
+        networks = {"actor": (actor, (example_batch["observations"],))}
+        return cls.build(seed, config, networks)
+
+
+def get_config() -> dict:
+    """Defaults of the BC agent."""
+    return {
+        "agent_name": "bc",
+        "lr": 3e-4,
+        "batch_size": 256,
+        "actor_hidden_dims": (512, 512, 512, 512),
+        "actor_layer_norm": False,
+        "encoder": None,
+    }
