@@ -1,0 +1,474 @@
+"""Our results beside the published ones: per task, per category, and rliable aggregates.
+
+Aggregation follows the paper (docs/algorithms.md §11): per task, mean ± population std across seeds; per category,
+the mean of the per-task means and the std across seeds of the per-seed category means. Each of our cells also gets
+a percentile-bootstrap confidence interval of its mean over seeds, the published mean ± std, the difference, whether
+the published mean lies inside our interval, and flags wherever our protocol differs from the published one (data
+provenance, steps, seeds, evaluation episodes, OGBench success timing, quoted baselines, no published entry).
+
+Across tasks, methods we ran are summarised with rliable (IQM, mean, median, optimality gap with stratified bootstrap
+intervals; performance profiles; probability of improvement), on scores scaled to [0, 1].
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from envs.catalogue import task_info
+from eval.published import PublishedResults, method_name
+
+CONFIDENCE = 0.95
+DEFAULT_REPS = 2000
+AGGREGATE_METRICS = ("IQM", "Mean", "Median", "Optimality Gap")
+
+
+# ============================================================================ collecting our scores
+def collect_scores(store, preset: Optional[str] = None, statuses: Sequence[str] = ("done",)) -> pd.DataFrame:
+    """One row per finished run: agent, env_id, seed, score (table scale, 0–100) and its protocol facts.
+
+    Reads ``summary["score"]`` (the reported score by the paper's rule, computed by ``eval.train``) and what the run
+    recorded about its protocol: offline steps, evaluation episodes, the averaged evaluation steps, the data
+    provenance and the OGBench success timing. Runs without a score are skipped.
+    """
+    filters = {"status": list(statuses)}
+    if preset is not None:
+        filters["preset"] = preset
+    rows = []
+    for run in store.runs(**filters):
+        summary = run.get("summary") or {}
+        score = summary.get("score")
+        if score is None or not math.isfinite(float(score)):
+            continue
+        config = run.get("config") or {}
+        provenance = run.get("data_provenance") or {}
+        spec = task_info(run["env_id"])
+        rows.append({
+            "run_id": run["id"],
+            "agent": run["agent"],
+            "env_id": spec.env_id,
+            "seed": int(run["seed"]),
+            "score": float(score),
+            "suite": spec.suite,
+            "category": spec.table_category,
+            "offline_steps": _first(summary, config, ("offline_steps", "steps")),
+            "eval_episodes": _first(summary, config, ("eval_episodes",)),
+            "score_rule": summary.get("score_rule", ""),
+            "provenance": provenance.get("provenance") or summary.get("provenance"),
+            "success_timing": provenance.get("success_timing") or summary.get("success_timing"),
+            "updated": run.get("updated", ""),
+        })
+    columns = ["run_id", "agent", "env_id", "seed", "score", "suite", "category", "offline_steps", "eval_episodes",
+               "score_rule", "provenance", "success_timing", "updated"]
+    frame = pd.DataFrame(rows, columns=columns)
+    # The same (agent, task, seed) may exist in several cells of one results directory: keep the latest.
+    frame = frame.sort_values("updated").drop_duplicates(["agent", "env_id", "seed"], keep="last")
+    return frame.sort_values(["agent", "env_id", "seed"]).reset_index(drop=True)
+
+
+def _first(summary: dict, config: dict, keys: Iterable[str]):
+    for key in keys:
+        for source in (summary, config):
+            if source.get(key) is not None:
+                return source[key]
+    return None
+
+
+# ============================================================================ statistics of one cell
+def population_std(values: Sequence[float]) -> float:
+    """Standard deviation with divisor n, as the paper's summarisers compute it."""
+    values = np.asarray(values, dtype=float)
+    return float(values.std(ddof=0)) if values.size else math.nan
+
+
+def bootstrap_ci(values: Sequence[float], confidence: float = CONFIDENCE, reps: int = DEFAULT_REPS,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean over seeds (degenerate [x, x] for a single seed)."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return math.nan, math.nan
+    if values.size == 1 or np.all(values == values[0]):
+        return float(values[0]), float(values[0])
+    rng = np.random.default_rng(seed)
+    # Resample seeds with replacement; means of each resample form the bootstrap distribution.
+    means = values[rng.integers(0, values.size, size=(reps, values.size))].mean(axis=1)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+@dataclass
+class CellStats:
+    """Our numbers for one (agent, task) or (agent, category) cell."""
+
+    n_seeds: int
+    mean: float
+    std: float
+    ci: tuple[float, float]
+    seeds: list[int] = field(default_factory=list)
+
+
+def cell_stats(values: Sequence[float], seeds: Sequence[int] = (), reps: int = DEFAULT_REPS, seed: int = 0
+               ) -> CellStats:
+    values = np.asarray(values, dtype=float)
+    return CellStats(int(values.size), float(values.mean()) if values.size else math.nan, population_std(values),
+                     bootstrap_ci(values, reps=reps, seed=seed), list(seeds))
+
+
+# ============================================================================ protocol flags
+def protocol_flags(runs: pd.DataFrame, published_cell, n_seeds: int) -> list[str]:
+    """Ways in which our runs of one cell differ from the protocol behind the published number."""
+    flags: list[str] = []
+    suite = runs["suite"].iloc[0]
+    if suite == "toy":
+        return ["toy task: no published entry"]
+    if published_cell is None:
+        return ["no published entry"]
+    protocol = published_cell.protocol
+    provenances = sorted({str(p) for p in runs["provenance"].dropna()})
+    if any(p != "official" for p in provenances) and provenances:
+        flags.append(f"{'/'.join(provenances)} data (paper: official)")
+    steps = [int(s) for s in runs["offline_steps"].dropna()]
+    if steps and protocol.get("offline_steps") and min(steps) < int(protocol["offline_steps"]):
+        flags.append(f"fewer steps ({_human(min(steps))} vs {_human(protocol['offline_steps'])})")
+    episodes = [int(e) for e in runs["eval_episodes"].dropna()]
+    if episodes and protocol.get("eval_episodes") and min(episodes) < int(protocol["eval_episodes"]):
+        flags.append(f"fewer evaluation episodes ({min(episodes)} vs {protocol['eval_episodes']})")
+    paper_seeds = protocol.get("seeds")
+    if paper_seeds is None:
+        flags.append("paper's seed count unknown")
+    elif n_seeds < int(paper_seeds):
+        flags.append(f"fewer seeds ({n_seeds} vs {paper_seeds})")
+    if suite in ("ogbench", "visual"):
+        ours = sorted({str(t) for t in runs["success_timing"].dropna()})
+        theirs = protocol.get("success_timing")
+        if theirs is None:
+            flags.append(f"paper's success timing unknown (ours: {'/'.join(ours) or 'unrecorded'})")
+        elif ours and ours != [theirs]:
+            flags.append(f"different success timing ({'/'.join(ours)} vs {theirs})")
+    if published_cell.quoted:
+        flags.append("paper value quoted from prior work")
+    if published_cell.std is None:
+        flags.append("paper printed no std")
+    return flags
+
+
+def _human(steps) -> str:
+    steps = int(steps)
+    if steps >= 1_000_000 and steps % 100_000 == 0:
+        return f"{steps / 1_000_000:g}M"
+    if steps >= 1000 and steps % 100 == 0:
+        return f"{steps / 1000:g}K"
+    return str(steps)
+
+
+def _in_interval(value: Optional[float], interval: tuple[float, float]) -> Optional[bool]:
+    if value is None or any(math.isnan(x) for x in interval):
+        return None
+    # Published means are rounded to integers, so allow half a unit of rounding on each side.
+    return bool(interval[0] - 0.5 <= value <= interval[1] + 0.5)
+
+
+# ============================================================================ tables
+TASK_COLUMNS = ["agent", "env_id", "category", "n_seeds", "mean", "std", "ci_low", "ci_high", "paper_mean",
+                "paper_std", "diff", "paper_in_ci", "flags"]
+CATEGORY_COLUMNS = ["agent", "category", "n_tasks", "paper_n_tasks", "n_seeds", "mean", "std", "ci_low", "ci_high",
+                    "paper_mean", "paper_std", "paper_std_kind", "diff", "paper_in_ci", "flags"]
+
+
+def task_table(scores: pd.DataFrame, published: Optional[PublishedResults] = None, reps: int = DEFAULT_REPS,
+               seed: int = 0) -> pd.DataFrame:
+    """Per (agent, task): ours (mean ± std over seeds, bootstrap CI) beside the published cell, with flags."""
+    rows = []
+    for (agent, env_id), runs in scores.groupby(["agent", "env_id"], sort=True):
+        stats = cell_stats(runs["score"], runs["seed"], reps=reps, seed=seed)
+        cell = _published_task_cell(published, agent, env_id)
+        rows.append({
+            "agent": agent, "env_id": env_id, "category": runs["category"].iloc[0], "n_seeds": stats.n_seeds,
+            "mean": stats.mean, "std": stats.std, "ci_low": stats.ci[0], "ci_high": stats.ci[1],
+            "paper_mean": None if cell is None else cell.mean, "paper_std": None if cell is None else cell.std,
+            "diff": None if cell is None else stats.mean - cell.mean,
+            "paper_in_ci": None if cell is None else _in_interval(cell.mean, stats.ci),
+            "flags": protocol_flags(runs, cell, stats.n_seeds),
+        })
+    return pd.DataFrame(rows, columns=TASK_COLUMNS)
+
+
+def category_table(scores: pd.DataFrame, published: Optional[PublishedResults] = None, reps: int = DEFAULT_REPS,
+                   seed: int = 0) -> pd.DataFrame:
+    """Per (agent, category): mean of per-task means; std across seeds of the per-seed category means (§11).
+
+    The per-seed category mean needs every task of the category for that seed, so only seeds present in all of the
+    category's tasks enter the std and the interval; the mean always uses every run.
+    """
+    rows = []
+    for (agent, category), runs in scores.groupby(["agent", "category"], sort=True):
+        per_task_means = runs.groupby("env_id")["score"].mean()
+        by_seed = runs.pivot_table(index="seed", columns="env_id", values="score", aggfunc="mean")
+        complete = by_seed.dropna(axis=0, how="any")
+        seed_means = complete.mean(axis=1).to_numpy()
+        ci = bootstrap_ci(seed_means, reps=reps, seed=seed)
+        cell = None
+        if published is not None and category != "toy":
+            cell = _safe(lambda: published.category_cell(agent, category))
+        paper_tasks = len(published.tasks(category)) if (published is not None and cell is not None) else None
+        flags = protocol_flags(runs, cell, len(complete))
+        if paper_tasks is not None and len(per_task_means) < paper_tasks:
+            flags.insert(0, f"partial category ({len(per_task_means)}/{paper_tasks} tasks)")
+        if cell is not None and cell.std_kind == "tasks":
+            flags.append("paper's ± is the std across tasks")
+        if len(complete) < len(by_seed):
+            flags.append(f"std over {len(complete)} seeds present in every task")
+        rows.append({
+            "agent": agent, "category": category, "n_tasks": int(len(per_task_means)), "paper_n_tasks": paper_tasks,
+            "n_seeds": int(len(complete)), "mean": float(per_task_means.mean()), "std": population_std(seed_means),
+            "ci_low": ci[0], "ci_high": ci[1],
+            "paper_mean": None if cell is None else cell.mean, "paper_std": None if cell is None else cell.std,
+            "paper_std_kind": None if cell is None else cell.std_kind,
+            "diff": None if cell is None else float(per_task_means.mean()) - cell.mean,
+            "paper_in_ci": None if cell is None else _in_interval(cell.mean, ci),
+            "flags": flags,
+        })
+    return pd.DataFrame(rows, columns=CATEGORY_COLUMNS)
+
+
+def _safe(fn):
+    try:
+        return fn()
+    except KeyError:  # an agent that is not one of the paper's methods
+        return None
+
+
+def _published_task_cell(published, agent, env_id):
+    if published is None:
+        return None
+    spec = task_info(env_id)
+    cell = _safe(lambda: published.task_cell(agent, env_id))
+    if cell is None and spec.extra.get("alias"):
+        # The un-suffixed "-singletask-v0" alias is the category's default task.
+        resolved = env_id.replace("-singletask-v0", f"-singletask-task{spec.task_index}-v0")
+        cell = _safe(lambda: published.task_cell(agent, resolved))
+    return cell
+
+
+def published_cells(published: PublishedResults, method: str = "FiDec") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The paper's cells for one method: (per-task frame, per-category frame), for printing without results."""
+    method = method_name(method)
+    tasks = published.per_task[published.per_task["method"] == method][["task", "category", "mean", "std"]]
+    categories = published.per_category[published.per_category["method"] == method][["category", "n_tasks", "mean",
+                                                                                       "std"]]
+    return tasks.reset_index(drop=True), categories.reset_index(drop=True)
+
+
+# ============================================================================ rliable aggregates
+def score_matrices(scores: pd.DataFrame, agents: Optional[Sequence[str]] = None, scale: float = 100.0
+                   ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """{agent: (num_seeds, num_tasks)} on the tasks every agent ran, scores divided by ``scale``.
+
+    Each agent keeps the seeds it has on every one of those tasks (rliable bootstraps runs within each task).
+    """
+    agents = list(agents) if agents is not None else sorted(scores["agent"].unique())
+    task_sets = [set(scores.loc[scores["agent"] == agent, "env_id"]) for agent in agents]
+    tasks = sorted(set.intersection(*task_sets)) if task_sets else []
+    matrices = {}
+    for agent in agents:
+        runs = scores[(scores["agent"] == agent) & scores["env_id"].isin(tasks)]
+        table = runs.pivot_table(index="seed", columns="env_id", values="score", aggfunc="mean")
+        table = table.reindex(columns=tasks).dropna(axis=0, how="any")
+        if len(table) and tasks:
+            matrices[agent] = table.to_numpy(dtype=float) / scale
+    return matrices, tasks
+
+
+def aggregate_table(matrices: dict[str, np.ndarray], reps: int = DEFAULT_REPS, seed: int = 0) -> pd.DataFrame:
+    """IQM, mean, median and optimality gap with stratified-bootstrap 95 % intervals (rliable)."""
+    from rliable import library as rly, metrics
+
+    if not matrices:
+        return pd.DataFrame(columns=["agent", "metric", "estimate", "ci_low", "ci_high"])
+
+    def aggregate(scores):
+        return np.array([metrics.aggregate_iqm(scores), metrics.aggregate_mean(scores),
+                         metrics.aggregate_median(scores), metrics.aggregate_optimality_gap(scores)])
+
+    estimates, intervals = rly.get_interval_estimates(
+        matrices, aggregate, reps=reps, random_state=np.random.RandomState(seed)
+    )
+    rows = []
+    for agent in matrices:
+        for index, name in enumerate(AGGREGATE_METRICS):
+            rows.append({"agent": agent, "metric": name, "estimate": float(estimates[agent][index]),
+                         "ci_low": float(intervals[agent][0, index]), "ci_high": float(intervals[agent][1, index])})
+    return pd.DataFrame(rows)
+
+
+def performance_profiles(matrices: dict[str, np.ndarray], taus: Optional[np.ndarray] = None,
+                         reps: int = DEFAULT_REPS, seed: int = 0) -> pd.DataFrame:
+    """Score-distribution performance profiles: fraction of runs with score > τ, with bootstrap bands."""
+    from rliable import library as rly
+
+    taus = np.linspace(0.0, 1.0, 51) if taus is None else np.asarray(taus, dtype=float)
+    if not matrices:
+        return pd.DataFrame(columns=["agent", "tau", "fraction", "ci_low", "ci_high"])
+    np.random.seed(seed)  # create_performance_profile draws from numpy's global generator
+    profiles, bands = rly.create_performance_profile(matrices, taus, reps=reps)
+    rows = []
+    for agent in matrices:
+        for i, tau in enumerate(taus):
+            rows.append({"agent": agent, "tau": float(tau), "fraction": float(profiles[agent][i]),
+                         "ci_low": float(bands[agent][0, i]), "ci_high": float(bands[agent][1, i])})
+    return pd.DataFrame(rows)
+
+
+def improvement_table(matrices: dict[str, np.ndarray], reps: int = DEFAULT_REPS, seed: int = 0) -> pd.DataFrame:
+    """P(X > Y) for every ordered pair of agents (rliable), with stratified-bootstrap intervals."""
+    from rliable import library as rly, metrics
+
+    columns = ["agent_x", "agent_y", "probability", "ci_low", "ci_high"]
+    pairs = {f"{x},{y}": (matrices[x], matrices[y]) for x, y in itertools.permutations(matrices, 2)}
+    if not pairs:
+        return pd.DataFrame(columns=columns)
+    estimates, intervals = rly.get_interval_estimates(
+        pairs, metrics.probability_of_improvement, reps=reps, random_state=np.random.RandomState(seed)
+    )
+    rows = []
+    for key in pairs:
+        x, y = key.split(",")
+        rows.append({"agent_x": x, "agent_y": y, "probability": float(estimates[key]),
+                     "ci_low": float(np.ravel(intervals[key])[0]), "ci_high": float(np.ravel(intervals[key])[1])})
+    return pd.DataFrame(rows, columns=columns)
+
+
+# ============================================================================ one call for everything
+@dataclass
+class Comparison:
+    """Everything `fidec leaderboard compare` prints and writes."""
+
+    scores: pd.DataFrame
+    tasks: pd.DataFrame
+    categories: pd.DataFrame
+    aggregates: pd.DataFrame
+    profiles: pd.DataFrame
+    improvement: pd.DataFrame
+    aggregate_tasks: list[str]
+
+    @property
+    def empty(self) -> bool:
+        return self.scores.empty
+
+    def write(self, directory) -> list:
+        """Write every table as CSV (atomically) under ``directory``; returns the paths."""
+        from pathlib import Path
+
+        from eval.leaderboard import atomic_write_text
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name in ("scores", "tasks", "categories", "aggregates", "profiles", "improvement"):
+            frame = getattr(self, name).copy()
+            if "flags" in frame:
+                frame["flags"] = frame["flags"].map(lambda flags: "; ".join(flags))
+            path = directory / f"{name}.csv"
+            atomic_write_text(path, frame.to_csv(index=False))
+            paths.append(path)
+        return paths
+
+
+def compare(store, published: Optional[PublishedResults] = None, preset: Optional[str] = None,
+            reps: int = DEFAULT_REPS, seed: int = 0) -> Comparison:
+    """Build every comparison table from a results store (``published=None`` compares without the paper)."""
+    scores = collect_scores(store, preset=preset)
+    matrices, tasks = score_matrices(scores) if not scores.empty else ({}, [])
+    return Comparison(
+        scores=scores,
+        tasks=task_table(scores, published, reps=reps, seed=seed),
+        categories=category_table(scores, published, reps=reps, seed=seed),
+        aggregates=aggregate_table(matrices, reps=reps, seed=seed),
+        profiles=performance_profiles(matrices, reps=reps, seed=seed),
+        improvement=improvement_table(matrices, reps=reps, seed=seed),
+        aggregate_tasks=tasks,
+    )
+
+
+# ============================================================================ text rendering
+def format_mean_std(mean, std, digits: int = 1) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """A GitHub-flavoured Markdown table (cells converted with str, pipes escaped)."""
+    def clean(value) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(clean, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(clean(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _paper(mean, std) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    return f"{mean:g}" if std is None or (isinstance(std, float) and math.isnan(std)) else f"{mean:g} ± {std:g}"
+
+
+def _yes_no(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else ("yes" if value else "no")
+
+
+def task_rows(tasks: pd.DataFrame) -> tuple[list[str], list[list]]:
+    header = ["agent", "task", "seeds", "ours", "95% CI", "paper", "diff", "paper in CI", "flags"]
+    rows = [[r.agent, r.env_id.removeprefix("fidec/"), r.n_seeds, format_mean_std(r.mean, r.std),
+             f"[{r.ci_low:.1f}, {r.ci_high:.1f}]", _paper(r.paper_mean, r.paper_std),
+             "–" if r.diff is None or pd.isna(r.diff) else f"{r.diff:+.1f}", _yes_no(r.paper_in_ci),
+             "; ".join(r.flags)] for r in tasks.itertuples(index=False)]
+    return header, rows
+
+
+def category_rows(categories: pd.DataFrame) -> tuple[list[str], list[list]]:
+    header = ["agent", "category", "tasks", "seeds", "ours", "95% CI", "paper", "diff", "paper in CI", "flags"]
+    rows = [[r.agent, r.category, r.n_tasks if r.paper_n_tasks is None or pd.isna(r.paper_n_tasks)
+             else f"{r.n_tasks}/{int(r.paper_n_tasks)}", r.n_seeds, format_mean_std(r.mean, r.std),
+             f"[{r.ci_low:.1f}, {r.ci_high:.1f}]", _paper(r.paper_mean, r.paper_std),
+             "–" if r.diff is None or pd.isna(r.diff) else f"{r.diff:+.1f}", _yes_no(r.paper_in_ci),
+             "; ".join(r.flags)] for r in categories.itertuples(index=False)]
+    return header, rows
+
+
+def aggregate_rows(aggregates: pd.DataFrame) -> tuple[list[str], list[list]]:
+    header = ["agent", *AGGREGATE_METRICS]
+    rows = []
+    for agent, group in aggregates.groupby("agent", sort=False):
+        cells = {r.metric: f"{r.estimate:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]" for r in group.itertuples()}
+        rows.append([agent, *(cells.get(metric, "–") for metric in AGGREGATE_METRICS)])
+    return header, rows
+
+
+def published_text(published: PublishedResults, method: str = "FiDec") -> str:
+    """The paper's per-category table and one method's per-task cells, as Markdown."""
+    tasks, _ = published_cells(published, method)
+    methods = published.methods
+    category_header = ["category", *methods]
+    category_rows_ = []
+    for category in published.categories:
+        row = [category]
+        for m in methods:
+            cell = published.category_cell(m, category)
+            row.append("–" if cell is None else str(cell))
+        category_rows_.append(row)
+    task_header = ["task", "category", f"{method_name(method)} (paper)"]
+    task_rows_ = [[t.task, t.category, _paper(t.mean, None if pd.isna(t.std) else t.std)]
+                  for t in tasks.itertuples(index=False)]
+    return (f"Published results: {published.protocol.get('source', published.name)}\n\n"
+            "Table 2 per category (DeFlow's ± is the std across tasks)\n\n"
+            + markdown_table(category_header, category_rows_)
+            + f"\n\nTable 2 per task, {method_name(method)}\n\n" + markdown_table(task_header, task_rows_))
