@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("tasks",)
+COMMAND_MODULES = ("tasks", "leaderboard")
 
 
 class UserError(Exception):

@@ -1,0 +1,152 @@
+"""``fidec leaderboard run|status|compare|report`` and ``fidec quickstart``.
+
+Heavy imports (JAX, pandas, matplotlib, Ray) stay inside the command functions so that ``fidec --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_RESULTS = Path("results")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "leaderboard", help="run a preset grid (agents x tasks x seeds), inspect it, compare with the paper, report",
+        description="Run leaderboard presets and compare their results with the published tables.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+
+    run = actions.add_parser("run", help="run (or resume) every cell of a preset")
+    run.add_argument("--preset", required=True, help="built-in preset name (smoke, quick, ...) or a YAML path")
+    run.add_argument("--out", type=Path, help="results directory (default: results/<preset>)")
+    run.add_argument("--backend", choices=["local", "ray"], default="local",
+                     help="local process pool (default) or Ray tasks")
+    run.add_argument("--ray-address", help="existing Ray cluster, HOST:PORT / ray://HOST:PORT / auto "
+                                           "(default: start Ray locally)")
+    run.add_argument("--workers", type=int, help="cells in parallel (default: min(2, CPUs))")
+    run.add_argument("--retry-failed", action="store_true", help="also re-run cells that failed before")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.set_defaults(func=run_command)
+
+    status = actions.add_parser("status", help="done / running / failed / pending per cell, and totals")
+    status.add_argument("--out", type=Path, required=True, help="results directory")
+    status.add_argument("--preset", help="only this preset's cells")
+    status.set_defaults(func=status_command)
+
+    compare = actions.add_parser("compare", help="our results beside the published tables")
+    compare.add_argument("--published", default="fidec-paper", help="published result set (default: fidec-paper)")
+    compare.add_argument("--out", type=Path, help="results directory; without it, print the published cells")
+    compare.add_argument("--preset", help="only runs of this preset")
+    compare.add_argument("--method", default="FiDec", help="method whose published per-task cells are printed "
+                                                           "when there are no results (default: FiDec)")
+    compare.add_argument("--reps", type=int, default=2000, help="bootstrap repetitions (default: 2000)")
+    compare.set_defaults(func=compare_command)
+
+    report = actions.add_parser("report", help="write DIR/report/report.md and index.html with figures and videos")
+    report.add_argument("--out", type=Path, required=True, help="results directory")
+    report.add_argument("--published", default="fidec-paper", help="published result set (default: fidec-paper)")
+    report.add_argument("--preset", help="only runs of this preset")
+    report.add_argument("--reps", type=int, default=2000, help="bootstrap repetitions (default: 2000)")
+    report.set_defaults(func=report_command)
+
+    quick = subparsers.add_parser(
+        "quickstart", help="run the quick preset (toy landscapes + a small generated cube-single dataset), "
+                           "then compare and report",
+    )
+    quick.add_argument("--out", type=Path, default=DEFAULT_RESULTS / "quickstart", help="results directory "
+                                                                                       "(default: results/quickstart)")
+    quick.add_argument("--workers", type=int, help="cells in parallel (default: min(2, CPUs))")
+    quick.add_argument("--backend", choices=["local", "ray"], default="local")
+    quick.add_argument("--preset", default="quick", help=argparse.SUPPRESS)
+    quick.set_defaults(func=quickstart_command)
+
+
+def run_command(args) -> int:
+    from eval.leaderboard import load_preset, run_leaderboard
+
+    preset = load_preset(args.preset)
+    out = args.out or DEFAULT_RESULTS / preset.name
+    print(f"preset {preset.name}: {len(preset.cells())} cells -> {out}", file=sys.stderr)
+    result = run_leaderboard(preset, out, backend=args.backend, workers=args.workers, ray_address=args.ray_address,
+                             retry_failed=args.retry_failed, progress=not args.no_progress)
+    print(f"{len(result.done)} cells finished now, {len(result.skipped)} skipped (finished or failed before), "
+          f"{len(result.failed)} failed, of {result.total}")
+    for cell, message in result.failed.items():
+        print(f"  failed: {cell}: {message.splitlines()[0] if message else ''}")
+    print(f"inspect with `fidec leaderboard status --out {out}`; compare with "
+          f"`fidec leaderboard compare --out {out}`")
+    return 0 if result.ok else 1
+
+
+def status_command(args) -> int:
+    from eval.compare import markdown_table
+    from eval.leaderboard import leaderboard_status
+
+    rows, totals = leaderboard_status(args.out, preset=args.preset)
+    header = ["cell", "state", "done", "running", "interrupted", "failed", "pending"]
+    print(markdown_table(header, [[r["cell"], r["state"], r["done"], r["running"], r["interrupted"], r["failed"],
+                                   r["pending"]] for r in rows]))
+    for row in rows:
+        for message in row["messages"]:
+            print(f"  {row['cell']}: {message}")
+    print(f"\ncells: {totals['cells_done']}/{totals['cells']} done; runs: {totals['done']} done, {totals['running']} "
+          f"running, {totals['interrupted']} interrupted, {totals['failed']} failed, {totals['pending']} pending")
+    return 0
+
+
+def compare_command(args) -> int:
+    from eval.compare import aggregate_rows, category_rows, compare, markdown_table, published_text, task_rows
+    from eval.published import load_published
+
+    published = load_published(args.published)
+    if args.out is None:
+        print(published_text(published, args.method))
+        return 0
+    store = _open_existing_store(args.out)
+    comparison = compare(store, published, preset=args.preset, reps=args.reps)
+    if comparison.empty:
+        print(f"no finished runs in {args.out}; the published cells are:\n")
+        print(published_text(published, args.method))
+        return 0
+    print("Per task (ours: mean ± std over seeds, percentile-bootstrap 95% CI of the mean)\n")
+    print(markdown_table(*task_rows(comparison.tasks)))
+    print("\nPer category (mean of per-task means; std across seeds of per-seed category means)\n")
+    print(markdown_table(*category_rows(comparison.categories)))
+    if not comparison.aggregates.empty:
+        print(f"\nAggregates over {len(comparison.aggregate_tasks)} tasks run by every agent (scores / 100, "
+              "stratified bootstrap 95% CIs)\n")
+        print(markdown_table(*aggregate_rows(comparison.aggregates)))
+    paths = comparison.write(Path(args.out) / "comparison")
+    print(f"\ntables written to {paths[0].parent}")
+    return 0
+
+
+def report_command(args) -> int:
+    from eval.published import load_published
+    from eval.report import build_report
+
+    store = _open_existing_store(args.out)
+    index = build_report(store, load_published(args.published), preset=args.preset, reps=args.reps)
+    print(f"report: {index.parent / 'report.md'}\nopen: {index}")
+    return 0
+
+
+def quickstart_command(args) -> int:
+    from eval.quickstart import quickstart
+
+    index = quickstart(args.out, workers=args.workers, backend=args.backend, preset=args.preset)
+    print(f"\nquickstart finished; open the report: {index}")
+    return 0
+
+
+def _open_existing_store(out: Path):
+    from eval.store import DB_FILENAME, ResultsStore
+
+    if not (Path(out) / DB_FILENAME).is_file():
+        raise FileNotFoundError(f"no results in {out} (no {DB_FILENAME}); run a preset first: "
+                                f"`fidec leaderboard run --preset smoke --out {out}`")
+    return ResultsStore(out)
