@@ -1,0 +1,184 @@
+"""Gymnasium wrappers shared by every fidec-gym environment.
+
+* :class:`EpisodeScore` reports the episode's return, length, success and normalised score in
+  ``info["episode"]`` when an episode ends, in the shape Gymnasium's vector environments know how to batch.
+* :class:`FrameStack` stacks the last ``k`` RGB frames on the channel axis, as the pixel datasets do.
+* :class:`ClipAction` clips actions into the action box without widening the advertised action space.
+* :class:`Float32Observation` casts float64 state observations to the float32 of the datasets.
+* :class:`SeededGlobalRandom` makes resets of environments that draw from NumPy's global generator reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any, Optional, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.wrappers import ClipAction as _GymClipAction
+from gymnasium.wrappers import DtypeObservation
+
+from envs.catalogue import TaskSpec
+
+__all__ = ["ClipAction", "EpisodeScore", "Float32Observation", "FrameStack", "SeededGlobalRandom"]
+
+
+class EpisodeScore(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Accumulate return and length; at the end of an episode report its score in ``info["episode"]``.
+
+    The dict holds ``r`` (return), ``l`` (length), ``success`` (the last step's ``info["success"]`` as a float,
+    NaN for tasks without a success signal), ``metric`` (the value that ``spec.metric`` names: success, return, or
+    the toy Q value, which is the one-step return) and ``normalized_score`` = ``spec.normalized_score(metric)``
+    (OGBench: 100 x success; D4RL: 100 (R - min) / (max - min); toy: the toy normaliser applied to Q(a)).
+    ``info["episode_end"]`` is set to True on the same step.
+
+    Every value is a plain float so that ``SyncVectorEnv``/``AsyncVectorEnv`` batch it into arrays with an
+    ``_episode`` mask, like :class:`gymnasium.wrappers.RecordEpisodeStatistics`.
+
+    Args:
+        env: the environment to wrap (it must enforce its own time limit).
+        spec: the task's catalogue entry.
+        metadata: facts about how the environment was made that results should store (e.g. ``success_timing``);
+            read them with ``env.get_wrapper_attr("task_metadata")``.
+    """
+
+    def __init__(self, env: gym.Env, spec: TaskSpec, metadata: Optional[dict] = None):
+        gym.utils.RecordConstructorArgs.__init__(self, spec=spec, metadata=metadata)
+        gym.Wrapper.__init__(self, env)
+        if spec.metric not in ("success", "normalized_return", "value"):
+            raise ValueError(f"task {spec.env_id} has unknown metric {spec.metric!r}; fix its catalogue entry")
+        self.task_spec = spec
+        self.task_metadata = {"env_id": spec.env_id, **(metadata or {})}
+        self._episode_return = 0.0
+        self._episode_length = 0
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        self._episode_return = 0.0
+        self._episode_length = 0
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        self._episode_return += float(reward)
+        self._episode_length += 1
+        if terminated or truncated:
+            info = dict(info)
+            info["episode"] = self.episode_summary(info.get("success"))
+            info["episode_end"] = True
+        return observation, reward, terminated, truncated, info
+
+    def episode_summary(self, success: Any = None) -> dict:
+        """The ``info["episode"]`` dict for the episode so far, given the last step's success flag (or None)."""
+        success = math.nan if success is None else float(success)
+        if self.task_spec.metric == "success":
+            metric = success
+        else:  # "normalized_return" (D4RL) and "value" (toy: the return of the single step is Q(a))
+            metric = self._episode_return
+        return {
+            "r": self._episode_return,
+            "l": self._episode_length,
+            "success": success,
+            "metric": metric,
+            "normalized_score": self.task_spec.normalized_score(metric),
+        }
+
+
+class FrameStack(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Stack the last ``num_frames`` uint8 frames on the channel axis: (H, W, C) -> (H, W, C * num_frames).
+
+    Frames are ordered oldest first and the reset frame is repeated to fill the stack, which is how the pixel
+    datasets are stacked (algorithms.md §3.3). Gymnasium's FrameStackObservation stacks on a new leading axis
+    instead, (k, H, W, C); the channel layout is what the image encoders take.
+    """
+
+    def __init__(self, env: gym.Env, num_frames: int = 3):
+        space = env.observation_space
+        if not isinstance(space, spaces.Box) or len(space.shape) != 3:
+            raise ValueError(
+                f"FrameStack needs (H, W, C) image observations, got {space}; use it only on pixel (visual-*) tasks"
+            )
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        gym.utils.RecordConstructorArgs.__init__(self, num_frames=num_frames)
+        gym.Wrapper.__init__(self, env)
+        self.num_frames = num_frames
+        height, width, channels = space.shape
+        self.observation_space = spaces.Box(
+            low=0, high=255, shape=(height, width, channels * num_frames), dtype=space.dtype
+        )
+        self._frames: deque = deque(maxlen=num_frames)
+
+    def _stacked(self) -> np.ndarray:
+        return np.concatenate(self._frames, axis=-1)
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        observation, info = self.env.reset(seed=seed, options=options)
+        self._frames.extend([observation] * self.num_frames)
+        return self._stacked(), info
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        self._frames.append(observation)
+        return self._stacked(), reward, terminated, truncated, info
+
+
+class ClipAction(_GymClipAction):
+    """Clip actions into the action box, keeping the finite box as the advertised action space.
+
+    Gymnasium >= 1.0 widens the space of its ClipAction to (-inf, inf); agents and samplers here read the
+    [-1, 1] box from ``env.action_space``, so the original bounds are kept.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.action_space = env.action_space
+
+
+class Float32Observation(DtypeObservation):
+    """Cast float64 state observations to float32 (the datasets' dtype), with the observation space to match."""
+
+    def __init__(self, env: gym.Env):
+        if not isinstance(env.observation_space, spaces.Box):
+            raise ValueError(f"Float32Observation needs a Box observation space, got {env.observation_space}")
+        # Record no constructor arguments: the dtype is fixed, so the wrapper is recreated from ``env`` alone.
+        gym.utils.RecordConstructorArgs.__init__(self)
+        super().__init__(env, np.float32)
+
+
+class SeededGlobalRandom(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Give an environment that draws from NumPy's *global* generator its own, seedable stream.
+
+    OGBench's maze environments draw start/goal noise with ``np.random`` and take random warm-up actions with
+    ``action_space.sample()`` during reset, so ``reset(seed=s)`` alone is not reproducible. This wrapper keeps a
+    private global-generator state, swaps it in around ``reset``/``step`` and swaps the caller's state back, so the
+    environment is reproducible under ``reset(seed=...)`` and does not disturb the caller's ``np.random``.
+    """
+
+    def __init__(self, env: gym.Env):
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+        self._global_state = None  # None: share the caller's global stream until the first seeded reset
+
+    def _call_with_private_state(self, fn, *args, **kwargs):
+        if self._global_state is None:
+            return fn(*args, **kwargs)
+        caller_state = np.random.get_state()
+        np.random.set_state(self._global_state)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self._global_state = np.random.get_state()
+            np.random.set_state(caller_state)
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        if seed is not None:
+            # Two independent child streams: the global generator and the warm-up action sampler.
+            global_seed, action_seed = np.random.SeedSequence(seed).generate_state(2)
+            self._global_state = np.random.RandomState(int(global_seed)).get_state()
+            self.env.unwrapped.action_space.seed(int(action_seed))
+        return self._call_with_private_state(self.env.reset, seed=seed, options=options)
+
+    def step(self, action) -> tuple[Any, SupportsFloat, bool, bool, dict]:
+        return self._call_with_private_state(self.env.step, action)
