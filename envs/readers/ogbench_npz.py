@@ -1,0 +1,248 @@
+"""OGBench datasets (``<dataset>.npz`` + ``<dataset>-val.npz``), official or generated locally.
+
+Loading and relabelling are OGBench's own (``ogbench.utils.load_dataset`` and ``ogbench.relabel_utils``), so the
+rewards and masks are exactly the benchmark's: r = r(s) and mask = 1 - success(s) for the row's own state s
+(datasets.md §1.5). This module adds the file search, clear errors for bad files, the fidec conventions (clipped
+actions, next actions) and provenance: a ``<dataset>.meta.json`` sidecar written by ``envs.generate`` marks
+locally generated data, everything else is reported as official.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import socket
+import warnings
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from envs.readers import (
+    DATASET_FORMAT_VERSION,
+    DatasetError,
+    clip_actions,
+    find_file,
+    next_actions_within_trajectories,
+    search_dirs,
+    sha256_file,
+)
+
+DEFAULT_OGBENCH_DIR = "~/.ogbench/data"
+OGBENCH_URL = "https://rail.eecs.berkeley.edu/datasets/ogbench"
+RAW_KEYS = ("observations", "actions", "terminals", "qpos", "qvel")
+# Manipulation "play" data can be regenerated with OGBench's oracles; locomotion data needs expert checkpoints.
+GENERATABLE_PREFIXES = ("cube-", "scene-", "puzzle-")
+
+REWARD_CONVENTION = (
+    "OGBench single-task relabelling of each row's own state s (success timing 'pre'): locomotion r = success - 1, "
+    "manipulation r = #satisfied sub-goals - #sub-goals; masks = 1 - success(s); terminals mark trajectory ends "
+    "(time limits), never task success; actions clipped to +-(1 - 1e-5)"
+)
+
+
+def ogbench_version() -> str:
+    return importlib.metadata.version("ogbench")
+
+
+def success_timing() -> str:
+    """Dataset labels use the row's state s; environments from ogbench >= 1.2 agree by default (datasets.md §1.5)."""
+    major, minor = (int(part) for part in ogbench_version().split(".")[:2])
+    return "pre" if (major, minor) >= (1, 2) else "post"
+
+
+def sidecar_path(npz_path: Path) -> Path:
+    """``<dataset>.meta.json`` beside the train file, shared by the train and val files."""
+    stem = npz_path.name[: -len(".npz")]
+    if stem.endswith("-val"):
+        stem = stem[: -len("-val")]
+    return npz_path.with_name(f"{stem}.meta.json")
+
+
+def _missing_data_message(dataset: str, tried: list[Path]) -> str:
+    looked = "\n".join(f"  - {p}" for p in tried) or "  (no directory given)"
+    base = dataset[len("visual-"):] if dataset.startswith("visual-") else dataset
+    fetch = (
+        f"fetch the official files with `fidec data download {dataset} --out $FIDEC_DATA_DIR` (needs network), "
+        f"or download {OGBENCH_URL}/{dataset}.npz and {OGBENCH_URL}/{dataset}-val.npz into $FIDEC_DATA_DIR, "
+        "or call load_dataset(..., allow_download=True)"
+    )
+    if base.startswith(GENERATABLE_PREFIXES):
+        name = base[: -len("-v0")]
+        visual = " --visual" if dataset.startswith("visual-") else ""
+        how = (
+            f"Make it locally with `fidec data generate {name} --episodes 1000{visual} --out $FIDEC_DATA_DIR` "
+            f"(fewer episodes for a quick run"
+            + ("; pixel data takes ~100 h on CPU" if visual else "")
+            + f"), or {fetch}."
+        )
+    else:
+        how = (
+            "Locomotion (navigate) data cannot be generated locally: OGBench drives its expert policies from "
+            f"checkpoints that are not in the package (docs/datasets.md §2.2). To get it, {fetch}."
+        )
+    return f"no OGBench dataset file {dataset}.npz found. Looked in:\n{looked}\n{how}"
+
+
+def locate(dataset: str, split: str, path=None, data_dir=None) -> tuple[Optional[Path], list[Path]]:
+    """The npz file of ``dataset``/``split`` (``path`` may be the train file itself or a directory)."""
+    filename = f"{dataset}-val.npz" if split == "val" else f"{dataset}.npz"
+    if path is not None and str(path).endswith(".npz"):
+        file = Path(path).expanduser()
+        if split == "val" and not file.name.endswith("-val.npz"):
+            file = file.with_name(file.name[: -len(".npz")] + "-val.npz")
+        return (file if file.is_file() else None), [file]
+    return find_file([filename], search_dirs(path, data_dir, DEFAULT_OGBENCH_DIR))
+
+
+def download(dataset: str, directory: os.PathLike | str, timeout: float = 10.0) -> tuple[Path, Path]:
+    """Fetch ``dataset`` (train + val) from the OGBench server with OGBench's own downloader.
+
+    A short socket timeout turns a missing network into an error within ``timeout`` seconds instead of a hang;
+    partial ``.tmp`` files are removed so nothing half-written is left behind.
+    """
+    import ogbench
+
+    directory = Path(directory).expanduser()
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        ogbench.download_datasets([dataset], dataset_dir=str(directory))
+    except (OSError, ValueError) as error:  # URLError, timeouts and HTTP errors are OSErrors
+        for leftover in directory.glob(f"{dataset}*.npz.tmp"):
+            leftover.unlink(missing_ok=True)
+        raise DatasetError(
+            f"could not download {dataset} from {OGBENCH_URL} into {directory}: {error}. Check the network "
+            f"connection (or copy {dataset}.npz and {dataset}-val.npz there by hand)."
+        ) from error
+    finally:
+        socket.setdefaulttimeout(previous)
+    return directory / f"{dataset}.npz", directory / f"{dataset}-val.npz"
+
+
+def npz_keys(file: Path) -> list[str]:
+    """Array names in an npz file, reading only the zip directory; corrupt files raise DatasetError."""
+    try:
+        with np.load(file) as archive:
+            return list(archive.files)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        raise DatasetError(
+            f"{file}: not a readable npz archive ({type(error).__name__}: {error}); the file is corrupt or "
+            "truncated. Delete it and generate or download it again."
+        ) from error
+
+
+def read_raw_npz(file: Path) -> dict[str, np.ndarray]:
+    """Every array of an npz file as stored (no conversion), with corrupt-file errors as DatasetError."""
+    npz_keys(file)
+    try:
+        with np.load(file) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, KeyError) as error:
+        raise DatasetError(
+            f"{file}: an array could not be decompressed ({type(error).__name__}: {error}); the file is corrupt "
+            "or truncated. Delete it and generate or download it again."
+        ) from error
+
+
+def _provenance(file: Path, checksum: str) -> tuple[str, dict]:
+    sidecar = sidecar_path(file)
+    if not sidecar.is_file():
+        return "official", {}
+    try:
+        info = json.loads(sidecar.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise DatasetError(f"{sidecar}: unreadable metadata sidecar ({error}); delete it or regenerate the data.")
+    recorded = info.get("files", {}).get(file.name, {}).get("sha256")
+    if recorded != checksum:
+        warnings.warn(
+            f"{sidecar} does not describe {file.name} (checksum differs); treating the file as official data.",
+            stacklevel=3,
+        )
+        return "official", {}
+    return info.get("provenance", "generated"), info
+
+
+def read_ogbench(spec, file: Path, split: str = "train", compact: bool = False) -> tuple[dict, dict]:
+    """Arrays and metadata of one OGBench split, relabelled for the task of ``spec`` (a catalogue TaskSpec)."""
+    import ogbench
+    from ogbench.relabel_utils import relabel_dataset
+
+    keys = npz_keys(file)
+    missing = [key for key in RAW_KEYS if key not in keys]
+    if missing:
+        raise DatasetError(
+            f"{file}: missing arrays {missing} (found {sorted(keys)}); an OGBench single-task file needs "
+            f"{list(RAW_KEYS)}. Regenerate it with `fidec data generate` or download the official file."
+        )
+    visual = spec.suite == "visual"
+    try:
+        arrays = ogbench.load_dataset(
+            str(file),
+            ob_dtype=np.uint8 if visual else np.float32,
+            action_dtype=np.float32,
+            compact_dataset=compact,
+            add_info=True,
+        )
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, KeyError, IndexError) as error:
+        raise DatasetError(
+            f"{file}: could not be read as an OGBench dataset ({type(error).__name__}: {error}); the file is corrupt "
+            "or truncated. Delete it and generate or download it again."
+        ) from error
+
+    n = len(arrays["observations"])
+    if n == 0:
+        raise DatasetError(f"{file}: the dataset is empty (no complete transitions). Regenerate it with more episodes.")
+    problems = []
+    if arrays["observations"].shape[1:] != tuple(spec.observation_shape):
+        problems.append(f"observations have shape {arrays['observations'].shape[1:]}, expected {spec.observation_shape}")
+    if arrays["actions"].shape[1:] != tuple(spec.action_shape):
+        problems.append(f"actions have shape {arrays['actions'].shape[1:]}, expected {spec.action_shape}")
+    for key in ("actions", "qpos") + (() if visual else ("observations",)):
+        if key in arrays and not np.isfinite(arrays[key]).all():
+            problems.append(f"{key} contain NaN or Inf")
+    if problems:
+        raise DatasetError(
+            f"{file}: not a valid {spec.dataset} dataset for {spec.env_id}: " + "; ".join(problems)
+            + ". Check that the file belongs to this task, or regenerate it."
+        )
+
+    # Relabel with OGBench's own function against the task's environment. The state environment is used for pixel
+    # datasets too: the task goals are identical and it needs no renderer.
+    state_name = spec.source_name[len("visual-"):] if visual else spec.source_name
+    env = ogbench.make_env_and_datasets(state_name, env_only=True)
+    words = state_name.split("-")
+    position = words.index("singletask")
+    env_name = "-".join(words[: position - 1] + words[position:])
+    try:
+        relabel_dataset(env_name, env, arrays)
+    finally:
+        env.close()
+
+    for info_key in ("qpos", "qvel", "button_states"):
+        arrays.pop(info_key, None)
+    arrays["actions"] = clip_actions(arrays["actions"])
+    arrays["next_actions"] = next_actions_within_trajectories(arrays["actions"], arrays["terminals"])
+
+    checksum = sha256_file(file)
+    provenance, generator_info = _provenance(file, checksum)
+    metadata = {
+        "env_id": spec.env_id,
+        "dataset": spec.dataset,
+        "provenance": provenance,
+        "path": str(file),
+        "sha256": checksum,
+        "format_version": DATASET_FORMAT_VERSION,
+        "source_format": "ogbench-npz",
+        "split": split,
+        "compact": compact,
+        "success_timing": success_timing(),
+        "reward_convention": REWARD_CONVENTION,
+        "ogbench_version": ogbench_version(),
+    }
+    if generator_info:
+        metadata["generator"] = {k: v for k, v in generator_info.items() if k != "files"}
+    return arrays, metadata
