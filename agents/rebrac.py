@@ -1,0 +1,146 @@
+"""ReBRAC: TD3+BC with behaviour-regularised actor and critic (spec §6, decision D5).
+
+* Critic (every step): a' = clip(mu_target(s') + clip(eps, +-0.5)), eps ~ N(0, 0.2^2 I);
+  q' = min_i Q_target,i(s', a') - alpha_critic * ||a' - a'_D||^2; L_Q = mean over (heads x batch) of (Q_i - y)^2.
+* Actor (only when ``step % actor_freq == 0``): a_pi = tanh(mean(s)); q = min_i Q_i(s, a_pi) with frozen critic
+  parameters; L_pi = -mean(lambda q) + alpha_actor * mean ||a_pi - a||^2 with lambda = 1 / mean|q| (constant).
+* On other steps the actor loss is exactly zero, yet the shared Adam's momentum still moves the actor (D5).
+  Target actor and target critic are Polyak-averaged only on actor steps.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+
+from agents.base import Agent, Array, Batch, Info, TrainState
+from agents.encoders import make_encoder
+from agents.networks import GaussianActor, Value
+
+
+class ReBRACAgent(Agent):
+    """Revisited behaviour-regularised actor-critic (Tarasov et al.) as in the FQL reference code."""
+
+    name = "rebrac"
+    target_modules = (("target_critic", "critic"), ("target_actor", "actor"))
+    required_batch_keys = ("observations", "actions", "rewards", "masks", "next_observations", "next_actions")
+
+    @classmethod
+    def get_config(cls) -> dict:
+        return get_config()
+
+    def is_actor_step(self, step: Array) -> Array:
+        """Whether training-state step ``step`` (counting from 1) updates the actor and the targets."""
+        return step % self.config["actor_freq"] == 0
+
+    def critic_loss(self, batch: Batch, grad_params: Any, rng: Array) -> tuple[Array, Info]:
+        next_dist = self.network.select("target_actor")(batch["next_observations"])
+        noise = jnp.clip(
+            jax.random.normal(rng, next_dist.mode().shape) * self.config["actor_noise"],
+            -self.config["actor_noise_clip"],
+            self.config["actor_noise_clip"],
+        )
+        next_actions = jnp.clip(next_dist.mode() + noise, -1.0, 1.0)
+        next_q = jnp.min(self.network.select("target_critic")(batch["next_observations"], next_actions), axis=0)
+        # Critic-side behaviour penalty against the dataset's next action, summed over action dimensions.
+        next_q = next_q - self.config["alpha_critic"] * jnp.sum(jnp.square(next_actions - batch["next_actions"]), -1)
+        # The TD target is built from target networks only; it is a constant for the critic regression.
+        target_q = jax.lax.stop_gradient(batch["rewards"] + self.config["discount"] * batch["masks"] * next_q)
+
+        qs = self.network.select("critic")(batch["observations"], batch["actions"], params=grad_params)
+        loss = jnp.mean(jnp.square(qs - target_q))
+        return loss, {"critic/loss": loss, "critic/q_mean": qs.mean(), "critic/q_max": qs.max(),
+                      "critic/q_min": qs.min()}
+
+    def actor_loss(self, batch: Batch, grad_params: Any) -> tuple[Array, Info]:
+        dist = self.network.select("actor")(batch["observations"], params=grad_params)
+        actions = dist.mode()
+        # The critic runs with the start-of-step parameters (not ``grad_params``): gradient reaches the actor
+        # through the actions only and never moves the critic.
+        q = jnp.min(self.network.select("critic")(batch["observations"], actions), axis=0)
+        # Scale-free Q term: the normaliser is a constant, as in TD3+BC.
+        lam = jax.lax.stop_gradient(1.0 / jnp.mean(jnp.abs(q)))
+        q_loss = -jnp.mean(lam * q)
+        bc_loss = jnp.mean(jnp.sum(jnp.square(actions - batch["actions"]), axis=-1))
+        loss = q_loss + self.config["alpha_actor"] * bc_loss
+        return loss, {"actor/loss": loss, "actor/q_loss": q_loss, "actor/bc_loss": bc_loss,
+                      "actor/q_mean": q.mean(), "actor/lambda": lam}
+
+    def total_loss(self, batch: Batch, grad_params: Any, rng: Array) -> tuple[Array, Info]:
+        critic_loss, critic_info = self.critic_loss(batch, grad_params, rng)
+
+        def skipped_actor_loss() -> tuple[Array, Info]:
+            shapes = jax.eval_shape(lambda: self.actor_loss(batch, grad_params))
+            return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+        actor_loss, actor_info = jax.lax.cond(
+            self.is_actor_step(self.network.step),
+            lambda: self.actor_loss(batch, grad_params),
+            skipped_actor_loss,
+        )
+        loss = critic_loss + actor_loss
+        return loss, {"total/loss": loss, **critic_info, **actor_info}
+
+    def update_targets(self, old_network: TrainState, new_network: TrainState) -> TrainState:
+        # tau = 0 leaves the targets bit-for-bit unchanged on critic-only steps.
+        tau = jnp.where(self.is_actor_step(old_network.step), self.config["tau"], 0.0)
+        for target, source in self.target_modules:
+            new_network = self.target_update(old_network, new_network, target, source, tau)
+        return new_network
+
+    @jax.jit
+    def sample_actions(self, observations: Array, seed: Array, temperature: float = 1.0) -> Array:
+        actions = self.network.select("actor")(observations).mode()
+        noise = jnp.clip(
+            jax.random.normal(seed, actions.shape) * self.config["actor_noise"] * temperature,
+            -self.config["actor_noise_clip"],
+            self.config["actor_noise_clip"],
+        )
+        return jnp.clip(actions + noise, -1.0, 1.0)
+
+    @classmethod
+    def create(cls, seed: int, example_batch: Batch, config: Optional[Mapping[str, Any]] = None) -> "ReBRACAgent":
+        config = cls.make_config(config, example_batch)
+        observations, actions = example_batch["observations"], example_batch["actions"]
+        critic = Value(config["value_hidden_dims"], layer_norm=config["layer_norm"], num_ensembles=2,
+                       encoder=make_encoder(config["encoder"]))
+        actor = GaussianActor(
+            hidden_dims=config["actor_hidden_dims"],
+            action_dim=config["action_dim"],
+            layer_norm=config["actor_layer_norm"],
+            tanh_squash=config["tanh_squash"],
+            const_std=True,
+            encoder=make_encoder(config["encoder"]),
+        )
+        networks = {
+            "critic": (critic, (observations, actions)),
+            "target_critic": (copy.deepcopy(critic), (observations, actions)),
+            "actor": (actor, (observations,)),
+            "target_actor": (copy.deepcopy(actor), (observations,)),
+        }
+        return cls.build(seed, config, networks, targets=cls.target_modules)
+
+
+def get_config() -> dict:
+    """Defaults of ReBRAC; ``alpha_actor``/``alpha_critic`` must be set per task (task catalogue)."""
+    return {
+        "agent_name": "rebrac",
+        "lr": 3e-4,
+        "batch_size": 256,
+        "actor_hidden_dims": (512, 512, 512, 512),
+        "value_hidden_dims": (512, 512, 512, 512),
+        "layer_norm": True,
+        "actor_layer_norm": False,
+        "discount": 0.99,
+        "tau": 0.005,
+        "tanh_squash": True,
+        "actor_freq": 2,
+        "alpha_actor": 0.0,
+        "alpha_critic": 0.0,
+        "actor_noise": 0.2,
+        "actor_noise_clip": 0.5,
+        "encoder": None,
+    }
