@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("tasks", "leaderboard")
+COMMAND_MODULES = ("tasks", "leaderboard", "data")
 
 
 class UserError(Exception):

@@ -1,0 +1,107 @@
+"""``fidec data``: generate, download, check and describe offline datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+
+
+def _default_data_dir() -> str:
+    return os.environ.get("FIDEC_DATA_DIR") or "~/.ogbench/data"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("data", help="generate, download, check or describe datasets")
+    actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
+    actions.required = True
+
+    generate = actions.add_parser(
+        "generate", help="regenerate an OGBench manipulation 'play' dataset with OGBench's oracles",
+        description="Writes <dataset>.npz, <dataset>-val.npz (episodes // 10, at least 1) and <dataset>.meta.json "
+                    "atomically; the data depends on --seed only, not on --workers.")
+    generate.add_argument("dataset", help="e.g. cube-single-play, scene-play, puzzle-3x3-play, visual-cube-single-play")
+    generate.add_argument("--episodes", type=int, default=1000, help="training episodes (default 1000, as OGBench)")
+    generate.add_argument("--workers", type=int, default=1, help="processes generating episodes in parallel")
+    generate.add_argument("--out", default=None, help="output directory (default $FIDEC_DATA_DIR or ~/.ogbench/data)")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--visual", action="store_true", help="64x64 pixel observations (slow on CPU)")
+    generate.add_argument("--max-episode-steps", type=int, default=1001, help="rows per episode (OGBench: 1001)")
+    generate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    generate.set_defaults(func=run)
+
+    download = actions.add_parser("download", help="fetch official OGBench files (train + val); needs network")
+    download.add_argument("dataset", help="dataset name (e.g. antmaze-large-navigate-v0) or a task ID")
+    download.add_argument("--out", default=None, help="target directory (default $FIDEC_DATA_DIR or ~/.ogbench/data)")
+    download.add_argument("--timeout", type=float, default=10.0, help="socket timeout in seconds")
+    download.set_defaults(func=run)
+
+    check = actions.add_parser("check", help="validate a dataset file or a task's dataset; exit 0 only when sound")
+    check.add_argument("target", metavar="PATH_OR_ID", help="an OGBench .npz, a D4RL .hdf5, or a task ID")
+    check.add_argument("--split", choices=["train", "val"], default="train", help="split to check for a task ID")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.set_defaults(func=run)
+
+    info = actions.add_parser("info", help="load a task's dataset and print its summary and metadata")
+    info.add_argument("env_id")
+    info.add_argument("--path", default=None, help="dataset file or directory to look in first")
+    info.add_argument("--split", choices=["train", "val"], default="train")
+    info.add_argument("--download", action="store_true", help="fetch missing OGBench files from the official server")
+    info.set_defaults(func=run)
+
+
+def run(args) -> int:
+    return {"generate": _generate, "download": _download, "check": _check, "info": _info}[args.data_command](args)
+
+
+def _generate(args) -> int:
+    from envs.generate import generate_manipulation_dataset
+
+    out = args.out or _default_data_dir()
+    train_path, val_path = generate_manipulation_dataset(
+        args.dataset, args.episodes, out, workers=args.workers, seed=args.seed, visual=args.visual,
+        progress=not args.no_progress, max_episode_steps=args.max_episode_steps,
+    )
+    print(f"wrote {train_path}\nwrote {val_path}")
+    print(f"check it with: fidec data check {train_path}")
+    return 0
+
+
+def _download(args) -> int:
+    from envs.catalogue import all_tasks
+    from envs.readers.ogbench_npz import download
+
+    name = args.dataset.strip()
+    spec = all_tasks().get(name if name.startswith("fidec/") else f"fidec/{name}")
+    if spec is not None:
+        if spec.suite not in ("ogbench", "visual"):
+            raise ValueError(f"{spec.env_id} is a {spec.suite} task; only OGBench datasets are downloaded here")
+        name = spec.dataset
+    known = {s.dataset for s in all_tasks().values() if s.suite in ("ogbench", "visual")}
+    if name not in known:
+        raise ValueError(f"unknown OGBench dataset {name!r}; known: {', '.join(sorted(known))}")
+    train_path, val_path = download(name, args.out or _default_data_dir(), timeout=args.timeout)
+    print(f"downloaded {train_path}\ndownloaded {val_path}")
+    return 0
+
+
+def _check(args) -> int:
+    from envs.check import check_dataset
+
+    report = check_dataset(args.target, split=args.split)
+    if args.json:
+        print(json.dumps({"target": report.target, "kind": report.kind, "ok": report.ok, "problems": report.problems,
+                          "warnings": report.warnings, "summary": report.summary}, indent=2, default=str))
+    else:
+        print(report.format())
+    return 0 if report.ok else 1
+
+
+def _info(args) -> int:
+    from envs.check import describe
+    from envs.datasets import load_dataset
+
+    dataset = load_dataset(args.env_id, path=args.path, split=args.split, allow_download=args.download)
+    summary = describe(dataset)
+    summary["reward_convention"] = dataset.metadata.get("reward_convention")
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
