@@ -1,0 +1,271 @@
+"""Policy evaluation in Gymnasium vector environments.
+
+Episodes are split into a fixed quota per sub-environment, decided before the first step: sub-environment ``i``
+runs exactly ``quota[i]`` episodes and is ignored afterwards (it keeps auto-resetting, but nothing it does is
+counted). Without the quota, sub-environments with short episodes would finish more episodes and bias the mean
+towards them. Each vector step makes one batched ``sample_actions`` call for all sub-environments.
+
+The vector env uses ``AutoresetMode.SAME_STEP``: the step that ends an episode returns the episode's final info
+under ``infos["final_info"]`` and already the reset observation, so no action is ever spent on a reset.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+
+from envs.catalogue import TaskSpec, task_info
+
+Policy = Callable[[np.ndarray], np.ndarray]
+
+
+def _make_env(env_id: str, env_kwargs: dict) -> gym.Env:
+    # Runs inside worker processes too, where the fidec IDs must be registered first.
+    from envs.registration import register_all
+
+    register_all()
+    return gym.make(env_id, **env_kwargs)
+
+
+def _task_spec(env: str | Callable) -> TaskSpec | None:
+    if not isinstance(env, str):
+        return None
+    try:
+        return task_info(env)
+    except KeyError:
+        return None
+
+
+def default_num_workers(env: str | Callable, num_episodes: int) -> int:
+    """One worker per core, never more than episodes; toy bandits step in microseconds, so one worker."""
+    spec = _task_spec(env)
+    if spec is not None and spec.suite == "toy":
+        return 1
+    return max(1, min(os.cpu_count() or 1, num_episodes))
+
+
+def make_policy(agent: Any, seed: int, temperature: float = 0.0) -> Policy:
+    """A numpy policy from an agent with ``sample_actions(observations, seed, temperature)``.
+
+    Each call draws a fresh JAX key from a chain seeded with ``seed``, so a roll-out is reproducible. Actions are
+    clipped to [-1, 1]. A plain callable ``observations -> actions`` is returned unchanged (clipped).
+    """
+    if not hasattr(agent, "sample_actions"):
+        if not callable(agent):
+            raise TypeError(f"expected an agent with sample_actions() or a callable policy, got {type(agent)}")
+        return lambda observations: np.clip(np.asarray(agent(observations)), -1.0, 1.0)
+
+    import jax
+
+    key = jax.random.PRNGKey(seed)
+
+    def policy(observations: np.ndarray) -> np.ndarray:
+        nonlocal key
+        key, action_key = jax.random.split(key)
+        actions = agent.sample_actions(observations, seed=action_key, temperature=temperature)
+        return np.clip(np.asarray(actions), -1.0, 1.0)
+
+    return policy
+
+
+def episode_quotas(num_episodes: int, num_envs: int) -> np.ndarray:
+    """Split ``num_episodes`` over ``num_envs`` sub-environments as evenly as possible (earlier ones get the rest)."""
+    base, rest = divmod(num_episodes, num_envs)
+    return np.array([base + (1 if i < rest else 0) for i in range(num_envs)], dtype=np.int64)
+
+
+def _info_value(infos: dict, path: tuple[str, ...], index: int) -> Any:
+    """Value of sub-env ``index`` at nested key ``path`` of vector infos, or None where that env has none."""
+    node = infos
+    for key in path:
+        mask = node.get(f"_{key}")
+        if key not in node or mask is None or not mask[index]:
+            return None
+        node = node[key]
+    return node[index]
+
+
+class Evaluator:
+    """A reusable vector environment that evaluates policies with a fixed episode quota per sub-environment.
+
+    Args:
+        env: a task ID (``fidec/...``) or a picklable zero-argument factory returning a ``gym.Env``.
+        num_envs: sub-environments (default: one per core, see :func:`default_num_workers`).
+        vectorization: ``"async"`` (one process per sub-env; default when ``num_envs > 1``) or ``"sync"``.
+        env_kwargs: keyword arguments of ``gym.make`` (ignored for a factory).
+        context: multiprocessing start method of the async workers. ``spawn`` keeps JAX's threads out of the
+            workers (forking a process that runs JAX can deadlock).
+    """
+
+    def __init__(
+        self,
+        env: str | Callable[[], gym.Env],
+        num_envs: int | None = None,
+        vectorization: str | None = None,
+        env_kwargs: dict | None = None,
+        context: str = "spawn",
+    ):
+        if isinstance(env, str):
+            task_info(env)  # unknown ID -> error with close-name suggestions, before any process starts
+            factory = functools.partial(_make_env, env, dict(env_kwargs or {}))
+        elif callable(env):
+            factory = env
+        else:
+            raise TypeError(f"env must be a task ID or an environment factory, got {env!r}")
+        self.env_id = env if isinstance(env, str) else getattr(env, "__name__", repr(env))
+        self.spec = _task_spec(env)
+        self.num_envs = int(num_envs or default_num_workers(env, 10**9))
+        if self.num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
+        vectorization = vectorization or ("async" if self.num_envs > 1 else "sync")
+        mode = gym.vector.AutoresetMode.SAME_STEP
+        if vectorization == "async":
+            self.envs = gym.vector.AsyncVectorEnv(
+                [factory] * self.num_envs, autoreset_mode=mode, context=context, shared_memory=False
+            )
+        elif vectorization == "sync":
+            self.envs = gym.vector.SyncVectorEnv([factory] * self.num_envs, autoreset_mode=mode)
+        else:
+            raise ValueError(f"unknown vectorization {vectorization!r}; use 'async' or 'sync'")
+        self.vectorization = vectorization
+
+    def close(self) -> None:
+        self.envs.close()
+
+    def __enter__(self) -> "Evaluator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _normalized(self, success: float, episode_return: float, reported: Any) -> float:
+        if reported is not None:
+            return float(reported)
+        if self.spec is None:
+            return math.nan
+        value = success if self.spec.metric == "success" else episode_return
+        return self.spec.normalized_score(value)
+
+    def run(self, policy: Policy, num_episodes: int, seed: int, progress: bool = False) -> dict:
+        """Run ``num_episodes`` episodes (split into fixed per-sub-env quotas) and return the metrics.
+
+        Sub-environment ``i`` is reset with ``seed + i`` (Gymnasium's vector seeding), so the result is a function
+        of the seed and the policy only.
+        """
+        if num_episodes < 1:
+            raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+        quotas = episode_quotas(num_episodes, self.num_envs)
+        finished = np.zeros(self.num_envs, dtype=np.int64)
+        returns = np.zeros(self.num_envs)
+        lengths = np.zeros(self.num_envs, dtype=np.int64)
+        episodes: list[dict] = []
+        observations, _ = self.envs.reset(seed=seed)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=num_episodes, desc="evaluate", unit="ep", leave=False)
+        try:
+            while np.any(finished < quotas):
+                actions = policy(observations)
+                observations, rewards, terminated, truncated, infos = self.envs.step(actions)
+                active = finished < quotas
+                returns += np.where(active, rewards, 0.0)
+                lengths += active
+                for i in np.flatnonzero(active & (terminated | truncated)):
+                    success = _info_value(infos, ("final_info", "success"), i)
+                    if success is None:
+                        success = _info_value(infos, ("final_info", "episode", "success"), i)
+                    success = math.nan if success is None else float(success)
+                    reported = _info_value(infos, ("final_info", "episode", "normalized_score"), i)
+                    episodes.append({
+                        "env_index": int(i), "episode": int(finished[i]), "success": success,
+                        "return": float(returns[i]), "length": int(lengths[i]),
+                        "normalized_score": self._normalized(success, float(returns[i]), reported),
+                    })
+                    finished[i] += 1
+                    returns[i], lengths[i] = 0.0, 0
+                    if bar is not None:
+                        bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        episodes.sort(key=lambda e: (e["env_index"], e["episode"]))
+        return summarise_episodes(episodes, quotas)
+
+
+def summarise_episodes(episodes: list[dict], quotas: np.ndarray | None = None) -> dict:
+    """Means and per-episode lists of success, normalised score, return and length."""
+    result: dict[str, Any] = {"num_episodes": len(episodes)}
+    for key in ("success", "normalized_score", "return", "length"):
+        values = np.array([e[key] for e in episodes], dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        result[key] = float(finite.mean()) if finite.size else math.nan
+        result[f"{key}_std"] = float(finite.std()) if finite.size else math.nan
+        result[f"episode_{key}"] = values.tolist()
+    result["episode_env_index"] = [e["env_index"] for e in episodes]
+    if quotas is not None:
+        result["quotas"] = quotas.tolist()
+    return result
+
+
+def evaluate(
+    agent: Any,
+    env_id: str | Callable[[], gym.Env],
+    num_episodes: int,
+    seed: int,
+    num_workers: int | None = None,
+    temperature: float = 0.0,
+    video_dir: str | Path | None = None,
+    video_episodes: int = 0,
+    frame_skip: int = 1,
+    env_kwargs: dict | None = None,
+    *,
+    vectorization: str | None = None,
+    agent_name: str = "agent",
+    step: int = 0,
+    progress: bool = False,
+) -> dict:
+    """Evaluate ``agent`` on ``env_id`` for ``num_episodes`` episodes and return the metrics.
+
+    Args:
+        agent: an agent (``sample_actions(observations, seed, temperature)``) or a callable numpy policy.
+        env_id: a task ID or an environment factory (see :class:`Evaluator`).
+        num_episodes: episodes in total, split into fixed quotas over the workers.
+        seed: seeds the environments (sub-env ``i`` gets ``seed + i``) and the action sampling.
+        num_workers: sub-environments; default one per core (toy tasks: one).
+        temperature: sampling temperature. 0 is the evaluation convention: BC/IQL/ReBRAC act with their mean,
+            flow agents ignore the temperature and always draw one noise sample.
+        video_dir, video_episodes, frame_skip: additionally record ``video_episodes`` roll-outs as mp4 in
+            ``video_dir`` (separate episodes in one rendering env; not counted in the metrics).
+        env_kwargs: keyword arguments for ``gym.make``.
+
+    Returns:
+        ``success``, ``normalized_score``, ``return``, ``length`` (means over episodes, NaN where an env does not
+        report a value), their ``*_std``, per-episode lists ``episode_*``, ``num_episodes``, ``quotas``, and
+        ``videos`` (paths) when recorded.
+    """
+    workers = num_workers or default_num_workers(env_id, num_episodes)
+    workers = max(1, min(workers, num_episodes))
+    policy = make_policy(agent, seed, temperature)
+    with Evaluator(env_id, workers, vectorization=vectorization, env_kwargs=env_kwargs) as evaluator:
+        result = evaluator.run(policy, num_episodes, seed, progress=progress)
+    if video_episodes > 0:
+        if video_dir is None:
+            raise ValueError("video_episodes > 0 needs a video_dir to write the mp4 files to")
+        if not isinstance(env_id, str):
+            raise ValueError("videos need a task ID (the environment is re-made with render_mode='rgb_array')")
+        from eval.video import record_episodes
+
+        paths = record_episodes(
+            make_policy(agent, seed + 1, temperature), env_id, video_episodes, video_dir, seed=seed,
+            agent_name=agent_name, step=step, frame_skip=frame_skip, env_kwargs=env_kwargs,
+        )
+        result["videos"] = [str(p) for p in paths]
+    return result

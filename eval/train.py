@@ -1,0 +1,536 @@
+"""The training loop: offline updates, optional online fine-tuning, evaluation, checkpoints and the reported score.
+
+Protocol (algorithms.md §3.4, §11): steps ``i = 1 .. offline_steps + online_steps``. An offline step draws one batch
+from the dataset and makes one update; an online step acts once in a training environment (temperature 1), appends
+the transition to a replay buffer that holds the dataset, and makes one update on a batch from it. The agent is
+evaluated at step 1, every ``eval_interval`` steps, at the end of the offline phase (offline-to-online runs) and at
+the last step, on separate evaluation environments. Training and validation losses are logged every
+``log_interval`` steps; checkpoints are written every ``checkpoint_interval`` steps and at the end.
+
+Resuming (``resume=True``) continues from the newest checkpoint. Offline training then reproduces the uninterrupted
+run exactly (same parameters bit for bit on CPU): the agent state, the batch sampler's generator, the Python and
+NumPy global generators and the evaluation history are restored, and every other random draw (evaluation seeds,
+exploration noise) is derived from ``(seed, step)``. Online training continues from the checkpoint's replay buffer,
+but an environment's physics state cannot be saved, so the online episode that was in progress restarts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.catalogue import TaskSpec, task_hyperparameters, task_info
+from eval.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from eval.logging_utils import CsvLogger, MetricLogger, TensorBoardLogger, WandbLogger
+from eval.scoring import EVAL_METRICS, reported_score
+from eval.store import ResultsStore, to_json
+
+# Config fields that define what is trained; a checkpoint may only be resumed when they are unchanged.
+IDENTITY_FIELDS = ("agent", "env_id", "seed", "agent_overrides", "use_task_hyperparameters", "divergence_table",
+                   "dataset_path", "updates_per_dispatch")
+# Fields left out of the stored run config (where and how a run is written, not what it is).
+UNSTORED_FIELDS = ("out_dir", "tensorboard", "wandb", "eval_workers")
+
+
+@dataclass
+class TrainConfig:
+    """What to train and how (defaults: the paper's state-based OGBench protocol)."""
+
+    agent: str
+    env_id: str
+    seed: int = 0
+    offline_steps: int = 1_000_000
+    online_steps: int = 0
+    eval_interval: int = 100_000
+    eval_episodes: int = 50
+    eval_workers: int | None = None
+    log_interval: int = 5_000
+    checkpoint_interval: int = 100_000
+    agent_overrides: dict = field(default_factory=dict)  # applied after the catalogue's per-task hyperparameters
+    use_task_hyperparameters: bool = True
+    divergence_table: str = "paper"
+    dataset_path: str | None = None
+    out_dir: str = "runs"
+    video_episodes: int = 0
+    video_frame_skip: int = 1
+    updates_per_dispatch: int = 1  # > 1 fuses consecutive offline updates with agent.update_n
+    tensorboard: bool = False
+    wandb: bool = False
+
+    @property
+    def total_steps(self) -> int:
+        return self.offline_steps + self.online_steps
+
+    def validate(self) -> None:
+        from agents import AGENTS
+
+        if self.agent not in AGENTS:
+            raise ValueError(f"unknown agent {self.agent!r}; valid agents: {sorted(AGENTS)}")
+        task_info(self.env_id)  # unknown task -> UnknownTaskError with close names
+        for name in ("offline_steps", "online_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.total_steps < 1:
+            raise ValueError("nothing to train: set offline_steps (--steps) or online_steps (--online-steps) > 0")
+        for name in ("eval_interval", "eval_episodes", "log_interval", "checkpoint_interval", "updates_per_dispatch",
+                     "video_frame_skip"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not isinstance(self.agent_overrides, dict):
+            raise ValueError(f"agent_overrides must be a dict, got {type(self.agent_overrides).__name__}")
+
+    def record(self) -> dict:
+        """The config as stored with the run."""
+        record = dataclasses.asdict(self)
+        for key in UNSTORED_FIELDS:
+            record.pop(key, None)
+        return record
+
+
+@dataclass
+class TrainResult:
+    agent: Any
+    summary: dict
+    run_dir: Path
+    status: str
+
+
+def code_version() -> str:
+    """Installed fidec-gym version, plus the git commit when running from a checkout."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        base = version("fidec-gym")
+    except PackageNotFoundError:
+        base = "unknown"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, text=True,
+                                capture_output=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{base}+{commit}" if commit else base
+
+
+def resolve_agent_overrides(cfg: TrainConfig) -> dict:
+    """Catalogue per-task hyperparameters (only keys this agent has), then the user's overrides."""
+    from agents import get_config
+
+    overrides: dict = {}
+    if cfg.use_task_hyperparameters:
+        known = get_config(cfg.agent)
+        table = task_hyperparameters(cfg.env_id, cfg.agent, divergence_table=cfg.divergence_table,
+                                     offline_to_online=cfg.online_steps > 0)
+        overrides.update({key: value for key, value in table.items() if key in known})
+    overrides.update(cfg.agent_overrides)
+    return overrides
+
+
+def run_directory(cfg: TrainConfig, cell: str | None = None) -> Path:
+    task = task_info(cfg.env_id).name
+    name = f"{cfg.agent}__{task}__seed{cfg.seed}" + (f"__{cell}" if cell else "")
+    return Path(cfg.out_dir).expanduser() / name
+
+
+def _atomic_json(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(json.loads(to_json(payload)), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _host_scalars(info: dict) -> dict[str, float]:
+    import jax
+
+    return {key: float(value) for key, value in jax.device_get(info).items() if np.ndim(value) == 0}
+
+
+def _is_nonfinite(info: dict[str, float]) -> bool:
+    if "nonfinite" in info:
+        return info["nonfinite"] > 0
+    return any(not math.isfinite(v) for v in info.values())
+
+
+class _Trainer:
+    """One run's state; :func:`train` drives it. Split out so that every piece of state is in one place."""
+
+    def __init__(self, cfg: TrainConfig, store: ResultsStore, run_id: int | None, resume: bool, progress: bool,
+                 agent_create_kwargs: dict | None, env_kwargs: dict | None):
+        self.cfg, self.store, self.resume, self.progress = cfg, store, resume, progress
+        self.spec: TaskSpec = task_info(cfg.env_id)
+        self.env_kwargs = dict(env_kwargs or {})
+        self.agent_create_kwargs = dict(agent_create_kwargs or {})
+        if cfg.online_steps and self.spec.suite == "visual":
+            raise ValueError(f"online fine-tuning is not supported for pixel tasks ({cfg.env_id}); the paper has no "
+                             "visual offline-to-online runs; set online_steps=0")
+        self.overrides = resolve_agent_overrides(cfg)
+        self.run_id, cell = self._register_run(run_id)
+        self.run_dir = run_directory(cfg, cell)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise PermissionError(f"cannot create the run directory {self.run_dir} ({error.strerror or error}); "
+                                  "choose a writable --out directory") from None
+        if not os.access(self.run_dir, os.W_OK):
+            raise PermissionError(f"the run directory {self.run_dir} is not writable; choose another --out")
+
+    # ------------------------------------------------------------------ setup
+    def _register_run(self, run_id: int | None) -> tuple[int, str | None]:
+        cfg = self.cfg
+        if run_id is not None:
+            run = self.store.get_run(run_id)
+            if (run["agent"], run["env_id"], int(run["seed"])) != (cfg.agent, self.spec.env_id, cfg.seed):
+                raise ValueError(f"run {run_id} in the store is {run['agent']} on {run['env_id']} seed {run['seed']}, "
+                                 f"not {cfg.agent} on {self.spec.env_id} seed {cfg.seed}; pass the matching run_id")
+            return run_id, run["cell"]
+        run = self.store.find_run(agent=cfg.agent, env_id=self.spec.env_id, seed=cfg.seed)
+        if run is None:
+            run_id = self.store.create_run(agent=cfg.agent, env_id=self.spec.env_id, seed=cfg.seed,
+                                           config=cfg.record(), data_provenance={}, code_version=code_version())
+            return run_id, None
+        if run["config"] != json.loads(to_json(cfg.record())):
+            self.store.update_config(run["id"], cfg.record())  # schedule changes; identity is checked on resume
+        return run["id"], None
+
+    def _load_data(self) -> None:
+        from envs.datasets import BatchSampler, DatasetError, load_dataset
+
+        cfg = self.cfg
+        self.dataset = load_dataset(cfg.env_id, path=cfg.dataset_path, split="train")
+        try:
+            self.val_dataset = load_dataset(cfg.env_id, path=cfg.dataset_path, split="val")
+        except (DatasetError, FileNotFoundError) as error:
+            self.val_dataset, self.val_note = None, f"no validation split ({error}); validation losses not logged"
+        pixel = self.spec.suite == "visual"
+        self.sampler_kwargs = dict(crop_augment_prob=0.5 if pixel else 0.0, frame_stack=3 if pixel else None)
+        meta = self.dataset.metadata
+        self.provenance = {key: meta.get(key) for key in ("provenance", "dataset", "path", "sha256", "format_version",
+                                                          "success_timing", "num_transitions") if key in meta}
+
+    def _make_agent(self) -> Any:
+        from envs.datasets import BatchSampler
+
+        from agents import AGENTS
+
+        # A throwaway sampler gives an example batch with the training layout (e.g. frame-stacked pixels) without
+        # touching the training sampler's generator.
+        example = BatchSampler(self.dataset, 2, seed=0, **self.sampler_kwargs).sample()
+        agent_cls = AGENTS[self.cfg.agent]
+        return agent_cls.create(self.cfg.seed, example, self.overrides, **self.agent_create_kwargs)
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> TrainResult:
+        from envs.datasets import BatchSampler
+
+        cfg, store = self.cfg, self.store
+        self._load_data()
+        agent = self._make_agent()
+        batch_size = int(agent.config["batch_size"])
+        self.sampler = BatchSampler(self.dataset, batch_size, seed=cfg.seed, **self.sampler_kwargs)
+        self.val_sampler = (BatchSampler(self.val_dataset, batch_size, seed=cfg.seed + 1, **self.sampler_kwargs)
+                            if self.val_dataset is not None else None)
+        self.replay, self.replay_rng = None, np.random.default_rng(cfg.seed + 2)
+        self.evaluations: list[dict] = []
+        self.last_checkpoint_step = 0
+        self.elapsed = 0.0
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        start = 0
+
+        checkpoint = latest_checkpoint(self.run_dir)
+        if checkpoint is not None and not self.resume:
+            raise ValueError(f"{self.run_dir} already holds a run (checkpoint {checkpoint.name}); resume it with "
+                             "--resume (resume=True), or pick another --out directory to start over")
+        if checkpoint is not None:
+            agent, start = self._restore(checkpoint, agent)
+        else:
+            store.reset_run(self.run_id)
+        store.update_config(self.run_id, store.get_run(self.run_id)["config"], data_provenance=self.provenance)
+        store.set_status(self.run_id, "running", message=f"pid {os.getpid()}",
+                         last_good_step=self.last_checkpoint_step or None)
+        store.delete_evaluations_after(self.run_id, start)
+        self._last_log_step = start
+
+        loggers = [CsvLogger(self.run_dir / "metrics.csv", resume_step=start if start else None)]
+        if cfg.tensorboard:
+            loggers.append(TensorBoardLogger(self.run_dir / "tensorboard", resume_step=start))
+        if cfg.wandb:
+            loggers.append(WandbLogger(self.run_dir, name=self.run_dir.name, config=cfg.record(),
+                                       run_id=f"{self.run_dir.name}-{self.run_id}".replace("/", "-")[:120]))
+        self.logger = MetricLogger(*loggers)
+        store.add_artefact(self.run_id, "metrics", str(self.run_dir / "metrics.csv"))
+        self.evaluator = None
+        try:
+            status, agent = self._loop(agent, start)
+        finally:
+            self.logger.close()
+            if self.evaluator is not None:
+                self.evaluator.close()
+        return self._finish(agent, status)
+
+    def _restore(self, checkpoint: Path, agent: Any) -> tuple[Any, int]:
+        from envs.datasets import ReplayBuffer
+
+        state = load_trainer_state(checkpoint)
+        saved = state["train_config"]
+        current = json.loads(to_json(self.cfg.record()))
+        differing = [key for key in IDENTITY_FIELDS if saved.get(key) != current.get(key)]
+        if saved.get("resolved_overrides") != json.loads(to_json(self.overrides)):
+            differing.append("resolved agent config")
+        if differing:
+            raise ValueError(
+                f"the checkpoint in {checkpoint} was written by a run with different {differing} (saved: "
+                f"{ {k: saved.get(k) for k in differing if k in saved} }); resume with the original settings, or "
+                "train into another --out directory"
+            )
+        agent = agent.load(checkpoint / "agent.msgpack")
+        self.sampler.load_state_dict(state["sampler"])
+        if self.val_sampler is not None and state.get("val_sampler") is not None:
+            self.val_sampler.load_state_dict(state["val_sampler"])
+        random.setstate(state["python_random"])
+        np.random.set_state(state["numpy_global"])
+        self.replay_rng.bit_generator.state = state["replay_rng"]
+        if state.get("replay") is not None:
+            self.replay = ReplayBuffer.from_dataset(self.dataset)
+            self.replay.load_online_state(state["replay"])
+        self.evaluations = list(state["evaluations"])
+        self.elapsed = float(state.get("elapsed", 0.0))
+        self.last_checkpoint_step = int(state["step"])
+        return agent, int(state["step"])
+
+    def _trainer_state(self, step: int) -> dict:
+        return {
+            "agent": self.cfg.agent, "env_id": self.spec.env_id, "seed": self.cfg.seed,
+            "train_config": json.loads(to_json(self.cfg.record())),
+            "resolved_overrides": json.loads(to_json(self.overrides)),
+            "sampler": self.sampler.state_dict(),
+            "val_sampler": self.val_sampler.state_dict() if self.val_sampler is not None else None,
+            "python_random": random.getstate(), "numpy_global": np.random.get_state(),
+            "replay_rng": self.replay_rng.bit_generator.state,
+            "replay": self.replay.online_state() if self.replay is not None else None,
+            "evaluations": self.evaluations, "elapsed": self.elapsed, "logger_step": step,
+        }
+
+    def _next_boundary(self, step: int) -> int:
+        """The next step at which something besides an update happens (log, eval, checkpoint, phase end)."""
+        cfg = self.cfg
+        candidates = [cfg.total_steps, (step // cfg.log_interval + 1) * cfg.log_interval,
+                      (step // cfg.eval_interval + 1) * cfg.eval_interval,
+                      (step // cfg.checkpoint_interval + 1) * cfg.checkpoint_interval]
+        if step < 1:
+            candidates.append(1)
+        if step < cfg.offline_steps:
+            candidates.append(cfg.offline_steps)
+        return min(candidates)
+
+    def _loop(self, agent: Any, start: int) -> tuple[str, Any]:
+        import jax
+
+        cfg = self.cfg
+        step, total = start, cfg.total_steps
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=start, desc=f"{cfg.agent} {self.spec.name} seed {cfg.seed}",
+                       unit="step", dynamic_ncols=True, smoothing=0.05)
+        online_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0x0A11CE)
+        train_env = observation = None
+        info: dict[str, float] = {}
+        tick = time.perf_counter()
+        try:
+            while step < total:
+                previous = agent
+                if step < cfg.offline_steps:
+                    n = min(cfg.updates_per_dispatch, self._next_boundary(step) - step)
+                    if n == 1:
+                        agent, raw = agent.update(self.sampler.sample())
+                    else:
+                        batches = [self.sampler.sample() for _ in range(n)]
+                        stacked = {key: np.stack([b[key] for b in batches]) for key in batches[0]}
+                        agent, raw = agent.update_n(stacked)
+                else:
+                    n = 1
+                    if train_env is None:
+                        train_env, observation = self._start_online(step)
+                    observation, online_info = self._online_step(agent, train_env, observation, step, online_key)
+                    agent, raw = agent.update(self.replay.sample(int(agent.config["batch_size"]), self.replay_rng))
+                    if online_info:
+                        self.logger.log(step + 1, online_info)
+                step += n
+                info = _host_scalars(raw)
+                if _is_nonfinite(info):
+                    return self._fail(previous, step, info), previous
+                if bar is not None:
+                    bar.update(n)
+                if step % cfg.log_interval == 0 or step == total:
+                    now = time.perf_counter()
+                    self._log(agent, step, info, now - tick)
+                    tick = now
+                if step == 1 or step % cfg.eval_interval == 0 or step == total or (
+                        cfg.online_steps and step == cfg.offline_steps):
+                    self._evaluate(agent, step)
+                    if bar is not None:
+                        bar.set_postfix(score=f"{self.evaluations[-1]['normalized_score']:.1f}")
+                if step % cfg.checkpoint_interval == 0 or step == total:
+                    self._checkpoint(agent, step)
+        finally:
+            if bar is not None:
+                bar.close()
+            if train_env is not None:
+                train_env.close()
+        return "done", agent
+
+    # ------------------------------------------------------------------ online phase
+    def _start_online(self, step: int) -> tuple[Any, np.ndarray]:
+        import gymnasium as gym
+
+        from envs.datasets import ReplayBuffer
+
+        if self.replay is None:
+            self.replay = ReplayBuffer.from_dataset(self.dataset)
+        env = gym.make(self.spec.env_id, **self.env_kwargs)
+        # A resumed run cannot restore the simulator, so the episode in progress restarts from a fresh reset.
+        observation, _ = env.reset(seed=self.cfg.seed * 1_000_003 + step)
+        return env, observation
+
+    def _online_step(self, agent, env, observation, step: int, key) -> tuple[np.ndarray, dict]:
+        import jax
+
+        action_key = jax.random.fold_in(key, step)
+        action = np.clip(np.asarray(agent.sample_actions(observation[None], seed=action_key, temperature=1.0))[0],
+                         -1.0, 1.0)
+        next_observation, reward, terminated, truncated, info = env.step(action)
+        if self.spec.category == "d4rl-antmaze":
+            reward = float(reward) - 1.0  # same r - 1 shift as the dataset (algorithms.md §3.3)
+        self.replay.add(observation, action, float(reward), next_observation, terminated, truncated)
+        if not (terminated or truncated):
+            return next_observation, {}
+        episode = info.get("episode", {})
+        logged = {"online/return": episode.get("r", math.nan), "online/length": episode.get("l", math.nan),
+                  "online/success": episode.get("success", math.nan)}
+        observation, _ = env.reset()
+        return observation, logged
+
+    # ------------------------------------------------------------------ log, evaluate, checkpoint
+    def _log(self, agent, step: int, info: dict[str, float], seconds: float) -> None:
+        metrics = {f"train/{key}": value for key, value in info.items()}
+        if self.val_sampler is not None:
+            metrics.update(_host_scalars(agent.validation_info(self.val_sampler.sample())))
+        steps, self._last_log_step = step - self._last_log_step, step
+        self.elapsed += seconds
+        metrics["time/steps_per_second"] = steps / seconds if seconds > 0 else math.nan
+        metrics["time/elapsed_s"] = self.elapsed
+        self.logger.log(step, metrics)
+
+    def _evaluate(self, agent, step: int) -> None:
+        from eval.evaluate import Evaluator, default_num_workers, make_policy
+
+        cfg = self.cfg
+        if self.evaluator is None:
+            workers = cfg.eval_workers or default_num_workers(self.spec.env_id, cfg.eval_episodes)
+            self.evaluator = Evaluator(self.spec.env_id, max(1, min(workers, cfg.eval_episodes)),
+                                       env_kwargs=self.env_kwargs)
+        seed = cfg.seed * 1_000_003 + step  # a function of (seed, step): identical after a resume
+        result = self.evaluator.run(make_policy(agent, seed), cfg.eval_episodes, seed)
+        metrics = {key: result[key] for key in EVAL_METRICS}
+        self.evaluations.append({"step": step, **metrics})
+        self.store.add_evaluation(self.run_id, step, metrics)
+        self.logger.log(step, {f"eval/{key}": value for key, value in metrics.items()})
+
+    def _checkpoint(self, agent, step: int) -> None:
+        path = save_checkpoint(self.run_dir, step, agent, self._trainer_state(step))
+        self.last_checkpoint_step = step
+        self.store.add_artefact(self.run_id, "checkpoint", str(path.parent), step=step)
+        self.store.set_status(self.run_id, "running", message=f"pid {os.getpid()}", last_good_step=step)
+
+    def _fail(self, agent, step: int, info: dict[str, float]) -> str:
+        bad = sorted(key for key, value in info.items() if not math.isfinite(value))
+        kept = (f"the last good checkpoint (step {self.last_checkpoint_step}) is kept" if self.last_checkpoint_step
+                else "no checkpoint had been written yet")
+        message = (f"non-finite loss or gradient at step {step} (non-finite: {bad or ['nonfinite']}); training "
+                   f"stopped and {kept}; lower the learning rate or check the data, then start again")
+        self.store.set_status(self.run_id, "failed", message=message,
+                              last_good_step=self.last_checkpoint_step or None)
+        self.failure = message
+        return "failed"
+
+    def _finish(self, agent, status: str) -> TrainResult:
+        cfg = self.cfg
+        score = reported_score(self.evaluations, self.spec, cfg.offline_steps, cfg.online_steps)
+        env_meta = {"success_timing": self.env_kwargs.get("success_timing", "pre")} if self.spec.suite in (
+            "ogbench", "visual") else {}
+        summary = {
+            **score, "status": status, "agent": cfg.agent, "env_id": self.spec.env_id, "seed": cfg.seed,
+            "final": self.evaluations[-1] if self.evaluations else {},
+            "evaluations": [{"step": e["step"], "normalized_score": e["normalized_score"]} for e in self.evaluations],
+            "steps_done": self.evaluations[-1]["step"] if self.evaluations else 0,
+            "offline_steps": cfg.offline_steps, "online_steps": cfg.online_steps,
+            "eval_episodes": cfg.eval_episodes, "data_provenance": self.provenance, **env_meta,
+            "agent_overrides": self.overrides, "wall_time_s": self.elapsed,
+        }
+        if status == "failed":
+            summary["message"] = self.failure
+        if status == "done" and cfg.video_episodes > 0:
+            summary["videos"] = self._record_videos(agent)
+        _atomic_json(self.run_dir / "summary.json", summary)
+        self.store.set_summary(self.run_id, summary)
+        self.store.add_artefact(self.run_id, "metrics", str(self.run_dir / "summary.json"))
+        if status == "done":
+            self.store.set_status(self.run_id, "done", last_good_step=self.last_checkpoint_step or None)
+        return TrainResult(agent=agent, summary=summary, run_dir=self.run_dir, status=status)
+
+    def _record_videos(self, agent) -> list[str]:
+        from eval.evaluate import make_policy
+        from eval.video import VideoUnavailableError, record_episodes
+
+        step = self.cfg.total_steps
+        try:
+            paths = record_episodes(make_policy(agent, self.cfg.seed + 1), self.spec.env_id, self.cfg.video_episodes,
+                                    self.run_dir / "videos", seed=self.cfg.seed, agent_name=self.cfg.agent,
+                                    step=step, frame_skip=self.cfg.video_frame_skip, env_kwargs=self.env_kwargs)
+        except VideoUnavailableError as error:  # toy landscapes have no frames; the run itself is fine
+            return [f"skipped: {error}"]
+        for path in paths:
+            self.store.add_artefact(self.run_id, "video", str(path), step=step)
+        return [str(p) for p in paths]
+
+
+def train(cfg: TrainConfig, store: ResultsStore | None = None, run_id: int | None = None, resume: bool = True,
+          progress: bool = True, agent_create_kwargs: dict | None = None, env_kwargs: dict | None = None
+          ) -> TrainResult:
+    """Train ``cfg.agent`` on ``cfg.env_id`` and return the final agent, the summary and the run directory.
+
+    Args:
+        cfg: the run's settings.
+        store: where runs, evaluations and artefacts are recorded (default: ``ResultsStore(cfg.out_dir)``).
+        run_id: an existing run of ``store`` to train (e.g. registered by a leaderboard); default: found by
+            (agent, task, seed) or created.
+        resume: continue from the newest checkpoint in the run directory when there is one. With ``False`` an
+            existing checkpoint is an error (nothing is overwritten).
+        progress: show a tqdm progress bar with steps/s.
+        agent_create_kwargs: extra keyword arguments of the agent's ``create`` (e.g. an oracle ``q_fn``).
+        env_kwargs: keyword arguments of ``gym.make`` for the evaluation and online environments.
+
+    Returns:
+        A :class:`TrainResult`; ``status`` is ``"done"`` or ``"failed"`` (a non-finite loss stops the run, keeps
+        the last good checkpoint and records the failure in the store).
+    """
+    cfg.validate()
+    store = store if store is not None else ResultsStore(cfg.out_dir)
+    trainer = _Trainer(cfg, store, run_id, resume, progress, agent_create_kwargs, env_kwargs)
+    try:
+        return trainer.run()
+    except KeyboardInterrupt:
+        store.set_status(trainer.run_id, "pending", message="interrupted; resume with --resume",
+                         last_good_step=trainer.last_checkpoint_step if hasattr(trainer, "last_checkpoint_step")
+                         else None)
+        raise

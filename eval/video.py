@@ -1,0 +1,105 @@
+"""Roll-out videos: MuJoCo frames rendered offscreen and written as mp4 with imageio's ffmpeg plugin.
+
+Toy landscapes are one-step bandits without a simulator, so they have no frames to record; asking for a toy video
+raises :class:`VideoUnavailableError` (the toy study draws its own figures instead).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from envs.catalogue import task_info
+
+
+class VideoUnavailableError(ValueError):
+    """The task has no rendered frames (toy landscapes)."""
+
+
+def video_name(env_id: str, agent: str, seed: int, step: int, episode: int) -> str:
+    """``{task}_{agent}_seed{S}_step{N}_ep{i}.mp4`` with the task name without the ``fidec/`` namespace."""
+    task = env_id.split("/")[-1]
+    return f"{task}_{agent}_seed{seed}_step{step}_ep{episode}.mp4"
+
+
+def check_video_support(env_id: str) -> None:
+    """Raise :class:`VideoUnavailableError` for tasks that cannot be rendered."""
+    try:
+        spec = task_info(env_id)
+    except KeyError:
+        return  # not a catalogue task: whether it renders is up to the environment
+    if spec.suite == "toy":
+        raise VideoUnavailableError(
+            f"{spec.env_id} is a one-step toy landscape without rendered frames, so no video can be recorded; "
+            "drop --videos for toy tasks (the toy study plots policy samples over the landscape instead)"
+        )
+
+
+def write_mp4(frames: Sequence[np.ndarray], path: str | Path, fps: float = 30.0) -> Path:
+    """Write RGB uint8 frames (T, H, W, 3) to ``path`` atomically (temporary file, then rename)."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    if len(frames) == 0:
+        raise ValueError(f"no frames to write to {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")  # keep the suffix: imageio picks ffmpeg by it
+    try:
+        # macro_block_size=1 keeps small frames (e.g. 64x64) at their size instead of padding them to 16.
+        with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=1, quality=7) as writer:
+            for frame in frames:
+                writer.append_data(np.asarray(frame, dtype=np.uint8))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def record_episodes(
+    policy: Callable[[np.ndarray], np.ndarray],
+    env_id: str,
+    num_episodes: int,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    agent_name: str = "agent",
+    step: int = 0,
+    frame_skip: int = 1,
+    env_kwargs: dict | None = None,
+    fps: float | None = None,
+) -> list[Path]:
+    """Roll out ``policy`` for ``num_episodes`` episodes in one rendering environment and save one mp4 each.
+
+    ``policy`` maps a batch of observations (1, ...) to a batch of actions. Every ``frame_skip``-th frame is kept
+    (the first and last frames always are). Returns the written paths, named by :func:`video_name`.
+    """
+    check_video_support(env_id)
+    if frame_skip < 1:
+        raise ValueError(f"frame_skip must be >= 1, got {frame_skip}")
+    kwargs = dict(env_kwargs or {})
+    kwargs["render_mode"] = "rgb_array"
+    env = gym.make(env_id, **kwargs)
+    paths = []
+    try:
+        render_fps = fps or env.metadata.get("render_fps") or 30
+        for episode in range(num_episodes):
+            observation, _ = env.reset(seed=seed + episode)
+            frames = [env.render()]
+            done, t = False, 0
+            while not done:
+                action = np.asarray(policy(np.asarray(observation)[None]))[0]
+                observation, _, terminated, truncated, _ = env.step(np.clip(action, -1.0, 1.0))
+                done = terminated or truncated
+                t += 1
+                if t % frame_skip == 0 or done:
+                    frames.append(env.render())
+            path = Path(out_dir) / video_name(env_id, agent_name, seed, step, episode)
+            paths.append(write_mp4(frames, path, fps=max(1.0, float(render_fps) / frame_skip)))
+    finally:
+        env.close()
+    return paths
