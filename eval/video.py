@@ -72,17 +72,21 @@ def record_episodes(
     frame_skip: int = 1,
     env_kwargs: dict | None = None,
     fps: float | None = None,
+    max_episode_steps: int | None = None,
 ) -> list[Path]:
     """Roll out ``policy`` for ``num_episodes`` episodes in one rendering environment and save one mp4 each.
 
     ``policy`` maps a batch of observations (1, ...) to a batch of actions. Every ``frame_skip``-th frame is kept
-    (the first and last frames always are). Returns the written paths, named by :func:`video_name`.
+    (the first and last frames always are); ``max_episode_steps`` cuts episodes short (previews). Returns the
+    written paths, named by :func:`video_name`.
     """
     check_video_support(env_id)
     if frame_skip < 1:
         raise ValueError(f"frame_skip must be >= 1, got {frame_skip}")
     kwargs = dict(env_kwargs or {})
     kwargs["render_mode"] = "rgb_array"
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = int(max_episode_steps)  # gym.make adds a TimeLimit with this horizon
     env = gym.make(env_id, **kwargs)
     paths = []
     try:

@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("tasks", "leaderboard", "data")
+COMMAND_MODULES = ("tasks", "leaderboard", "data", "train")
 
 
 class UserError(Exception):

@@ -1,0 +1,209 @@
+"""``fidec train``, ``fidec eval`` and ``fidec record``: train an agent, evaluate a checkpoint, record videos."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+
+def parse_overrides(pairs: list[str] | None) -> dict:
+    """``["key=value", ...]`` to a dict; values are parsed as YAML (numbers, booleans, lists such as [64,64])."""
+    import yaml
+
+    from fidec_gym.cli import UserError
+
+    overrides = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects key=value (e.g. --set actor_hidden_dims=[64,64]), got {pair!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise UserError(f"--set {pair!r}: cannot parse the value ({error}); quote strings, write lists as [a,b]")
+        overrides[key.strip()] = tuple(value) if isinstance(value, list) else value
+    return overrides
+
+
+def register(subparsers) -> None:
+    train = subparsers.add_parser(
+        "train", help="train an agent on a task (offline, optionally online), with evaluations and checkpoints",
+        description="Train an agent. Results go to OUT/results.sqlite and OUT/runs/<agent>__<task>__seed<S>/ "
+                    "(metrics.csv, summary.json, checkpoints/, videos/).",
+    )
+    train.add_argument("--agent", required=True, help="bc, iql, rebrac, fql, deflow or fidec")
+    train.add_argument("--env", required=True, help="task ID, e.g. fidec/cube-single-play-singletask-task2-v0")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--steps", type=int, default=1_000_000, help="offline training steps (default 1M)")
+    train.add_argument("--online-steps", type=int, default=0, help="online fine-tuning steps after offline training")
+    train.add_argument("--out", default="results", help="results directory (default: results)")
+    train.add_argument("--eval-interval", type=int, default=100_000)
+    train.add_argument("--eval-episodes", type=int, default=50)
+    train.add_argument("--eval-workers", type=int, default=None, help="evaluation processes (default: one per core)")
+    train.add_argument("--log-interval", type=int, default=5_000)
+    train.add_argument("--checkpoint-interval", type=int, default=100_000)
+    train.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                       help="agent config override, repeatable (e.g. --set alpha=3 --set actor_hidden_dims=[64,64])")
+    train.add_argument("--dataset", default=None, help="dataset file or directory (default: the standard places)")
+    train.add_argument("--divergence-table", default="paper", choices=["paper", "fidec_scripts", "deflow_readme"])
+    train.add_argument("--no-task-hyperparameters", action="store_true",
+                       help="ignore the catalogue's per-task hyperparameters")
+    train.add_argument("--updates-per-dispatch", type=int, default=1, help="fuse this many offline updates")
+    train.add_argument("--resume", action="store_true", help="continue from the run's newest checkpoint")
+    train.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (tensorboardX)")
+    train.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (offline by default)")
+    train.add_argument("--videos", type=int, default=0, metavar="N", help="record N mp4 roll-outs at the end")
+    train.add_argument("--frame-skip", type=int, default=1, help="keep every K-th frame in videos")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=run_train)
+
+    evaluate = subparsers.add_parser("eval", help="evaluate a checkpoint and print its metrics")
+    _checkpoint_arguments(evaluate)
+    evaluate.add_argument("--episodes", type=int, default=50)
+    evaluate.add_argument("--workers", type=int, default=None, help="evaluation processes (default: one per core)")
+    evaluate.add_argument("--temperature", type=float, default=0.0,
+                          help="sampling temperature (0: BC/IQL/ReBRAC act with their mean; flow agents ignore it)")
+    evaluate.add_argument("--videos", type=int, default=0, metavar="N", help="also record N mp4 roll-outs")
+    evaluate.add_argument("--frame-skip", type=int, default=1)
+    evaluate.add_argument("--out", default=None, help="directory for videos (default: videos/ beside the checkpoint)")
+    evaluate.add_argument("--json", action="store_true", help="print the full result as JSON")
+    evaluate.set_defaults(func=run_eval)
+
+    record = subparsers.add_parser("record", help="record mp4 roll-outs of a checkpoint")
+    _checkpoint_arguments(record)
+    record.add_argument("--episodes", type=int, default=1)
+    record.add_argument("--frame-skip", type=int, default=1, help="keep every K-th frame")
+    record.add_argument("--max-steps", type=int, default=None, help="cut episodes after this many steps")
+    record.add_argument("--size", type=int, default=256, help="frame size in pixels for state tasks (default 256)")
+    record.add_argument("--out", default=None, help="output directory (default: videos/ beside the checkpoint)")
+    record.set_defaults(func=run_record)
+
+
+def _checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True,
+                        help="agent file, checkpoint directory or run directory (its newest checkpoint is used)")
+    parser.add_argument("--env", required=True, help="task ID to run the agent on")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_train(args) -> int:
+    from eval.store import ResultsStore
+    from eval.train import TrainConfig, train
+
+    out = Path(args.out)
+    cfg = TrainConfig(
+        agent=args.agent, env_id=args.env, seed=args.seed, offline_steps=args.steps, online_steps=args.online_steps,
+        eval_interval=args.eval_interval, eval_episodes=args.eval_episodes, eval_workers=args.eval_workers,
+        log_interval=args.log_interval, checkpoint_interval=args.checkpoint_interval,
+        agent_overrides=parse_overrides(args.overrides), use_task_hyperparameters=not args.no_task_hyperparameters,
+        divergence_table=args.divergence_table, dataset_path=args.dataset, out_dir=str(out / "runs"),
+        video_episodes=args.videos, video_frame_skip=args.frame_skip, updates_per_dispatch=args.updates_per_dispatch,
+        tensorboard=args.tensorboard, wandb=args.wandb,
+    )
+    cfg.validate()
+    result = train(cfg, store=ResultsStore(out), resume=args.resume, progress=not args.no_progress)
+    summary = result.summary
+    print(f"{result.status}: {cfg.agent} on {summary['env_id']} seed {cfg.seed}: score {summary['score']:.2f} "
+          f"({summary['unit']}; {summary['score_rule']})")
+    print(f"run directory: {result.run_dir}")
+    if result.status != "done":
+        print(summary.get("message", ""), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _load_checkpoint(path: str, env_id: str):
+    """The agent behind ``path`` and its trainer metadata; checks that it fits the task's spaces."""
+    from agents import load_agent
+    from envs.catalogue import task_info
+    from eval.checkpoint import checkpoint_metadata, resolve_agent_file
+
+    spec = task_info(env_id)
+    agent_file = resolve_agent_file(path)
+    agent = load_agent(str(agent_file))
+    meta = checkpoint_metadata(agent_file)
+    action_dim = agent.config.get("action_dim")
+    observation_shape = tuple(agent.config.get("observation_shape") or ())
+    expected = tuple(spec.observation_shape)
+    fits = action_dim == spec.action_shape[0] and (
+        observation_shape == expected
+        or (spec.suite == "visual" and observation_shape[:2] == expected[:2]))  # pixel stacks add channels
+    if not fits:
+        trained_on = meta.get("env_id", "another task")
+        raise ValueError(
+            f"the agent in {agent_file} was trained on {trained_on} (observations {observation_shape}, actions "
+            f"{action_dim}) and cannot act in {spec.env_id} (observations {expected}, actions "
+            f"{spec.action_shape[0]}); pass a checkpoint trained on a task with the same spaces"
+        )
+    return agent, agent_file, meta
+
+
+def _video_dir(args, agent_file: Path, meta: dict) -> Path:
+    if args.out:
+        return Path(args.out)
+    # checkpoints live in RUN_DIR/checkpoints/step_N/; videos go to RUN_DIR/videos
+    return (agent_file.parent.parent.parent if meta else agent_file.parent) / "videos"
+
+
+def _register_videos(agent_file: Path, meta: dict, paths: list) -> None:
+    """Record videos as artefacts of their run when the checkpoint sits in a results directory."""
+    from eval.store import DB_FILENAME, ResultsStore
+
+    if not meta:
+        return
+    results_dir = agent_file.parent.parent.parent.parent.parent  # OUT/runs/RUN/checkpoints/step_N
+    if not (results_dir / DB_FILENAME).exists():
+        return
+    store = ResultsStore(results_dir)
+    run = store.find_run(agent=meta.get("agent"), env_id=meta.get("env_id"), seed=int(meta.get("seed", 0)))
+    if run is not None:
+        for path in paths:
+            store.add_artefact(run["id"], "video", str(path), step=meta.get("step"))
+    store.close()
+
+
+def run_eval(args) -> int:
+    from eval.evaluate import evaluate
+
+    agent, agent_file, meta = _load_checkpoint(args.checkpoint, args.env)
+    result = evaluate(
+        agent, args.env, args.episodes, args.seed, num_workers=args.workers, temperature=args.temperature,
+        video_dir=_video_dir(args, agent_file, meta) if args.videos else None, video_episodes=args.videos,
+        frame_skip=args.frame_skip, agent_name=agent.name, step=int(meta.get("step", 0)), progress=True,
+    )
+    _register_videos(agent_file, meta, result.get("videos", []))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{agent.name} ({agent_file}) on {args.env}, {result['num_episodes']} episodes, seed {args.seed}")
+    for key in ("success", "normalized_score", "return", "length"):
+        mean, std = result[key], result[f"{key}_std"]
+        if not math.isnan(mean):
+            print(f"  {key:>16}: {mean:10.4f} ± {std:.4f}")
+    for path in result.get("videos", []):
+        print(f"  video: {path}")
+    return 0
+
+
+def run_record(args) -> int:
+    from envs.catalogue import task_info
+    from eval.evaluate import make_policy
+    from eval.video import check_video_support, record_episodes
+
+    check_video_support(args.env)  # toy tasks: clear message before loading anything
+    agent, agent_file, meta = _load_checkpoint(args.checkpoint, args.env)
+    env_kwargs = {}
+    if task_info(args.env).suite == "ogbench":
+        env_kwargs.update(width=args.size, height=args.size)
+    paths = record_episodes(
+        make_policy(agent, args.seed), args.env, args.episodes, _video_dir(args, agent_file, meta), seed=args.seed,
+        agent_name=agent.name, step=int(meta.get("step", 0)), frame_skip=args.frame_skip, env_kwargs=env_kwargs,
+        max_episode_steps=args.max_steps,
+    )
+    _register_videos(agent_file, meta, paths)
+    for path in paths:
+        print(path)
+    return 0
