@@ -43,14 +43,14 @@ def register(subparsers) -> None:
     compare.add_argument("--preset", help="only runs of this preset")
     compare.add_argument("--method", default="FiDec", help="method whose published per-task cells are printed "
                                                            "when there are no results (default: FiDec)")
-    compare.add_argument("--reps", type=int, default=2000, help="bootstrap repetitions (default: 2000)")
+    compare.add_argument("--reps", type=int, default=1000, help="bootstrap repetitions (default: 1000)")
     compare.set_defaults(func=compare_command)
 
     report = actions.add_parser("report", help="write DIR/report/report.md and index.html with figures and videos")
     report.add_argument("--out", type=Path, required=True, help="results directory")
     report.add_argument("--published", default="fidec-paper", help="published result set (default: fidec-paper)")
     report.add_argument("--preset", help="only runs of this preset")
-    report.add_argument("--reps", type=int, default=2000, help="bootstrap repetitions (default: 2000)")
+    report.add_argument("--reps", type=int, default=1000, help="bootstrap repetitions (default: 1000)")
     report.set_defaults(func=report_command)
 
     quick = subparsers.add_parser(

@@ -1,0 +1,506 @@
+"""The results report: ``DIR/report/report.md`` and a static ``DIR/report/index.html``.
+
+Built entirely from the results store: comparison tables (ours beside the paper, with protocol flags), rliable
+aggregates, matplotlib figures (learning curves, aggregate intervals, performance profiles, per-category bars beside
+the paper's) and the recorded videos (copied into the report folder, so the folder can be moved or served as is).
+
+The report is written into a temporary folder and swapped in at the end, so an interrupted build never leaves a
+half-written report behind.
+
+Extension point: more sections can be added with :func:`register_section`. The toy-study section below is the hook
+used by the toy study; it shows every artefact of kind ``"figure"`` and the rows of the store's ``toy_metrics``
+table, whichever exist.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from eval.compare import (
+    AGGREGATE_METRICS, Comparison, aggregate_rows, category_rows, compare, markdown_table, task_rows,
+)
+
+REPORT_DIRNAME = "report"
+CURVE_METRIC = "normalized_score"
+AGENT_ORDER = ("bc", "iql", "rebrac", "fql", "deflow", "fidec")
+
+
+# ============================================================================ report building blocks
+@dataclass
+class Table:
+    header: list
+    rows: list
+    caption: str = ""
+
+
+@dataclass
+class Figure:
+    path: str  # relative to the report folder
+    caption: str
+
+
+@dataclass
+class Video:
+    path: str  # relative to the report folder
+    caption: str
+
+
+@dataclass
+class Section:
+    """One report section: a title, paragraphs and any tables, figures and videos, in that order."""
+
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    videos: list[Video] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.paragraphs or self.tables or self.figures or self.videos)
+
+
+@dataclass
+class ReportContext:
+    """What a section builder gets: the store, the comparison, and the folder it may write files into."""
+
+    store: object
+    comparison: Comparison
+    published: object
+    report_dir: Path
+    preset: Optional[str]
+
+    def runs(self) -> list[dict]:
+        return self.store.runs(**({} if self.preset is None else {"preset": self.preset}))
+
+
+SectionBuilder = Callable[[ReportContext], Optional[Section]]
+_EXTRA_SECTIONS: list[SectionBuilder] = []
+
+
+def register_section(builder: SectionBuilder) -> SectionBuilder:
+    """Add a section builder (called after the built-in sections); usable as a decorator."""
+    if builder not in _EXTRA_SECTIONS:
+        _EXTRA_SECTIONS.append(builder)
+    return builder
+
+
+def _agent_key(agent: str) -> tuple:
+    return (AGENT_ORDER.index(agent) if agent in AGENT_ORDER else len(AGENT_ORDER), agent)
+
+
+def _colour(agent: str):
+    import matplotlib
+
+    palette = matplotlib.colormaps["tab10"]
+    index = AGENT_ORDER.index(agent) if agent in AGENT_ORDER else hash(agent) % 10
+    return palette(index % 10)
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ============================================================================ built-in sections
+def overview_section(ctx: ReportContext) -> Section:
+    runs = ctx.runs()
+    counts = {status: sum(run["status"] == status for run in runs) for status in ("done", "running", "failed",
+                                                                                  "pending")}
+    presets = sorted({run["preset"] for run in runs if run["preset"]})
+    versions = sorted({run["code_version"] for run in runs})
+    section = Section("Overview")
+    section.paragraphs.append(
+        f"Results directory `{ctx.store.root}`; preset(s): {', '.join(presets) or '–'}; code version(s): "
+        f"{', '.join(versions) or '–'}. Runs: {counts['done']} done, {counts['running']} running, "
+        f"{counts['failed']} failed, {counts['pending']} pending. Published reference: "
+        f"{ctx.published.protocol.get('source', ctx.published.name) if ctx.published else 'none'}."
+    )
+    failed = [run for run in runs if run["status"] == "failed"]
+    if failed:
+        section.tables.append(Table(
+            ["agent", "task", "seed", "message"],
+            [[r["agent"], r["env_id"], r["seed"], (r["message"] or "").splitlines()[0][:200] if r["message"] else ""]
+             for r in failed],
+            "Failed runs (re-run with `fidec leaderboard run --retry-failed`)",
+        ))
+    return section
+
+
+def comparison_section(ctx: ReportContext) -> Optional[Section]:
+    comparison = ctx.comparison
+    if comparison.empty:
+        return Section("Comparison with the paper", ["No finished runs yet."])
+    section = Section("Comparison with the paper")
+    section.paragraphs.append(
+        "Ours: mean ± std across seeds (population std, as the paper's summarisers) and a percentile-bootstrap 95% "
+        "interval of the mean. Category: mean of per-task means; std across seeds of the per-seed category means. "
+        "Flags list every way our protocol differs from the one behind the published number."
+    )
+    section.tables.append(Table(*category_rows(comparison.categories), caption="Per category"))
+    section.tables.append(Table(*task_rows(comparison.tasks), caption="Per task"))
+    figure = category_bars(comparison, ctx.report_dir / "figures" / "categories.png")
+    if figure is not None:
+        section.figures.append(Figure("figures/categories.png", figure))
+    return section
+
+
+def aggregates_section(ctx: ReportContext) -> Optional[Section]:
+    comparison = ctx.comparison
+    if comparison.aggregates.empty:
+        return None
+    section = Section("Aggregate performance (rliable)")
+    section.paragraphs.append(
+        f"Over the {len(comparison.aggregate_tasks)} tasks that every agent ran, scores divided by 100; stratified "
+        "bootstrap 95% intervals. Probability of improvement P(X > Y) is over tasks and runs."
+    )
+    section.tables.append(Table(*aggregate_rows(comparison.aggregates), caption="IQM, mean, median, optimality gap"))
+    if not comparison.improvement.empty:
+        section.tables.append(Table(
+            ["X", "Y", "P(X > Y)", "95% CI"],
+            [[r.agent_x, r.agent_y, f"{r.probability:.3f}", f"[{r.ci_low:.3f}, {r.ci_high:.3f}]"]
+             for r in comparison.improvement.itertuples(index=False)],
+            "Probability of improvement",
+        ))
+    aggregate_figure(comparison, ctx.report_dir / "figures" / "aggregates.png")
+    section.figures.append(Figure("figures/aggregates.png", "Aggregate metrics with 95% stratified-bootstrap CIs"))
+    profile_figure(comparison, ctx.report_dir / "figures" / "profiles.png")
+    section.figures.append(Figure("figures/profiles.png", "Performance profiles (fraction of runs with score > τ)"))
+    return section
+
+
+def learning_curves_section(ctx: ReportContext) -> Optional[Section]:
+    runs = [run for run in ctx.runs() if run["status"] in ("done", "running", "failed")]
+    evaluations = {}
+    for evaluation in ctx.store.evaluations():
+        evaluations.setdefault(evaluation["run_id"], []).append(evaluation)
+    curves: dict[str, dict[str, list]] = {}
+    for run in runs:
+        points = [(e["step"], e["metrics"].get(CURVE_METRIC)) for e in evaluations.get(run["id"], [])]
+        points = [(s, float(v)) for s, v in points if v is not None and math.isfinite(float(v))]
+        if points:
+            curves.setdefault(run["env_id"], {}).setdefault(run["agent"], []).append(points)
+    if not curves:
+        return None
+    section = Section("Learning curves")
+    section.paragraphs.append(
+        f"`{CURVE_METRIC}` (success × 100 on OGBench, D4RL normalised return, toy normalised value) at each "
+        "evaluation; line = mean over seeds, band = min–max over seeds."
+    )
+    path = ctx.report_dir / "figures" / "learning_curves.png"
+    learning_curve_figure(curves, path)
+    section.figures.append(Figure("figures/learning_curves.png", "Learning curves per task"))
+    return section
+
+
+def videos_section(ctx: ReportContext) -> Optional[Section]:
+    runs = {run["id"]: run for run in ctx.runs()}
+    videos = [a for a in ctx.store.artefacts(kind="video") if a["run_id"] in runs]
+    if not videos:
+        return None
+    section = Section("Videos")
+    target = ctx.report_dir / "videos"
+    for artefact in videos:
+        source = _resolve(ctx.store.root, artefact["path"])
+        if not source.is_file():
+            section.paragraphs.append(f"Missing video file `{artefact['path']}` (moved or deleted).")
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        run = runs[artefact["run_id"]]
+        name = f"run{run['id']}_{source.name}"
+        shutil.copy2(source, target / name)
+        step = "" if artefact["step"] is None else f", step {artefact['step']}"
+        section.videos.append(Video(f"videos/{name}", f"{run['agent']} on {run['env_id']}, seed {run['seed']}{step}"))
+    return section
+
+
+def toy_study_section(ctx: ReportContext) -> Optional[Section]:
+    """HOOK for the toy study: figure artefacts and ``toy_metrics`` rows of the store, whichever are present.
+
+    The toy study registers its plots with ``store.add_artefact(run_id, "figure", path)`` and its metrics with
+    ``store.add_rows("toy_metrics", rows)``; nothing else is needed for them to appear here.
+    """
+    runs = {run["id"]: run for run in ctx.runs()}
+    figures = [a for a in ctx.store.artefacts(kind="figure") if a["run_id"] in runs]
+    rows = ctx.store.rows("toy_metrics")
+    if not figures and not rows:
+        return None
+    section = Section("Toy study")
+    target = ctx.report_dir / "figures" / "registered"
+    for artefact in figures:
+        source = _resolve(ctx.store.root, artefact["path"])
+        if not source.is_file():
+            section.paragraphs.append(f"Missing figure file `{artefact['path']}` (moved or deleted).")
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        name = f"run{artefact['run_id']}_{source.name}"
+        shutil.copy2(source, target / name)
+        run = runs[artefact["run_id"]]
+        section.figures.append(Figure(f"figures/registered/{name}", f"{run['agent']} on {run['env_id']}, seed "
+                                                                     f"{run['seed']}: {source.stem}"))
+    if rows:
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        section.tables.append(Table(columns, [[_fmt(row.get(c)) for c in columns] for row in rows],
+                                    "Toy metrics (table `toy_metrics`)"))
+    return section
+
+
+BUILTIN_SECTIONS: tuple[SectionBuilder, ...] = (
+    overview_section, comparison_section, aggregates_section, learning_curves_section, videos_section,
+    toy_study_section,
+)
+
+
+def _resolve(root: Path, path: str) -> Path:
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else Path(root) / candidate
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.4g}"
+    return "–" if value is None else str(value)
+
+
+# ============================================================================ figures
+def category_bars(comparison: Comparison, path: Path) -> Optional[str]:
+    """Grouped bars per category: ours (mean with bootstrap CI) beside the paper's (mean ± std)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = comparison.categories
+    if frame.empty:
+        return None
+    categories = list(dict.fromkeys(frame["category"]))
+    agents = sorted(frame["agent"].unique(), key=_agent_key)
+    columns = min(4, len(categories))
+    rows_count = math.ceil(len(categories) / columns)
+    panel_width = max(3.2, 0.7 * len(agents) + 1.2)
+    fig, axes = plt.subplots(rows_count, columns, figsize=(panel_width * columns, 3.4 * rows_count), squeeze=False)
+    width = 0.38
+    for ax, category in zip(axes.flat, categories):
+        rows = frame[frame["category"] == category].set_index("agent")
+        xs = np.arange(len(agents))
+        for i, agent in enumerate(agents):
+            if agent not in rows.index:
+                continue
+            row = rows.loc[agent]
+            err = [[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]]
+            ax.bar(xs[i] - width / 2, row["mean"], width, yerr=err, color=_colour(agent), capsize=3,
+                   label="ours" if i == 0 else None)
+            if row["paper_mean"] is not None and not _isnan(row["paper_mean"]):
+                paper_std = 0.0 if row["paper_std"] is None or _isnan(row["paper_std"]) else row["paper_std"]
+                ax.bar(xs[i] + width / 2, row["paper_mean"], width, yerr=paper_std, color=_colour(agent), alpha=0.35,
+                       hatch="//", capsize=3, label="paper" if i == 0 else None)
+        ax.set_xticks(xs, agents, rotation=45, ha="right")
+        ax.set_title(category)
+        ax.set_ylabel("score")
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(categories):]:
+        ax.axis("off")
+    axes.flat[0].legend(loc="upper left", fontsize=8)
+    fig.suptitle("Per category: ours (solid, 95% CI) beside the paper (hatched, ± std)")
+    fig.tight_layout()
+    _save(fig, path)
+    return "Per-category scores beside the paper's"
+
+
+def _isnan(value) -> bool:
+    try:
+        return math.isnan(float(value))
+    except (TypeError, ValueError):
+        return True
+
+
+def aggregate_figure(comparison: Comparison, path: Path) -> None:
+    """Interval plot of IQM / mean / median / optimality gap per agent (rliable's plot_utils layout)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from rliable import plot_utils
+
+    frame = comparison.aggregates
+    agents = sorted(frame["agent"].unique(), key=_agent_key)
+    estimates, intervals = {}, {}
+    for agent in agents:
+        rows = frame[frame["agent"] == agent].set_index("metric").loc[list(AGGREGATE_METRICS)]
+        estimates[agent] = rows["estimate"].to_numpy()
+        intervals[agent] = np.stack([rows["ci_low"].to_numpy(), rows["ci_high"].to_numpy()])
+    fig, _ = plot_utils.plot_interval_estimates(
+        estimates, intervals, metric_names=list(AGGREGATE_METRICS), algorithms=agents,
+        colors={agent: _colour(agent) for agent in agents}, xlabel="normalised score", subfigure_width=3.2,
+        row_height=0.5, xlabel_y_coordinate=-0.35,
+    )
+    _save(fig, path)
+
+
+def profile_figure(comparison: Comparison, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import plot_utils
+
+    frame = comparison.profiles
+    agents = sorted(frame["agent"].unique(), key=_agent_key)
+    taus = np.sort(frame["tau"].unique())
+    profiles, bands = {}, {}
+    for agent in agents:
+        rows = frame[frame["agent"] == agent].sort_values("tau")
+        profiles[agent] = rows["fraction"].to_numpy()
+        bands[agent] = np.stack([rows["ci_low"].to_numpy(), rows["ci_high"].to_numpy()])
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    plot_utils.plot_performance_profiles(
+        profiles, taus, performance_profile_cis=bands, colors={agent: _colour(agent) for agent in agents},
+        xlabel=r"normalised score $\tau$", ax=ax,
+    )
+    ax.legend([plt.Line2D([0], [0], color=_colour(a), lw=2) for a in agents], agents, fontsize=8, loc="lower left")
+    _save(fig, path)
+
+
+def learning_curve_figure(curves: dict[str, dict[str, list]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted(curves)
+    columns = min(3, len(tasks))
+    rows = math.ceil(len(tasks) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        for agent in sorted(curves[task], key=_agent_key):
+            seeds = curves[task][agent]
+            steps = sorted({s for points in seeds for s, _ in points})
+            # Seeds may stop at different steps (an unfinished run); aggregate those present at each step.
+            values = [[v for points in seeds for s, v in points if s == step] for step in steps]
+            mean = np.array([np.mean(v) for v in values])
+            ax.plot(steps, mean, color=_colour(agent), label=agent, marker="o", ms=3)
+            ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=_colour(agent),
+                            alpha=0.15)
+        ax.set_title(task.removeprefix("fidec/"), fontsize=9)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("score")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+# ============================================================================ rendering
+def render_markdown(title: str, sections: Sequence[Section]) -> str:
+    parts = [f"# {title}", ""]
+    for section in sections:
+        parts += [f"## {section.title}", ""]
+        parts += [p + "\n" for p in section.paragraphs]
+        for table in section.tables:
+            if table.caption:
+                parts += [f"**{table.caption}**", ""]
+            parts += [markdown_table(table.header, table.rows), ""]
+        for figure in section.figures:
+            parts += [f"![{figure.caption}]({figure.path})", "", f"*{figure.caption}*", ""]
+        for video in section.videos:
+            parts += [f'<video controls width="480" src="{video.path}"></video>', "",
+                      f"[{video.caption}]({video.path})", ""]
+    return "\n".join(parts)
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; font-size: 0.85rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+figure { margin: 1rem 0; } img { max-width: 100%; } figcaption, caption { color: #555; font-size: 0.9rem; }
+caption { text-align: left; font-weight: bold; padding: 0.25rem 0; }
+code { background: #f5f5f5; padding: 0 0.2rem; }
+"""
+
+
+def _inline(text: str) -> str:
+    """Escape text, rendering `code` spans (the only Markdown used in paragraphs)."""
+    pieces = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))
+
+
+def render_html(title: str, sections: Sequence[Section]) -> str:
+    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+           f"<title>{html.escape(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
+           f"<h1>{html.escape(title)}</h1>"]
+    for section in sections:
+        out.append(f"<section><h2>{html.escape(section.title)}</h2>")
+        out += [f"<p>{_inline(p)}</p>" for p in section.paragraphs]
+        for table in section.tables:
+            out.append("<table>")
+            if table.caption:
+                out.append(f"<caption>{_inline(table.caption)}</caption>")
+            out.append("<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in table.header) + "</tr>")
+            for row in table.rows:
+                out.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>")
+            out.append("</table>")
+        for figure in section.figures:
+            out.append(f'<figure><img src="{html.escape(figure.path)}" alt="{html.escape(figure.caption)}">'
+                       f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>")
+        for video in section.videos:
+            out.append(f'<figure><video controls preload="metadata" width="480" src="{html.escape(video.path)}">'
+                       f'<a href="{html.escape(video.path)}">download</a></video>'
+                       f"<figcaption>{html.escape(video.caption)}</figcaption></figure>")
+        out.append("</section>")
+    out += [f"<footer><p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by fidec-gym.</p></footer>", "</body>",
+            "</html>"]
+    return "\n".join(out)
+
+
+# ============================================================================ entry point
+def build_report(store, published=None, preset: Optional[str] = None, reps: int = 1000,
+                 title: Optional[str] = None) -> Path:
+    """Write ``<results dir>/report/{report.md,index.html}`` with figures and videos; returns index.html's path.
+
+    The report is assembled in a temporary folder next to the final one and swapped in at the end.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    root = Path(store.root)
+    if not os.access(root, os.W_OK):
+        raise PermissionError(f"the results directory {root} is not writable; fix its permissions or copy it "
+                              "somewhere writable before building the report")
+    comparison = compare(store, published, preset=preset, reps=reps)
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=root))
+    try:
+        ctx = ReportContext(store=store, comparison=comparison, published=published, report_dir=staging,
+                            preset=preset)
+        sections = [s for s in (builder(ctx) for builder in (*BUILTIN_SECTIONS, *_EXTRA_SECTIONS))
+                    if s is not None and not s.empty]
+        title = title or f"fidec-gym results: {root.name}"
+        comparison.write(staging / "tables")
+        (staging / "report.md").write_text(render_markdown(title, sections))
+        (staging / "index.html").write_text(render_html(title, sections))
+        final = root / REPORT_DIRNAME
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=".report-old-", dir=root))
+            os.replace(final, old / REPORT_DIRNAME)
+        os.replace(staging, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final / "index.html"
