@@ -197,7 +197,10 @@ def _check_d4rl_file(file: Path, report: CheckReport) -> Optional[TaskSpec]:
     return spec
 
 
-def _check_loaded(dataset: Dataset, report: CheckReport) -> None:
+def check_loaded(dataset: Dataset, report: Optional[CheckReport] = None) -> CheckReport:
+    """Checks of an in-memory dataset: the data contract, and that next observations continue the trajectory."""
+    if report is None:
+        report = CheckReport(str(dataset.metadata.get("env_id") or "dataset"), "in-memory dataset")
     report.problems += [f"loaded: {p}" for p in dataset_problems(dict(dataset.items()), dataset.metadata.get("env_id"))]
     if not dataset.is_compact and dataset.num_transitions > 1:
         observations, next_observations = dataset["observations"], dataset["next_observations"]
@@ -210,6 +213,7 @@ def _check_loaded(dataset: Dataset, report: CheckReport) -> None:
                 "continues (terminals == 0): trajectory ends are mislabelled"
             )
     report.summary.update({f"loaded_{k}" if k in report.summary else k: v for k, v in describe(dataset).items()})
+    return report
 
 
 def _check_file(path: Path, report: CheckReport) -> Optional[TaskSpec]:
@@ -227,7 +231,7 @@ def _load_and_check(env_id: str, report: CheckReport, path=None, split: str = "t
     except (DatasetError, FileNotFoundError) as error:
         report.problems.append(str(error))
         return None
-    _check_loaded(dataset, report)
+    check_loaded(dataset, report)
     return dataset
 
 

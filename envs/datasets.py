@@ -452,6 +452,11 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.size
 
+    @property
+    def allocated_rows(self) -> int:
+        """Rows currently allocated (grows geometrically up to ``capacity``)."""
+        return len(self._storage["rewards"])
+
     def _reserve(self, rows: int) -> None:
         rows = min(rows, self.capacity)
         allocated = len(self._storage["rewards"])

@@ -18,6 +18,7 @@ import os
 import signal
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -99,8 +100,11 @@ class EpisodeGenerator:
         import ogbench.manipspace  # noqa: F401  (registers the manipulation environments)
 
         self.env_name = env_name
-        self.env = gymnasium.make(env_name, terminate_at_goal=False, mode="data_collection",
-                                  max_episode_steps=max_episode_steps)
+        with warnings.catch_warnings():
+            # Gymnasium notes that the float64 Box bounds are cast to float32: harmless (datasets.md §1.2).
+            warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32.*")
+            self.env = gymnasium.make(env_name, terminate_at_goal=False, mode="data_collection",
+                                      max_episode_steps=max_episode_steps)
         self.oracles = _make_oracles(env_name, self.env, noise, noise_smoothing)
         self.has_buttons = hasattr(self.env.unwrapped, "_cur_button_states")
         self.unhealthy_episodes = 0
@@ -111,7 +115,9 @@ class EpisodeGenerator:
         np.random.seed(oracle_sequence.generate_state(4))
         reset_seed: Optional[int] = int(env_sequence.generate_state(1)[0])
         while True:
-            data = self._rollout(reset_seed)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32.*")
+                data = self._rollout(reset_seed)
             reset_seed = None  # a retry continues the environment's generator, which stays deterministic
             if "scene" not in self.env_name or scene_episode_is_healthy(data["qpos"]):
                 return data

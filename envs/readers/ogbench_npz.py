@@ -213,14 +213,17 @@ def read_ogbench(spec, file: Path, split: str = "train", compact: bool = False) 
     # Relabel with OGBench's own function against the task's environment. The state environment is used for pixel
     # datasets too: the task goals are identical and it needs no renderer.
     state_name = spec.source_name[len("visual-"):] if visual else spec.source_name
-    env = ogbench.make_env_and_datasets(state_name, env_only=True)
     words = state_name.split("-")
     position = words.index("singletask")
     env_name = "-".join(words[: position - 1] + words[position:])
-    try:
-        relabel_dataset(env_name, env, arrays)
-    finally:
-        env.close()
+    with warnings.catch_warnings():
+        # Gymnasium notes that the float64 Box bounds are cast to float32: harmless (datasets.md §1.2).
+        warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32.*")
+        env = ogbench.make_env_and_datasets(state_name, env_only=True)
+        try:
+            relabel_dataset(env_name, env, arrays)
+        finally:
+            env.close()
 
     for info_key in ("qpos", "qvel", "button_states"):
         arrays.pop(info_key, None)
