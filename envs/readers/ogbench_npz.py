@@ -9,6 +9,7 @@ locally generated data, everything else is reported as official.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import os
@@ -166,6 +167,17 @@ def _provenance(file: Path, checksum: str) -> tuple[str, dict]:
     return info.get("provenance", "generated"), info
 
 
+@functools.lru_cache(maxsize=8)
+def _task_environment(task_name: str):
+    """The single-task environment that defines the goal for relabelling, kept so that loading the train and val
+    splits (or several seeds) builds it once."""
+    import ogbench
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32.*")
+        return ogbench.make_env_and_datasets(task_name, env_only=True)
+
+
 def read_ogbench(spec, file: Path, split: str = "train", compact: bool = False) -> tuple[dict, dict]:
     """Arrays and metadata of one OGBench split, relabelled for the task of ``spec`` (a catalogue TaskSpec)."""
     import ogbench
@@ -219,11 +231,7 @@ def read_ogbench(spec, file: Path, split: str = "train", compact: bool = False) 
     with warnings.catch_warnings():
         # Gymnasium notes that the float64 Box bounds are cast to float32: harmless (datasets.md §1.2).
         warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32.*")
-        env = ogbench.make_env_and_datasets(state_name, env_only=True)
-        try:
-            relabel_dataset(env_name, env, arrays)
-        finally:
-            env.close()
+        relabel_dataset(env_name, _task_environment(state_name), arrays)
 
     for info_key in ("qpos", "qvel", "button_states"):
         arrays.pop(info_key, None)
