@@ -61,7 +61,8 @@ def collect_scores(store, preset: Optional[str] = None, statuses: Sequence[str] 
             "eval_episodes": _first(summary, config, ("eval_episodes",)),
             "score_rule": summary.get("score_rule", ""),
             "provenance": provenance.get("provenance") or summary.get("provenance"),
-            "success_timing": provenance.get("success_timing") or summary.get("success_timing"),
+            # The evaluation environment's timing (summary) decides the score; the dataset's is a fallback.
+            "success_timing": summary.get("success_timing") or provenance.get("success_timing"),
             "updated": run.get("updated", ""),
         })
     columns = ["run_id", "agent", "env_id", "seed", "score", "suite", "category", "offline_steps", "eval_episodes",

@@ -73,24 +73,6 @@ def _close(name: str, choices) -> str:
     return f" (did you mean {', '.join(repr(m) for m in matches)}?)" if matches else ""
 
 
-def code_version() -> str:
-    """Package version plus the git commit when run from a checkout (recorded with every run)."""
-    import subprocess
-
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        base = version("fidec-gym")
-    except PackageNotFoundError:
-        base = "unknown"
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, text=True,
-                                capture_output=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"{base}+{commit}" if commit else base
-
-
 # ============================================================================ presets
 @dataclass(frozen=True)
 class Cell:
@@ -122,23 +104,24 @@ class Preset:
     source: Optional[Path] = None
 
     def cells(self, data_dir: Optional[Path] = None) -> list[Cell]:
-        """Every (agent, task) cell in a stable order (tasks outer, agents inner: early results span agents)."""
+        """Every (agent, task) cell in a stable order: agents outer, so that a worker process tends to take
+        consecutive cells of one agent and reuses its compiled update and sampling functions."""
         from envs.catalogue import task_info
 
         cells = []
-        for env_id in self.tasks:
-            spec = task_info(env_id)
-            suite_settings = dict(self.suite_settings.get(spec.suite, {}))
-            seeds = suite_settings.pop("seeds", self.seeds)
-            suite_overrides = suite_settings.pop("agent_overrides", {})
-            settings = {**self.settings, **suite_settings}
-            dataset_path = self.dataset_path(spec.dataset, data_dir)
-            for agent in self.agents:
+        for agent in self.agents:
+            for env_id in self.tasks:
+                spec = task_info(env_id)
+                suite_settings = dict(self.suite_settings.get(spec.suite, {}))
+                seeds = suite_settings.pop("seeds", self.seeds)
+                suite_overrides = suite_settings.pop("agent_overrides", {})
+                settings = {**self.settings, **suite_settings}
+                dataset_path = self.dataset_path(spec.dataset, data_dir)
                 if self._excluded(agent, spec):
                     continue
                 overrides = {**self.overrides_for(agent), **_merged_overrides(suite_overrides, agent)}
                 cells.append(Cell(
-                    name=f"{self.name}/{agent}/{spec.name}", agent=agent, env_id=spec.env_id, seeds=tuple(seeds),
+                    name=f"{self.name}:{agent}:{spec.name}", agent=agent, env_id=spec.env_id, seeds=tuple(seeds),
                     settings=settings, agent_overrides=overrides, dataset_path=dataset_path,
                 ))
         return cells
@@ -411,18 +394,10 @@ def _train_config(cell: Cell, seed: int, out_dir: Path):
     )
 
 
-def _config_record(config) -> dict:
-    """The run's stored config: everything that defines the run (not where it is written)."""
-    from dataclasses import asdict
-
-    record = asdict(config)
-    for key in ("out_dir", "tensorboard", "wandb", "eval_workers"):
-        record.pop(key, None)
-    return record
-
-
 def register_cells(store, preset: Preset, cells: list[Cell], out_dir: Path) -> dict[str, list[int]]:
     """Create (or find) every run of every cell in the store, status ``pending``; returns cell -> run ids."""
+    from eval.train import code_version
+
     version = code_version()
     run_ids = {}
     for cell in cells:
@@ -430,7 +405,7 @@ def register_cells(store, preset: Preset, cells: list[Cell], out_dir: Path) -> d
         for seed in cell.seeds:
             config = _train_config(cell, seed, out_dir)
             ids.append(store.create_run(
-                agent=cell.agent, env_id=cell.env_id, seed=seed, config=_config_record(config),
+                agent=cell.agent, env_id=cell.env_id, seed=seed, config=config.record(),
                 data_provenance={}, code_version=version, cell=cell.name, preset=preset.name,
             ))
         run_ids[cell.name] = ids
@@ -665,9 +640,11 @@ def _run_ray(cells: list[Cell], out: Path, run_ids: dict, workers: Optional[int]
 
 # ============================================================================ status
 def _pid_alive(message: str) -> Optional[bool]:
-    """For a ``running`` run: is the process that marked it still alive (None if it ran on another host)?"""
+    """For a ``running`` run marked "pid N [on HOST]": is that process alive (None when unknown or elsewhere)?"""
     parts = message.split()
-    if len(parts) != 4 or parts[0] != "pid" or parts[2] != "on" or parts[3] != socket.gethostname():
+    if len(parts) < 2 or parts[0] != "pid" or not parts[1].isdigit():
+        return None
+    if len(parts) == 4 and parts[2] == "on" and parts[3] != socket.gethostname():
         return None
     try:
         os.kill(int(parts[1]), 0)
