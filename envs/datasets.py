@@ -208,7 +208,8 @@ def load_dataset(
         split: ``"train"`` or ``"val"`` (OGBench ``-val.npz`` files; the toy validation draw).
         data_dir: another directory to look in before ``$FIDEC_DATA_DIR`` and the suite's default directory.
         compact: OGBench only: keep every stored row and add ``valids`` instead of ``next_observations``.
-        allow_download: fetch missing OGBench files from the official server (off by default).
+        allow_download: fetch missing OGBench files from the official server (off by default). D4RL data is
+            never downloaded here; the error message says how to fetch the Minari port.
         download_timeout: socket timeout in seconds for that download, so a missing network fails fast.
 
     Raises:
@@ -240,7 +241,7 @@ def _load_ogbench(spec: TaskSpec, path, split, data_dir, compact, allow_download
         file, more = ogbench_npz.locate(spec.dataset, split, target)
         tried += more
     if file is None:
-        raise DatasetNotFoundError(ogbench_npz._missing_data_message(spec.dataset, tried))
+        raise DatasetNotFoundError(ogbench_npz.missing_data_message(spec.dataset, tried))
     return ogbench_npz.read_ogbench(spec, file, split=split, compact=compact)
 
 

@@ -63,7 +63,7 @@ def sidecar_path(npz_path: Path) -> Path:
     return npz_path.with_name(f"{stem}.meta.json")
 
 
-def _missing_data_message(dataset: str, tried: list[Path]) -> str:
+def missing_data_message(dataset: str, tried: list[Path]) -> str:
     looked = "\n".join(f"  - {p}" for p in tried) or "  (no directory given)"
     base = dataset[len("visual-"):] if dataset.startswith("visual-") else dataset
     fetch = (
