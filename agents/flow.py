@@ -10,12 +10,22 @@ regression target of the velocity is x_1 - x_0 and integrating from t = 0 to t =
 
 from __future__ import annotations
 
-from typing import Callable
+import copy
+from typing import Any, Callable, ClassVar, Mapping, Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from agents.base import Agent, Array, Batch, FrozenConfig, Info, nonpytree_field
+from agents.encoders import make_encoder
+from agents.networks import ActorVectorField, Value
+
 VelocityFn = Callable[[jax.Array, jax.Array], jax.Array]
+QFunction = Callable[[jax.Array, jax.Array], jax.Array]
+
+CRITIC_MODES = ("learned", "oracle")
+Q_AGGREGATIONS = ("mean", "min")
 
 DEFAULT_FLOW_STEPS = 10
 
@@ -81,3 +91,175 @@ def normalized_q_loss(q: jax.Array, normalize: bool) -> tuple[jax.Array, jax.Arr
     else:
         scale = jnp.ones((), dtype=q.dtype)
     return -scale * q.mean(), scale
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The common skeleton of FQL, DeFlow and FiDec
+# --------------------------------------------------------------------------------------------------------------
+
+
+class LogMultiplier(nn.Module):
+    """A learnable scalar (shape (1,)) holding log alpha of a Lagrangian, initialised at ``init_value``."""
+
+    init_value: float
+
+    @nn.compact
+    def __call__(self) -> jax.Array:
+        return self.param("log_value", nn.initializers.constant(self.init_value), (1,))
+
+
+class FlowAgent(Agent):
+    """What the three flow agents share: critic, BC flow with its Euler sampler, and the oracle-critic option.
+
+    Modules: ``critic`` (2 heads, LayerNorm) and ``target_critic``; ``actor_bc_flow`` v(s, x, t) and, for pixel
+    observations, ``actor_bc_flow_encoder`` (the *same* encoder instance, so its parameters are shared and the
+    sampler encodes each observation once). Subclasses add their policy modules in :meth:`policy_networks`, define
+    :meth:`policy_actions` (the full policy, used for the critic target and for acting) and :meth:`actor_loss`.
+
+    With ``config["critic"] == "oracle"`` a jittable ``q_fn(observations, actions) -> (B,)`` given to
+    :meth:`create` replaces the critic inside the actor losses and the critic is not trained. ``q_fn`` is a static
+    field: it is not saved, so restore such an agent with ``create(..., q_fn=q_fn).load(path)``.
+    """
+
+    q_fn: Optional[QFunction] = nonpytree_field(default=None)
+
+    target_modules: ClassVar = (("target_critic", "critic"),)
+    required_batch_keys: ClassVar = ("observations", "actions", "rewards", "masks", "next_observations")
+
+    # ---- configuration ---------------------------------------------------------------------------------------
+
+    @classmethod
+    def make_config(cls, config: Optional[Mapping[str, Any]] = None, example_batch: Optional[Batch] = None) -> FrozenConfig:
+        merged = super().make_config(config, example_batch)
+        cls.validate_config(merged)
+        return merged
+
+    @classmethod
+    def validate_config(cls, config: FrozenConfig) -> None:
+        """Reject values the losses cannot use, naming the key and the valid choices."""
+        _check_choice(cls.name, config, "critic", CRITIC_MODES)
+        _check_choice(cls.name, config, "q_agg", Q_AGGREGATIONS)
+        if int(config["flow_steps"]) < 1:
+            raise ValueError(f"{cls.name}: flow_steps must be >= 1, got {config['flow_steps']}")
+
+    @property
+    def uses_oracle_critic(self) -> bool:
+        return self.config["critic"] == "oracle"
+
+    # ---- networks --------------------------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        seed: int,
+        example_batch: Batch,
+        config: Optional[Mapping[str, Any]] = None,
+        q_fn: Optional[QFunction] = None,
+    ) -> "FlowAgent":
+        """Build the agent from example arrays; ``q_fn`` is required exactly when ``config["critic"] == "oracle"``."""
+        config = cls.make_config(config, example_batch)
+        if config["critic"] == "oracle" and q_fn is None:
+            raise ValueError(
+                f"{cls.name}: critic='oracle' needs the analytic Q; pass create(..., q_fn=fn) with "
+                "fn(observations, actions) -> (batch,) (q_fn is never saved, so pass it again when loading)"
+            )
+        if config["critic"] == "learned" and q_fn is not None:
+            raise ValueError(f"{cls.name}: q_fn is only used with critic='oracle'; set that config key or drop q_fn")
+        observations, actions = example_batch["observations"], example_batch["actions"]
+        times = jnp.zeros((*actions.shape[:-1], 1), dtype=jnp.float32)
+        critic = Value(config["value_hidden_dims"], layer_norm=config["layer_norm"], num_ensembles=2,
+                       encoder=make_encoder(config["encoder"]))
+        bc_flow_encoder = make_encoder(config["encoder"])
+        bc_flow = ActorVectorField(config["actor_hidden_dims"], config["action_dim"],
+                                   layer_norm=config["actor_layer_norm"], encoder=bc_flow_encoder)
+        networks = {
+            "critic": (critic, (observations, actions)),
+            "target_critic": (copy.deepcopy(critic), (observations, actions)),
+            "actor_bc_flow": (bc_flow, (observations, actions, times)),
+        }
+        if bc_flow_encoder is not None:
+            # The same instance as inside ``actor_bc_flow``: callable alone, parameters shared.
+            networks["actor_bc_flow_encoder"] = (bc_flow_encoder, (observations,))
+        networks.update(cls.policy_networks(config, example_batch))
+        agent = cls.build(seed, config, networks, targets=cls.target_modules)
+        return agent.replace(q_fn=q_fn)
+
+    @classmethod
+    def policy_networks(cls, config: FrozenConfig, example_batch: Batch) -> dict[str, tuple[nn.Module, Any]]:
+        """The agent-specific modules ({name: (module, example args)})."""
+        raise NotImplementedError
+
+    # ---- the behaviour flow ----------------------------------------------------------------------------------
+
+    def bc_features(self, observations: Array, params: Any = None) -> Array:
+        """Observation features of the BC flow (the raw observations when there is no encoder)."""
+        if self.config["encoder"] is None:
+            return observations
+        return self.network.select("actor_bc_flow_encoder")(observations, params=params)
+
+    def bc_velocity(self, features: Array, params: Any = None) -> VelocityFn:
+        """v(x, t) of the BC flow at pre-computed ``features``; ``params=None`` uses the start-of-step values."""
+        flow = self.network.select("actor_bc_flow")
+        return lambda x, t: flow(features, x, t, is_encoded=True, params=params)
+
+    def behaviour_actions(self, features: Array, rng: Array) -> Array:
+        """ODE(s, z): one BC-flow sample per row of ``features`` with z ~ N(0, I), clipped to [-1, 1]."""
+        noise = jax.random.normal(rng, (features.shape[0], self.config["action_dim"]))
+        return euler_sample(self.bc_velocity(features), noise, self.config["flow_steps"])
+
+    def bc_flow_loss(self, batch: Batch, grad_params: Any, rng: Array) -> Array:
+        """Flow matching of the BC flow (and its encoder) on the dataset actions."""
+        features = self.bc_features(batch["observations"], params=grad_params)
+        loss, _ = flow_matching_loss(self.bc_velocity(features, params=grad_params), batch["actions"], rng)
+        return loss
+
+    # ---- critic ----------------------------------------------------------------------------------------------
+
+    def policy_actions(self, observations: Array, rng: Array) -> Array:
+        """Actions of the current policy in [-1, 1] with the start-of-step parameters."""
+        raise NotImplementedError
+
+    def policy_q(self, observations: Array, actions: Array) -> Array:
+        """Q used by the actor losses: mean over the two heads, or the oracle ``q_fn``.
+
+        The critic runs with the start-of-step parameters (not ``grad_params``), so the gradient reaches the
+        policy through ``actions`` only and never moves the critic.
+        """
+        if self.uses_oracle_critic:
+            return self.q_fn(observations, actions)
+        return self.network.select("critic")(observations, actions).mean(axis=0)
+
+    def critic_loss(self, batch: Batch, grad_params: Any, rng: Array) -> tuple[Array, Info]:
+        """TD regression onto r + gamma * m * agg_i Q_target,i(s', a'), a' from the current policy at s'."""
+        if self.uses_oracle_critic:
+            # The analytic Q replaces the critic; nothing to fit.
+            zero = jnp.zeros((), dtype=jnp.float32)
+            return zero, {"critic/loss": zero}
+        # The next action comes from an ODE roll-out with start-of-step parameters: a constant of this regression.
+        next_actions = jax.lax.stop_gradient(self.policy_actions(batch["next_observations"], rng))
+        next_q = aggregate_heads(
+            self.network.select("target_critic")(batch["next_observations"], next_actions), self.config["q_agg"]
+        )
+        # Targets come from the target network only; stop-gradient makes that explicit.
+        target_q = jax.lax.stop_gradient(batch["rewards"] + self.config["discount"] * batch["masks"] * next_q)
+        q = self.network.select("critic")(batch["observations"], batch["actions"], params=grad_params)
+        loss = jnp.mean((q - target_q) ** 2)
+        return loss, {"critic/loss": loss, "critic/q_mean": q.mean(), "critic/q_max": q.max(),
+                      "critic/q_min": q.min()}
+
+    # ---- acting ----------------------------------------------------------------------------------------------
+
+    @jax.jit
+    def sample_actions(self, observations: Array, seed: Array, temperature: float = 1.0) -> Array:
+        """One stochastic policy sample per observation; flow policies ignore ``temperature``."""
+        del temperature
+        single = jnp.ndim(observations) == len(self.config["observation_shape"])
+        if single:
+            observations = observations[None]
+        actions = jnp.clip(self.policy_actions(observations, seed), -1.0, 1.0)
+        return actions[0] if single else actions
+
+
+def _check_choice(agent_name: str, config: Mapping[str, Any], key: str, choices: tuple) -> None:
+    if config[key] not in choices:
+        raise ValueError(f"{agent_name}: unknown {key} {config[key]!r}; valid: {list(choices)}")
