@@ -1,0 +1,127 @@
+"""The report: Markdown + static HTML with tables, figures and videos, checked in headless Chromium."""
+
+import os
+import shutil
+from pathlib import Path
+
+import imageio.v2 as imageio
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from eval.published import load_published  # noqa: E402
+from eval.report import build_report  # noqa: E402
+from eval.store import ResultsStore  # noqa: E402
+from fidec_gym.cli import main  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+TASKS = ("fidec/cube-single-play-singletask-task2-v0", "fidec/toy-bimodal-v0")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    store = ResultsStore(root)
+    rng = np.random.default_rng(0)
+    for agent, level in (("fidec", 90.0), ("fql", 70.0)):
+        for env_id in TASKS:
+            for seed in range(2):
+                run_id = store.create_run(agent=agent, env_id=env_id, seed=seed, config={"offline_steps": 2000},
+                                          data_provenance={"provenance": "generated"}, code_version="test",
+                                          cell=f"t:{agent}:{env_id}", preset="t")
+                for step in (1, 1000, 2000):
+                    store.add_evaluation(run_id, step, {"normalized_score": level * step / 2000 + rng.normal()})
+                store.set_summary(run_id, {"score": level + rng.normal(), "offline_steps": 2000, "eval_episodes": 10})
+                store.set_status(run_id, "done")
+    # A real mp4 (as eval.video writes them) and a figure registered by the toy study.
+    frames = np.zeros((6, 64, 64, 3), np.uint8)
+    frames[:, 16:48, 16:48, 0] = 255
+    video = root / "runs" / "cube_fidec_seed0_step2000_ep0.mp4"
+    video.parent.mkdir(parents=True)
+    imageio.mimwrite(video, list(frames), fps=10, macro_block_size=1)
+    store.add_artefact(1, "video", str(video), step=2000)
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [0, 1])
+    fig.savefig(root / "runs" / "toy_samples.png")
+    plt.close(fig)
+    store.add_artefact(3, "figure", str(root / "runs" / "toy_samples.png"))
+    store.add_rows("toy_metrics", [{"agent": "fidec", "landscape": "T1", "SF1": 0.98, "NI": 0.41}])
+    store.add_artefact(3, "video", str(root / "runs" / "deleted.mp4"))  # a file that no longer exists
+    index = build_report(store, load_published(), reps=100)
+    return store, index
+
+
+def test_report_files_and_content(results):
+    store, index = results
+    report_dir = index.parent
+    assert report_dir == store.root / "report"
+    markdown = (report_dir / "report.md").read_text()
+    html = index.read_text()
+    for text in ("Comparison with the paper", "Aggregate performance (rliable)", "Learning curves", "Videos",
+                 "Toy study", "96 ± 1", "partial category (1/5 tasks)", "toy task: no published entry"):
+        assert text in markdown and text.replace("(", "(") in html
+    for name in ("categories", "aggregates", "profiles", "learning_curves"):
+        assert (report_dir / "figures" / f"{name}.png").stat().st_size > 1000
+    assert (report_dir / "videos" / "run1_cube_fidec_seed0_step2000_ep0.mp4").is_file()
+    assert (report_dir / "figures" / "registered" / "run3_toy_samples.png").is_file()
+    assert "Missing video file" in markdown  # a vanished artefact is reported, not fatal
+    assert "| fidec | T1 | 0.98 | 0.41 |" in markdown
+    assert (report_dir / "tables" / "tasks.csv").is_file()
+    # Nothing left over from the staging folder.
+    assert not [p for p in store.root.iterdir() if p.name.startswith(".report")]
+
+
+def test_index_html_loads_in_chromium(results):
+    if not Path(CHROMIUM).exists():
+        pytest.fail("headless Chromium is needed for this test: install it with `apt-get install chromium`")
+    from playwright.sync_api import sync_playwright
+
+    _, index = results
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(index.as_uri())
+            page.wait_for_load_state("load")
+            images = page.eval_on_selector_all("img", "els => els.map(e => [e.getAttribute('src'), e.naturalWidth])")
+            assert len(images) == 5 and all(width > 0 for _, width in images), images
+            page.wait_for_function("Array.from(document.querySelectorAll('video')).every(v => v.readyState >= 1 "
+                                   "|| v.error)", timeout=15000)
+            videos = page.eval_on_selector_all(
+                "video", "els => els.map(e => [e.getAttribute('src'), e.readyState, e.error && e.error.code])")
+            assert len(videos) == 1
+            src, ready, _ = videos[0]
+            if ready < 1:  # a browser build without the codec: the file must at least be served
+                status = page.evaluate("src => fetch(src).then(r => r.status, () => 0)", src)
+                assert status in (0, 200) and (index.parent / src).stat().st_size > 0
+        finally:
+            browser.close()
+
+
+def test_rebuild_replaces_the_report(results):
+    store, index = results
+    (index.parent / "stale.txt").write_text("from an older build")
+    again = build_report(store, load_published(), reps=50)
+    assert again == index and not (index.parent / "stale.txt").exists()
+
+
+def test_report_cli_and_bad_input(results, tmp_path, capsys):
+    store, _ = results
+    copy = tmp_path / "copy"
+    shutil.copytree(store.root, copy)
+    assert main(["leaderboard", "report", "--out", str(copy), "--reps", "50"]) == 0
+    assert "index.html" in capsys.readouterr().out
+    assert main(["leaderboard", "report", "--out", str(tmp_path / "missing")]) == 2
+    assert "no results in" in capsys.readouterr().err
+    if os.geteuid() != 0:  # root ignores permission bits
+        os.chmod(copy, 0o555)
+        try:
+            assert main(["leaderboard", "report", "--out", str(copy)]) == 2
+            assert "not writable" in capsys.readouterr().err
+        finally:
+            os.chmod(copy, 0o755)
