@@ -34,7 +34,12 @@ UNITS = {
 
 
 def _fmt(steps: Sequence[int]) -> str:
-    return "/".join(f"{s // 1000}K" if s >= 1000 and s % 1000 == 0 else str(s) for s in steps)
+    def one(step: int) -> str:
+        if step >= 1_000_000 and step % 1_000_000 == 0:
+            return f"{step // 1_000_000}M"
+        return f"{step // 1000}K" if step >= 1000 and step % 1000 == 0 else str(step)
+
+    return "/".join(one(s) for s in steps)
 
 
 def reported_score(evaluations: Sequence[dict], spec: TaskSpec, offline_steps: int, online_steps: int = 0) -> dict:

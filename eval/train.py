@@ -162,9 +162,9 @@ def _is_nonfinite(info: dict[str, float]) -> bool:
 class _Trainer:
     """One run's state; :func:`train` drives it. Split out so that every piece of state is in one place."""
 
-    def __init__(self, cfg: TrainConfig, store: ResultsStore, run_id: int | None, resume: bool, progress: bool,
+    def __init__(self, cfg: TrainConfig, store: ResultsStore | None, run_id: int | None, resume: bool, progress: bool,
                  agent_create_kwargs: dict | None, env_kwargs: dict | None):
-        self.cfg, self.store, self.resume, self.progress = cfg, store, resume, progress
+        self.cfg, self.resume, self.progress = cfg, resume, progress
         self.spec: TaskSpec = task_info(cfg.env_id)
         self.env_kwargs = dict(env_kwargs or {})
         self.agent_create_kwargs = dict(agent_create_kwargs or {})
@@ -172,6 +172,13 @@ class _Trainer:
             raise ValueError(f"online fine-tuning is not supported for pixel tasks ({cfg.env_id}); the paper has no "
                              "visual offline-to-online runs; set online_steps=0")
         self.overrides = resolve_agent_overrides(cfg)
+        from agents import make_config
+
+        make_config(cfg.agent, self.overrides)  # unknown keys fail here, before anything is written
+        # Data and agent come first: a missing dataset or bad config must not leave a half-registered run behind.
+        self._load_data()
+        self.agent = self._make_agent()
+        self.store = store if store is not None else ResultsStore(cfg.out_dir)
         self.run_id, cell = self._register_run(run_id)
         self.run_dir = run_directory(cfg, cell)
         try:
@@ -224,15 +231,14 @@ class _Trainer:
         # touching the training sampler's generator.
         example = BatchSampler(self.dataset, 2, seed=0, **self.sampler_kwargs).sample()
         agent_cls = AGENTS[self.cfg.agent]
-        return agent_cls.create(self.cfg.seed, example, self.overrides, **self.agent_create_kwargs)
+        return agent_cls.create(self.cfg.seed, example, dict(self.overrides), **self.agent_create_kwargs)
 
     # ------------------------------------------------------------------ run
     def run(self) -> TrainResult:
         from envs.datasets import BatchSampler
 
         cfg, store = self.cfg, self.store
-        self._load_data()
-        agent = self._make_agent()
+        agent = self.agent
         batch_size = int(agent.config["batch_size"])
         self.sampler = BatchSampler(self.dataset, batch_size, seed=cfg.seed, **self.sampler_kwargs)
         self.val_sampler = (BatchSampler(self.val_dataset, batch_size, seed=cfg.seed + 1, **self.sampler_kwargs)
@@ -282,14 +288,16 @@ class _Trainer:
         state = load_trainer_state(checkpoint)
         saved = state["train_config"]
         current = json.loads(to_json(self.cfg.record()))
-        differing = [key for key in IDENTITY_FIELDS if saved.get(key) != current.get(key)]
-        if saved.get("resolved_overrides") != json.loads(to_json(self.overrides)):
-            differing.append("resolved agent config")
+        differing = {key: (saved.get(key), current.get(key)) for key in IDENTITY_FIELDS
+                     if saved.get(key) != current.get(key)}
+        old_agent, new_agent = state["resolved_overrides"], json.loads(to_json(self.overrides))
+        differing.update({f"agent config {key}": (old_agent.get(key), new_agent.get(key))
+                          for key in set(old_agent) | set(new_agent) if old_agent.get(key) != new_agent.get(key)})
         if differing:
+            details = "; ".join(f"{key}: checkpoint {a!r}, now {b!r}" for key, (a, b) in sorted(differing.items()))
             raise ValueError(
-                f"the checkpoint in {checkpoint} was written by a run with different {differing} (saved: "
-                f"{ {k: saved.get(k) for k in differing if k in saved} }); resume with the original settings, or "
-                "train into another --out directory"
+                f"the checkpoint in {checkpoint} belongs to a different run ({details}); resume with the original "
+                "settings, or train into another --out directory"
             )
         agent = agent.load(checkpoint / "agent.msgpack")
         self.sampler.load_state_dict(state["sampler"])
@@ -525,12 +533,11 @@ def train(cfg: TrainConfig, store: ResultsStore | None = None, run_id: int | Non
         the last good checkpoint and records the failure in the store).
     """
     cfg.validate()
-    store = store if store is not None else ResultsStore(cfg.out_dir)
     trainer = _Trainer(cfg, store, run_id, resume, progress, agent_create_kwargs, env_kwargs)
     try:
         return trainer.run()
     except KeyboardInterrupt:
-        store.set_status(trainer.run_id, "pending", message="interrupted; resume with --resume",
+        trainer.store.set_status(trainer.run_id, "pending", message="interrupted; resume with --resume",
                          last_good_step=trainer.last_checkpoint_step if hasattr(trainer, "last_checkpoint_step")
                          else None)
         raise
