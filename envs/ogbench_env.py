@@ -107,7 +107,8 @@ def make_ogbench_env(
     if render_mode is not None:
         env_kwargs["render_mode"] = render_mode
     try:
-        env = ogbench.make_env_and_datasets(spec.source_name, env_only=True, **env_kwargs)
+        # The outer gym.make already adds Gymnasium's passive checker; a second one only costs time.
+        env = ogbench.make_env_and_datasets(spec.source_name, env_only=True, disable_env_checker=True, **env_kwargs)
     except Exception as error:  # translate a missing GL platform into an actionable message
         if needs_gl and _looks_like_gl_error(error):
             raise RenderBackendError(f"could not build {spec.env_id}: {error}. {GL_HELP}") from error
