@@ -351,3 +351,19 @@ def test_toy_dataset_splits():
     assert train.metadata["sha256"] == load_dataset("fidec/toy-bimodal-v0").metadata["sha256"]
     assert train.metadata["sha256"] != val.metadata["sha256"]
     assert abs(train["rewards"].mean() - 0.217) < 0.01  # the catalogue's behaviour mean Q for T1
+
+
+def test_pixel_dataset_loads_as_uint8(cube_dir, tmp_path):
+    """Pixel files keep uint8 observations and are relabelled like their state twin (same task goals)."""
+    with np.load(cube_dir / "cube-single-play-v0.npz") as raw:
+        n = len(raw["terminals"])
+    images = np.random.default_rng(0).integers(0, 256, size=(n, 64, 64, 3), dtype=np.uint8)
+    for suffix in ("", "-val"):
+        rewrite_npz(cube_dir / f"cube-single-play-v0{suffix}.npz", tmp_path / f"visual-cube-single-play-v0{suffix}.npz",
+                    observations=images[: n if not suffix else STEPS])
+    data = load_dataset("fidec/visual-cube-single-play-singletask-task2-v0", path=tmp_path)
+    state = load_dataset(CUBE, path=cube_dir)
+    assert data["observations"].dtype == np.uint8 and data.observation_shape == (64, 64, 3)
+    np.testing.assert_array_equal(data["next_observations"][0], images[1])
+    np.testing.assert_array_equal(data["rewards"], state["rewards"])
+    np.testing.assert_array_equal(data["masks"], state["masks"])
