@@ -176,6 +176,21 @@ class _ApplyFn:
         return hash(type(self.model_def))
 
 
+@dataclasses.dataclass(frozen=True, eq=True)
+class _StaticModule:
+    """A module definition as a static ``jax.jit`` argument: equal definitions share one compiled init."""
+
+    model_def: nn.Module
+
+    def __hash__(self) -> int:
+        return hash(type(self.model_def))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_params(module: _StaticModule, rng: Array, example_args: Dict[str, Any]) -> Any:
+    return module.model_def.init(rng, **example_args)
+
+
 class TrainState(flax.struct.PyTreeNode):
     """Parameters, optimiser state and the step counter (starts at 1, +1 per update) of one ``ModuleDict``."""
 
@@ -336,7 +351,7 @@ class Agent(flax.struct.PyTreeNode):
         rng, init_rng = jax.random.split(rng)
         model_def = ModuleDict({key: module for key, (module, _) in networks.items()})
         example_args = {key: args for key, (_, args) in networks.items()}
-        params = dict(model_def.init(init_rng, **example_args)["params"])
+        params = dict(_init_params(_StaticModule(model_def), init_rng, example_args)["params"])
         for target, source in targets:
             params[f"modules_{target}"] = params[f"modules_{source}"]
         tx = make_optimizer(float(config["lr"]), config.get("grad_clip"))
