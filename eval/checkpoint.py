@@ -105,6 +105,15 @@ def save_checkpoint(run_dir: str | Path, step: int, agent: Any, trainer_state: d
     return final
 
 
+def remove_stale_temporaries(run_dir: str | Path) -> None:
+    """Delete half-written checkpoint directories left by a killed process (never complete checkpoints)."""
+    root = checkpoint_root(run_dir)
+    if root.is_dir():
+        for entry in root.iterdir():
+            if entry.name.startswith((".tmp-", ".old-")):
+                shutil.rmtree(entry, ignore_errors=True)
+
+
 def load_trainer_state(checkpoint_dir: str | Path) -> dict:
     """The trainer state of a checkpoint directory (validated format)."""
     path = Path(checkpoint_dir) / TRAINER_FILE

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from envs.catalogue import TaskSpec, task_hyperparameters, task_info
-from eval.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from eval.checkpoint import latest_checkpoint, load_trainer_state, remove_stale_temporaries, save_checkpoint
 from eval.logging_utils import CsvLogger, MetricLogger, TensorBoardLogger, WandbLogger
 from eval.scoring import EVAL_METRICS, reported_score
 from eval.store import ResultsStore, to_json
@@ -251,6 +251,7 @@ class _Trainer:
         np.random.seed(cfg.seed)
         start = 0
 
+        remove_stale_temporaries(self.run_dir)  # e.g. a checkpoint being written when the process was killed
         checkpoint = latest_checkpoint(self.run_dir)
         if checkpoint is not None and not self.resume:
             raise ValueError(f"{self.run_dir} already holds a run (checkpoint {checkpoint.name}); resume it with "

@@ -1,0 +1,119 @@
+"""Vector-env evaluation (fixed per-sub-env quotas, batching, determinism) and mp4 videos."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+# Keep this module's imports light: async workers import it (spawn) to rebuild CountdownEnv.
+from eval.evaluate import episode_quotas, evaluate
+
+
+class CountdownEnv(gym.Env):
+    """Episodes of a fixed length set by the seed of the first reset: seeds 0, 1, 2 give lengths 1, 5, 9.
+
+    Reward 1 per step (return = length); success only in the length-1 variant. The vector env seeds sub-env i with
+    ``seed + i``, so sub-envs differ in episode length: the case where counting "the first N episodes to finish"
+    would over-count the short ones.
+    """
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self):
+        self.length, self.t = 1, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.length = 1 + (seed % 3) * 4
+        self.t = 0
+        return np.array([self.length], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        done = self.t >= self.length
+        info = {"success": float(self.length == 1)} if done else {}
+        return np.array([self.length], np.float32), 1.0, done, False, info
+
+
+class RecordingPolicy:
+    def __init__(self):
+        self.shapes = []
+
+    def __call__(self, observations):
+        self.shapes.append(observations.shape)
+        return np.zeros((len(observations), 1), np.float32)
+
+
+def test_quota_split():
+    assert episode_quotas(50, 16).tolist() == [4, 4] + [3] * 14
+    assert episode_quotas(5, 2).tolist() == [3, 2] and episode_quotas(4, 4).sum() == 4
+
+
+def test_each_sub_env_runs_exactly_its_quota():
+    policy = RecordingPolicy()
+    result = evaluate(policy, CountdownEnv, num_episodes=12, seed=0, num_workers=3, vectorization="sync")
+    assert result["quotas"] == [4, 4, 4]
+    assert [result["episode_env_index"].count(i) for i in range(3)] == [4, 4, 4]
+    # Equal weight per sub-env: mean length (1 + 5 + 9) / 3, not biased towards the short episodes.
+    assert result["length"] == pytest.approx(5.0) and result["return"] == pytest.approx(5.0)
+    assert result["success"] == pytest.approx(1 / 3)
+    assert sorted(set(result["episode_length"])) == [1.0, 5.0, 9.0]
+    # One batched policy call per vector step, until the slowest sub-env finished its quota (4 x 9 steps).
+    assert len(policy.shapes) == 36 and set(policy.shapes) == {(3, 1)}
+
+
+def test_async_workers_with_uneven_quotas():
+    result = evaluate(RecordingPolicy(), CountdownEnv, num_episodes=5, seed=0, num_workers=2)
+    assert result["quotas"] == [3, 2]
+    assert result["episode_length"] == [1.0, 1.0, 1.0, 5.0, 5.0]
+    assert result["length"] == pytest.approx(13 / 5)
+
+
+@pytest.fixture(scope="module")
+def toy_agent():
+    from agents import make_agent
+    from envs.toy import toy_dataset_arrays
+
+    arrays = toy_dataset_arrays("T1", 64, seed=0)
+    return make_agent("bc", 0, {k: arrays[k][:4] for k in arrays}, {"actor_hidden_dims": (64, 64)})
+
+
+def test_agent_evaluation_is_deterministic_given_the_seed(toy_agent):
+    first = evaluate(toy_agent, "fidec/toy-bimodal-v0", 6, seed=3, temperature=1.0)
+    again = evaluate(toy_agent, "fidec/toy-bimodal-v0", 6, seed=3, temperature=1.0)
+    other = evaluate(toy_agent, "fidec/toy-bimodal-v0", 6, seed=4, temperature=1.0)
+    assert first["episode_return"] == again["episode_return"]
+    assert first["episode_return"] != other["episode_return"]
+    # The toy score is the catalogue normaliser applied to Q(a) = the one-step return.
+    low, high = (0.217, 1.0)
+    expected = [100 * (r - low) / (high - low) for r in first["episode_return"]]
+    np.testing.assert_allclose(first["episode_normalized_score"], expected, rtol=1e-6)
+
+
+def test_toy_tasks_have_no_video(tmp_path, toy_agent):
+    from eval.video import VideoUnavailableError
+
+    with pytest.raises(VideoUnavailableError, match="toy"):
+        evaluate(toy_agent, "fidec/toy-bimodal-v0", 1, seed=0, video_dir=tmp_path, video_episodes=1)
+
+
+def test_mujoco_evaluation_and_mp4(tmp_path):
+    import imageio.v2 as imageio
+
+    from eval.video import video_name
+
+    env_id = "fidec/cube-single-play-singletask-task2-v0"
+    policy = lambda observations: np.zeros((len(observations), 5), np.float32)  # noqa: E731
+    result = evaluate(policy, env_id, 2, seed=0, num_workers=1, env_kwargs={"max_episode_steps": 3},
+                      video_dir=tmp_path, video_episodes=1, frame_skip=2, agent_name="zero", step=7)
+    assert result["episode_length"] == [3.0, 3.0] and result["success"] == 0.0
+    assert result["normalized_score"] == 0.0  # OGBench: 100 x success
+    assert result["videos"] == [str(tmp_path / video_name(env_id, "zero", 0, 7, 0))]
+    assert result["videos"][0].endswith("cube-single-play-singletask-task2-v0_zero_seed0_step7_ep0.mp4")
+    frames = imageio.mimread(result["videos"][0])
+    # frame_skip 2 keeps the reset frame, every 2nd step and the last step: t = 0, 2, 3.
+    assert len(frames) == 3 and frames[0].ndim == 3 and frames[0].shape[-1] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [video_name(env_id, "zero", 0, 7, 0)]  # no temp files
