@@ -182,9 +182,11 @@ def dataset_problems(arrays: Mapping[str, np.ndarray], env_id: Optional[str] = N
     if spec is not None:
         for key in ("observations", "next_observations"):
             if key in arrays and arrays[key].shape[1:] != tuple(spec.observation_shape):
-                problems.append(f"{key} have shape {arrays[key].shape[1:]}, {spec.env_id} expects {spec.observation_shape}")
+                problems.append(
+                    f"{key} have shape {arrays[key].shape[1:]}, {spec.env_id} expects {spec.observation_shape}")
         if "actions" in arrays and arrays["actions"].shape[1:] != tuple(spec.action_shape):
-            problems.append(f"actions have shape {arrays['actions'].shape[1:]}, {spec.env_id} expects {spec.action_shape}")
+            problems.append(
+                f"actions have shape {arrays['actions'].shape[1:]}, {spec.env_id} expects {spec.action_shape}")
     return problems
 
 
@@ -222,6 +224,12 @@ def load_dataset(
         raise ValueError(f"unknown split {split!r}; use 'train' or 'val'")
     if compact and spec.suite not in ("ogbench", "visual"):
         raise ValueError(f"compact=True applies to OGBench datasets only; {spec.env_id} is a {spec.suite} task")
+    expected_suffix = {"ogbench": ".npz", "visual": ".npz", "d4rl": ".hdf5"}.get(spec.suite)
+    if path is not None and Path(path).expanduser().is_file() and Path(path).suffix not in (expected_suffix, ".h5"):
+        raise DatasetError(
+            f"{path}: {spec.env_id} reads {expected_suffix or 'no'} files; pass a {expected_suffix} file or a directory"
+            if expected_suffix else f"{path}: {spec.env_id} is generated in memory and reads no files; omit path"
+        )
     if spec.suite in ("ogbench", "visual"):
         arrays, metadata = _load_ogbench(spec, path, split, data_dir, compact, allow_download, download_timeout)
     elif spec.suite == "d4rl":

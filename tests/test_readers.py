@@ -367,3 +367,10 @@ def test_pixel_dataset_loads_as_uint8(cube_dir, tmp_path):
     np.testing.assert_array_equal(data["next_observations"][0], images[1])
     np.testing.assert_array_equal(data["rewards"], state["rewards"])
     np.testing.assert_array_equal(data["masks"], state["masks"])
+
+
+def test_path_of_the_wrong_kind(cube_dir):
+    with pytest.raises(DatasetError, match="reads .hdf5 files"):
+        load_dataset("fidec/antmaze-umaze-v2", path=cube_dir / "cube-single-play-v0.npz")
+    with pytest.raises(DatasetError, match="reads no files"):
+        load_dataset("fidec/toy-saddle-v0", path=cube_dir / "cube-single-play-v0.npz")

@@ -73,7 +73,8 @@ def read_minari(spec, dataset_id: str) -> tuple[dict, dict]:
         raise DatasetError(f"Minari dataset {dataset_id} at {location} holds no episodes.")
 
     antmaze = spec.category == "d4rl-antmaze"
-    columns: dict[str, list] = {k: [] for k in ("observations", "next_observations", "actions", "rewards", "done", "ends")}
+    keys = ("observations", "next_observations", "actions", "rewards", "done", "ends")
+    columns: dict[str, list] = {key: [] for key in keys}
     for episode in episodes:
         observations = _flat_observations(episode.observations, antmaze, dataset_id).astype(np.float32)
         steps = len(episode.rewards)
@@ -95,7 +96,8 @@ def read_minari(spec, dataset_id: str) -> tuple[dict, dict]:
 
     problems = []
     if merged["observations"].shape[1:] != tuple(spec.observation_shape):
-        problems.append(f"observations have shape {merged['observations'].shape[1:]}, expected {spec.observation_shape}")
+        problems.append(
+            f"observations have shape {merged['observations'].shape[1:]}, expected {spec.observation_shape}")
     if merged["actions"].shape[1:] != tuple(spec.action_shape):
         problems.append(f"actions have shape {merged['actions'].shape[1:]}, expected {spec.action_shape}")
     for key in ("observations", "next_observations", "actions", "rewards"):

@@ -210,7 +210,8 @@ def read_ogbench(spec, file: Path, split: str = "train", compact: bool = False) 
         raise DatasetError(f"{file}: the dataset is empty (no complete transitions). Regenerate it with more episodes.")
     problems = []
     if arrays["observations"].shape[1:] != tuple(spec.observation_shape):
-        problems.append(f"observations have shape {arrays['observations'].shape[1:]}, expected {spec.observation_shape}")
+        problems.append(
+            f"observations have shape {arrays['observations'].shape[1:]}, expected {spec.observation_shape}")
     if arrays["actions"].shape[1:] != tuple(spec.action_shape):
         problems.append(f"actions have shape {arrays['actions'].shape[1:]}, expected {spec.action_shape}")
     for key in ("actions", "qpos") + (() if visual else ("observations",)):
