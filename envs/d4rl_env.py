@@ -19,7 +19,8 @@ Two coordinate frames are offered because the two dataset sources disagree:
   Gymnasium-Robotics centres the map and lets y *fall* with the row index, so the maze is built from the D4RL rows
   in reverse order (a mirror image in y of Gymnasium-Robotics' convention, i.e. D4RL's own geometry) and the
   observation's xy is translated to D4RL's origin. The ant's physics is D4RL's: 0.02 s MuJoCo step (10 Hz control
-  with frame skip 5) and motor torque 30 x action, where Gymnasium's ant uses 0.01 s and 150 x action. Resets add
+  with frame skip 5), motor torque 30 x action (Gymnasium's ant: 0.01 s and 150 x action) and D4RL's contact
+  impedance (solimp 0.8, 0.8, 0.01) on every geom. Resets add
   D4RL's noise: U(-0.1, 0.1) on every qpos entry and N(0, 0.1^2) on every qvel entry.
 * ``frame="minari"``: Minari's regenerated ``D4RL/antmaze/*`` datasets, which were recorded in Gymnasium-Robotics'
   own frame and physics: the D4RL rows as given (Gymnasium-Robotics' ``U_MAZE``/``MEDIUM_MAZE``/``LARGE_MAZE``),
@@ -84,6 +85,8 @@ FRAMES = ("d4rl", "minari")
 # NormalizedBoxEnv; with Gymnasium's ctrlrange +-1 that is a gear of 30 (Gymnasium: 150).
 D4RL_ANT_TIMESTEP = 0.02
 D4RL_ANT_GEAR = 30.0
+# D4RL's ant.xml gives every geom (ant, floor and maze blocks) softer contacts than MuJoCo's default solimp.
+D4RL_GEOM_SOLIMP = (0.8, 0.8, 0.01, 0.5, 2.0)
 
 ADROIT_ENV_IDS = {
     "pen": "AdroitHandPen-v1",
@@ -157,6 +160,7 @@ class D4RLAntMazeEnv(gym.Env):
         if frame == "d4rl":
             self._ant.model.opt.timestep = D4RL_ANT_TIMESTEP
             self._ant.model.actuator_gear[:, 0] = D4RL_ANT_GEAR
+            self._ant.model.geom_solimp[:] = D4RL_GEOM_SOLIMP
             # Observation xy = world xy + offset puts D4RL's start cell at the origin.
             self._xy_offset = -self._world_xy_of_cell(self._start_cell)
         else:

@@ -80,6 +80,7 @@ def test_d4rl_frame_matches_d4rl_geometry(maze):
     assert np.all(info["goal"] >= goal_centre) and np.all(info["goal"] <= goal_centre + 1.5)
     # D4RL's ant: 10 Hz control and torque 30 x action.
     assert env._ant.dt == pytest.approx(0.1) and np.all(env._ant.model.actuator_gear[:, 0] == 30.0)
+    np.testing.assert_allclose(env._ant.model.geom_solimp[:, :3], np.tile([0.8, 0.8, 0.01], (env._ant.model.ngeom, 1)))
 
 
 def test_known_d4rl_goals():
