@@ -157,7 +157,8 @@ def dataset_problems(arrays: Mapping[str, np.ndarray], env_id: Optional[str] = N
     if n == 0:
         problems.append("the dataset is empty (0 transitions)")
         return problems
-    pixel = spec is not None and spec.suite == "visual"
+    # Pixel observations are uint8 images; without a task, an image-shaped array (N, H, W, C) says so.
+    pixel = spec.suite == "visual" if spec is not None else arrays.get("observations", np.zeros((0,))).ndim == 4
     for key, array in arrays.items():
         if key in ("qpos", "qvel", "button_states") or key not in CORE_KEYS + OPTIONAL_KEYS:
             continue

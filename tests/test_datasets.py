@@ -170,6 +170,11 @@ def test_crop_coin_is_flipped_once_per_batch():
         BatchSampler(Dataset(make_arrays()), 4, crop_augment_prob=0.5)
 
 
+def test_pixel_datasets_validate_with_uint8_observations():
+    dataset = pixel_dataset().validate()
+    assert dataset.observation_shape == (64, 64, 3)
+
+
 def test_frame_stacking_repeats_first_frame_and_shifts_next():
     dataset = pixel_dataset(trajectory_lengths=(3, 4))  # trajectories: rows 0-2 and 3-6
     batch = BatchSampler(dataset, batch_size=256, seed=0, frame_stack=3).sample()
