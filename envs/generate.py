@@ -191,9 +191,12 @@ def _episodes(env_name: str, total: int, seed: int, workers: int, max_episode_st
                                                                      noise_smoothing))
     try:
         yield from pool.imap(_worker_episode, [(seed, index) for index in range(total)], chunksize=1)
+    except BaseException:  # Ctrl-C, a failing episode, or the consumer stopping early: stop the workers now
+        pool.terminate()
+        raise
+    else:
         pool.close()
     finally:
-        pool.terminate()
         pool.join()
 
 
