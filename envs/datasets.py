@@ -225,11 +225,11 @@ def load_dataset(
         raise ValueError(f"unknown split {split!r}; use 'train' or 'val'")
     if compact and spec.suite not in ("ogbench", "visual"):
         raise ValueError(f"compact=True applies to OGBench datasets only; {spec.env_id} is a {spec.suite} task")
-    expected_suffix = {"ogbench": ".npz", "visual": ".npz", "d4rl": ".hdf5"}.get(spec.suite)
-    if path is not None and Path(path).expanduser().is_file() and Path(path).suffix not in (expected_suffix, ".h5"):
+    suffixes = {"ogbench": (".npz",), "visual": (".npz",), "d4rl": (".hdf5", ".h5")}.get(spec.suite, ())
+    if path is not None and Path(path).expanduser().is_file() and Path(path).suffix not in suffixes:
         raise DatasetError(
-            f"{path}: {spec.env_id} reads {expected_suffix or 'no'} files; pass a {expected_suffix} file or a directory"
-            if expected_suffix else f"{path}: {spec.env_id} is generated in memory and reads no files; omit path"
+            f"{path}: {spec.env_id} reads {suffixes[0]} files; pass a {suffixes[0]} file or a directory"
+            if suffixes else f"{path}: {spec.env_id} is generated in memory and reads no files; omit path"
         )
     if spec.suite in ("ogbench", "visual"):
         arrays, metadata = _load_ogbench(spec, path, split, data_dir, compact, allow_download, download_timeout)
