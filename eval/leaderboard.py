@@ -646,13 +646,19 @@ def _pid_alive(message: str) -> Optional[bool]:
         return None
     if len(parts) == 4 and parts[2] == "on" and parts[3] != socket.gethostname():
         return None
+    pid = int(parts[1])
     try:
-        os.kill(int(parts[1]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, ValueError):
+    except PermissionError:
         return True
-    return True
+    # A killed worker whose parent died too may linger as a zombie until it is reaped: that is not alive.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def leaderboard_status(out_dir: str | Path, preset: Optional[str] = None) -> tuple[list[dict], dict]:

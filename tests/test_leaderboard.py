@@ -1,0 +1,199 @@
+"""Leaderboard presets and the resumable grid: validation, kill -9 and resume, failing cells, Ray, bad input."""
+
+import datetime
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from eval.leaderboard import LeaderboardError, available_presets, leaderboard_status, load_preset, run_leaderboard
+from eval.store import ResultsStore
+from fidec_gym.cli import main
+
+TOY = "fidec/toy-bimodal-v0"
+CUBE = "fidec/cube-single-play-singletask-task2-v0"
+TINY_NETS = {"batch_size": 32, "actor_hidden_dims": [32, 32], "value_hidden_dims": [32, 32]}
+
+
+def _write_preset(path: Path, **fields) -> Path:
+    preset = {"name": path.stem, "agents": ["bc"], "tasks": [TOY], "seeds": [0], "offline_steps": 200,
+              "eval_interval": 100, "eval_episodes": 10, "eval_workers": 1, "log_interval": 100,
+              "checkpoint_interval": 100, "agent_overrides": {"all": TINY_NETS}}
+    preset.update(fields)
+    path.write_text(yaml.safe_dump(preset))
+    return path
+
+
+# ------------------------------------------------------------------------------------------ presets
+@pytest.mark.parametrize("name", ["smoke", "quick", "ogbench-state", "ogbench-visual", "d4rl", "paper-table2"])
+def test_builtin_presets_load(name):
+    preset = load_preset(name)
+    assert preset.name == name and preset.cells()
+    assert set(available_presets()) >= {"smoke", "quick", "ogbench-state", "ogbench-visual", "d4rl", "paper-table2"}
+
+
+def test_paper_table2_follows_the_protocol():
+    cells = load_preset("paper-table2").cells()
+    by_suite = {}
+    for cell in cells:
+        by_suite.setdefault(cell.env_id.split("/")[1].split("-")[0] == "visual" and "visual" or
+                            ("d4rl" if cell.env_id.endswith(("-v1", "-v2")) else "ogbench"), []).append(cell)
+    assert len({c.env_id for c in cells}) == 73  # 50 state + 5 visual + 18 D4RL tasks of Table 2
+    assert {c.settings["offline_steps"] for c in by_suite["ogbench"]} == {1_000_000}
+    assert {c.settings["offline_steps"] for c in by_suite["visual"] + by_suite["d4rl"]} == {500_000}
+    assert all(c.settings["eval_interval"] == 100_000 and c.settings["eval_episodes"] == 50 for c in cells)
+    assert {len(c.seeds) for c in by_suite["visual"]} == {4} and {len(c.seeds) for c in by_suite["ogbench"]} == {8}
+    assert not [c for c in by_suite["visual"] if c.agent == "bc"]
+    assert all(c.agent_overrides == {"encoder": "impala_small"} for c in by_suite["visual"])
+
+
+def test_smoke_preset_shape():
+    preset = load_preset("smoke")
+    assert preset.agents == ["bc", "iql", "rebrac", "fql", "deflow", "fidec"]
+    assert all(TOY in preset.tasks or t.startswith("fidec/toy") for t in preset.tasks)
+    bc = next(c for c in preset.cells() if c.agent == "bc")
+    assert "value_hidden_dims" not in bc.agent_overrides  # `all` only passes keys the agent has
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"agnets": ["bc"]}, "unknown key 'agnets' (did you mean 'agents'"),
+    ({"agents": ["fidek"]}, "unknown agent 'fidek' (did you mean 'fidec'?)"),
+    ({"tasks": ["fidec/toy-bimodal-v1"]}, "Did you mean: fidec/toy-bimodal-v0"),
+    ({"tasks": ["category:cube-singel"]}, "unknown category 'cube-singel'"),
+    ({"seeds": [0, 0]}, "duplicates"),
+    ({"offline_steps": -5}, "non-negative integer"),
+    ({"agent_overrides": {"bc": {"hidden_dims": [8]}}}, "unknown key 'hidden_dims'"),
+    ({"suite_settings": {"toys": {}}}, "unknown key 'toys' (did you mean 'toy'?)"),
+    ({"datasets": {"cube-single-play": {"path": "/x"}}}, "unknown dataset 'cube-single-play'"),
+])
+def test_preset_validation(tmp_path, fields, message):
+    with pytest.raises(LeaderboardError, match=re.escape(message)):
+        load_preset(_write_preset(tmp_path / "bad.yaml", **fields))
+
+
+def test_unknown_preset_name(capsys):
+    assert main(["leaderboard", "run", "--preset", "smok", "--out", "/tmp/never-written"]) == 2
+    assert "unknown preset 'smok' (did you mean 'smoke'?)" in capsys.readouterr().err
+    assert not Path("/tmp/never-written").exists()
+
+
+# ------------------------------------------------------------------------------------------ bad output dirs
+def test_newer_schema_is_refused(tmp_path, capsys):
+    ResultsStore(tmp_path).close()
+    with sqlite3.connect(tmp_path / "results.sqlite") as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["leaderboard", "run", "--preset", "smoke", "--out", str(tmp_path)]) == 2
+    assert "schema version 99" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no runs/, no data/
+
+
+def test_unwritable_output_directory(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["leaderboard", "run", "--preset", "smoke", "--out", str(blocker / "results")]) == 2
+    assert "cannot create the results directory" in capsys.readouterr().err
+
+
+def test_unreachable_ray_address_fails_fast(tmp_path, capsys):
+    start = time.monotonic()
+    code = main(["leaderboard", "run", "--preset", "smoke", "--out", str(tmp_path / "r"), "--backend", "ray",
+                 "--ray-address", "127.0.0.1:9"])
+    assert code == 2 and time.monotonic() - start < 10
+    assert "cannot reach the Ray cluster at 127.0.0.1:9" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_status_of_missing_results(tmp_path, capsys):
+    assert main(["leaderboard", "status", "--out", str(tmp_path)]) == 2
+    assert "fidec leaderboard run --preset" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ running grids
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-m", "fidec_gym.cli", "leaderboard", *args]
+
+
+def _env(data_dir: Path) -> dict:
+    # An empty data directory: the cube-single cells fail (no dataset) while the toy cells train.
+    return {**os.environ, "FIDEC_DATA_DIR": str(data_dir), "JAX_PLATFORMS": "cpu"}
+
+
+def test_kill_and_resume_with_a_failing_cell(tmp_path):
+    saddle = "fidec/toy-saddle-v0"
+    # Cells run in order: bc on the bimodal toy (finishes), on cube-single (fails: no data), on the saddle toy
+    # (killed with SIGKILL after its first checkpoint).
+    preset = _write_preset(tmp_path / "grid.yaml", tasks=[TOY, CUBE, saddle], offline_steps=2000,
+                           eval_interval=1000, log_interval=500)
+    out, data = tmp_path / "out", tmp_path / "data"
+    data.mkdir()
+    command = _cli("run", "--preset", str(preset), "--out", str(out), "--workers", "1", "--no-progress")
+    process = subprocess.Popen(command, env=_env(data), start_new_session=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    killed_during = None
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+            if not (out / "results.sqlite").exists():
+                continue
+            run = ResultsStore(out).find_run(agent="bc", env_id=saddle, seed=0, cell=f"grid:bc:{saddle[6:]}")
+            if run and run["status"] == "running" and (run["last_good_step"] or 0) >= 100:
+                killed_during = run
+                break
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the whole group: the CLI and its pool worker
+        process.wait()
+    assert killed_during is not None, process.stdout.read().decode()[-3000:]
+    kill_time = datetime.datetime.now(datetime.timezone.utc)
+
+    for _ in range(50):  # SIGKILL is delivered asynchronously: give the worker a moment to be gone
+        states = {row["cell"]: row["state"] for row in leaderboard_status(out)[0]}
+        if states["grid:bc:toy-saddle-v0"] != "running":
+            break
+        time.sleep(0.2)
+    assert states == {
+        "grid:bc:toy-bimodal-v0": "done", "grid:bc:cube-single-play-singletask-task2-v0": "failed",
+        "grid:bc:toy-saddle-v0": "interrupted"}
+
+    rerun = subprocess.run(command, env=_env(data), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "1 cells finished now, 2 skipped" in rerun.stdout
+
+    store = ResultsStore(out)
+    runs = store.runs()
+    assert sorted(r["env_id"] for r in runs) == sorted([TOY, CUBE, saddle])  # every cell once, none lost
+    by_task = {r["env_id"]: r for r in runs}
+    assert by_task[TOY]["status"] == by_task[saddle]["status"] == "done"
+    assert by_task[CUBE]["status"] == "failed" and "cube-single-play" in by_task[CUBE]["message"]
+    for task in (TOY, saddle):
+        assert [e["step"] for e in store.evaluations(by_task[task]["id"])] == [1, 1000, 2000]
+        assert by_task[task]["summary"]["score_rule"]
+    # The interrupted run resumed from its checkpoint (a restart would have cleared its history): its first
+    # evaluation predates the kill.
+    first = store.evaluations(by_task[saddle]["id"])[0]
+    assert datetime.datetime.fromisoformat(first["created"]) < kill_time
+
+    finished = subprocess.run(_cli("status", "--out", str(out)), capture_output=True, text=True, env=_env(data))
+    assert "cells: 2/3 done" in finished.stdout and "1 failed" in finished.stdout
+    assert "cube-single-play" in finished.stdout  # the failure's message is shown
+
+
+def test_ray_backend_local_start(tmp_path):
+    pytest.importorskip("ray")
+    preset = load_preset(_write_preset(tmp_path / "ray.yaml", agents=["bc"], tasks=[TOY, "fidec/toy-saddle-v0"],
+                                       offline_steps=100, eval_interval=100, checkpoint_interval=100))
+    # One Ray CPU: the two cells run one after the other in one worker, which compiles the agent once.
+    result = run_leaderboard(preset, tmp_path / "out", backend="ray", workers=1, progress=False)
+    assert result.ok and sorted(result.done) == ["ray:bc:toy-bimodal-v0", "ray:bc:toy-saddle-v0"]
+    runs = ResultsStore(tmp_path / "out").runs()
+    assert [r["status"] for r in runs] == ["done", "done"]
+    again = run_leaderboard(preset, tmp_path / "out", backend="ray", workers=1, progress=False)
+    assert again.done == [] and len(again.skipped) == 2  # nothing re-run, and Ray is not even needed
