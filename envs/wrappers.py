@@ -34,7 +34,7 @@ class EpisodeScore(gym.Wrapper, gym.utils.RecordConstructorArgs):
     (OGBench: 100 x success; D4RL: 100 (R - min) / (max - min); toy: the toy normaliser applied to Q(a)).
     ``info["episode_end"]`` is set to True on the same step.
 
-    Every value is a plain float so that ``SyncVectorEnv``/``AsyncVectorEnv`` batch it into arrays with an
+    Every value is a plain number so that ``SyncVectorEnv``/``AsyncVectorEnv`` batch it into arrays with an
     ``_episode`` mask, like :class:`gymnasium.wrappers.RecordEpisodeStatistics`.
 
     Args:
