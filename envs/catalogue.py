@@ -84,7 +84,7 @@ class TaskSpec:
     @property
     def table_category(self) -> str:
         """Category label used by the paper's Table 2 (visual manipulation tasks form one category)."""
-        if self.suite == "visual" and self.category in MANIPULATION_CATEGORIES:
+        if self.suite == "visual" and self.category.removeprefix("visual-") in MANIPULATION_CATEGORIES:
             return "visual-manipulation"
         return self.category
 
