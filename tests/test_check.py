@@ -148,3 +148,13 @@ def test_mislabelled_trajectory_ends_are_found():
     report = check_loaded(Dataset(arrays))
     assert any("1 next observations differ" in p for p in report.problems)
     np.testing.assert_array_equal(episode_lengths(np.array([0, 0, 1, 0, 1])), [3, 2])
+
+
+def test_data_info_and_download_arguments(capsys):
+    assert main(["data", "info", "fidec/toy-five-lobes-v0", "--split", "val"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["num_transitions"] == 5_000 and info["provenance"] == "synthetic" and info["split"] == "val"
+    # Argument errors are caught before any network access.
+    assert main(["data", "download", "fidec/antmaze-umaze-v2"]) == 2
+    assert main(["data", "download", "antmaze-huge-navigate-v0"]) == 2
+    assert "unknown OGBench dataset" in capsys.readouterr().err
