@@ -127,7 +127,7 @@ class Evaluator:
         mode = gym.vector.AutoresetMode.SAME_STEP
         if vectorization == "async":
             self.envs = gym.vector.AsyncVectorEnv(
-                [factory] * self.num_envs, autoreset_mode=mode, context=context, shared_memory=False
+                [factory] * self.num_envs, autoreset_mode=mode, context=context
             )
         elif vectorization == "sync":
             self.envs = gym.vector.SyncVectorEnv([factory] * self.num_envs, autoreset_mode=mode)

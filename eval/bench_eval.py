@@ -1,0 +1,108 @@
+"""``fidec bench eval``: evaluation throughput, a vector env with W workers versus one environment.
+
+Both sides run the same episodes (same task, seeds and a cheap fixed policy, so the policy costs nothing and the
+simulator dominates). Environment construction is timed separately and excluded from episodes/s, because a
+training run builds its evaluation environments once and reuses them.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_ENV = "fidec/cube-single-play-singletask-task2-v0"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", default=DEFAULT_ENV, help=f"task ID (default {DEFAULT_ENV})")
+    parser.add_argument("--episodes", type=int, default=8, help="episodes per measurement (default 8)")
+    parser.add_argument("--workers", type=int, default=2, help="vector-env workers (default 2)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed repetitions, the best is reported")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="results/bench", help="directory for bench_eval.csv/json")
+
+
+def _fixed_policy(action_dim: int):
+    import numpy as np
+
+    # A smooth open-loop sweep: cheap, deterministic, and it moves the arm (zero actions would hold it still).
+    state = {"t": 0}
+
+    def policy(observations):
+        state["t"] += 1
+        phase = 0.05 * state["t"] + np.arange(action_dim)
+        return np.repeat(np.sin(phase)[None].astype(np.float32), len(observations), axis=0)
+
+    return policy
+
+
+def measure(env_id: str, episodes: int, workers: int, seed: int = 0, repeats: int = 2) -> dict:
+    """Best-of-``repeats`` episodes/s of a ``workers``-process vector env (``workers=1``: one env, in process)."""
+    import time
+
+    from envs.catalogue import task_info
+    from eval.evaluate import Evaluator
+
+    action_dim = task_info(env_id).action_shape[0]
+    start = time.perf_counter()
+    evaluator = Evaluator(env_id, workers, vectorization="sync" if workers == 1 else "async")
+    evaluator.envs.reset(seed=seed)  # workers are up and their environments built
+    setup = time.perf_counter() - start
+    best, steps = float("inf"), 0
+    try:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            result = evaluator.run(_fixed_policy(action_dim), episodes, seed)
+            best = min(best, time.perf_counter() - start)
+            steps = int(sum(result["episode_length"]))
+    finally:
+        evaluator.close()
+    return {"env_id": env_id, "workers": workers, "episodes": episodes, "env_steps": steps, "seconds": best,
+            "episodes_per_s": episodes / best, "steps_per_s": steps / best, "setup_s": setup}
+
+
+def run(args) -> int:
+    import os
+    from pathlib import Path
+
+    if args.episodes < 1 or args.workers < 1:
+        raise ValueError("--episodes and --workers must be >= 1")
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from envs.registration import register_all
+
+    register_all()
+    rows = [measure(args.env, args.episodes, 1, args.seed, args.repeats),
+            measure(args.env, args.episodes, args.workers, args.seed, args.repeats)]
+    speedup = rows[1]["episodes_per_s"] / rows[0]["episodes_per_s"]
+    for row in rows:
+        row["speedup_vs_one_env"] = row["episodes_per_s"] / rows[0]["episodes_per_s"]
+        row["cpu_count"] = os.cpu_count()
+    print(f"{'workers':>7} {'episodes/s':>11} {'steps/s':>9} {'setup s':>8} {'speed-up':>9}")
+    for row in rows:
+        print(f"{row['workers']:>7} {row['episodes_per_s']:>11.3f} {row['steps_per_s']:>9.1f} {row['setup_s']:>8.2f} "
+              f"{row['speedup_vs_one_env']:>8.2f}x")
+    goal = "met" if speedup >= 1.7 else "NOT met"
+    print(f"vector env with {args.workers} workers: {speedup:.2f}x one env (goal >= 1.7x on 2 cores: {goal})")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, write in (("bench_eval.csv", _write_csv), ("bench_eval.json", _write_json)):
+        tmp = out / f".{name}.tmp"
+        write(tmp, rows)
+        os.replace(tmp, out / name)
+    print(f"wrote {out / 'bench_eval.csv'} and {out / 'bench_eval.json'}")
+    return 0
+
+
+def _write_csv(path, rows) -> None:
+    import csv
+
+    with open(path, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _write_json(path, rows) -> None:
+    import json
+
+    with open(path, "w") as stream:
+        json.dump(rows, stream, indent=2)
