@@ -73,18 +73,27 @@ def record_episodes(
     env_kwargs: dict | None = None,
     fps: float | None = None,
     max_episode_steps: int | None = None,
+    size: int = 256,
 ) -> list[Path]:
     """Roll out ``policy`` for ``num_episodes`` episodes in one rendering environment and save one mp4 each.
 
     ``policy`` maps a batch of observations (1, ...) to a batch of actions. Every ``frame_skip``-th frame is kept
     (the first and last frames always are); ``max_episode_steps`` cuts episodes short (previews). Returns the
-    written paths, named by :func:`video_name`.
+    written paths, named by :func:`video_name`. State OGBench tasks render at ``size`` x ``size`` pixels (pixel tasks
+    keep the 64 x 64 frames they observe).
     """
     check_video_support(env_id)
     if frame_skip < 1:
         raise ValueError(f"frame_skip must be >= 1, got {frame_skip}")
     kwargs = dict(env_kwargs or {})
     kwargs["render_mode"] = "rgb_array"
+    try:
+        suite = task_info(env_id).suite
+    except KeyError:
+        suite = None
+    if suite == "ogbench":
+        kwargs.setdefault("width", size)
+        kwargs.setdefault("height", size)
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(max_episode_steps)  # gym.make adds a TimeLimit with this horizon
     env = gym.make(env_id, **kwargs)

@@ -104,6 +104,11 @@ def run_train(args) -> int:
         tensorboard=args.tensorboard, wandb=args.wandb,
     )
     cfg.validate()
+    # Bad agent config keys fail before the results directory is touched.
+    from agents import make_config
+    from eval.train import resolve_agent_overrides
+
+    make_config(cfg.agent, resolve_agent_overrides(cfg))
     result = train(cfg, store=ResultsStore(out), resume=args.resume, progress=not args.no_progress)
     summary = result.summary
     print(f"{result.status}: {cfg.agent} on {summary['env_id']} seed {cfg.seed}: score {summary['score']:.2f} "
@@ -189,19 +194,15 @@ def run_eval(args) -> int:
 
 
 def run_record(args) -> int:
-    from envs.catalogue import task_info
     from eval.evaluate import make_policy
     from eval.video import check_video_support, record_episodes
 
     check_video_support(args.env)  # toy tasks: clear message before loading anything
     agent, agent_file, meta = _load_checkpoint(args.checkpoint, args.env)
-    env_kwargs = {}
-    if task_info(args.env).suite == "ogbench":
-        env_kwargs.update(width=args.size, height=args.size)
     paths = record_episodes(
         make_policy(agent, args.seed), args.env, args.episodes, _video_dir(args, agent_file, meta), seed=args.seed,
-        agent_name=agent.name, step=int(meta.get("step", 0)), frame_skip=args.frame_skip, env_kwargs=env_kwargs,
-        max_episode_steps=args.max_steps,
+        agent_name=agent.name, step=int(meta.get("step", 0)), frame_skip=args.frame_skip,
+        max_episode_steps=args.max_steps, size=args.size,
     )
     _register_videos(agent_file, meta, paths)
     for path in paths:
