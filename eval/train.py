@@ -192,6 +192,7 @@ class _Trainer:
     # ------------------------------------------------------------------ setup
     def _register_run(self, run_id: int | None) -> tuple[int, str | None]:
         cfg = self.cfg
+        self.owns_config = False  # a run registered by the caller (e.g. a leaderboard) keeps its stored config
         if run_id is not None:
             run = self.store.get_run(run_id)
             if (run["agent"], run["env_id"], int(run["seed"])) != (cfg.agent, self.spec.env_id, cfg.seed):
@@ -200,17 +201,18 @@ class _Trainer:
             return run_id, run["cell"]
         run = self.store.find_run(agent=cfg.agent, env_id=self.spec.env_id, seed=cfg.seed)
         if run is None:
+            self.owns_config = True
             run_id = self.store.create_run(agent=cfg.agent, env_id=self.spec.env_id, seed=cfg.seed,
                                            config=cfg.record(), data_provenance={}, code_version=code_version())
             return run_id, None
-        if run["config"] != json.loads(to_json(cfg.record())):
-            self.store.update_config(run["id"], cfg.record())  # schedule changes; identity is checked on resume
+        self.owns_config = True  # found by key: its stored config follows this call (schedule changes allowed)
         return run["id"], None
 
     def _load_data(self) -> None:
-        from envs.datasets import BatchSampler, DatasetError, load_dataset
+        from envs.datasets import DatasetError, load_dataset
 
         cfg = self.cfg
+        self.val_note = ""
         self.dataset = load_dataset(cfg.env_id, path=cfg.dataset_path, split="train")
         try:
             self.val_dataset = load_dataset(cfg.env_id, path=cfg.dataset_path, split="val")
@@ -260,7 +262,9 @@ class _Trainer:
             agent, start = self._restore(checkpoint, agent)
         else:
             store.reset_run(self.run_id)
-        store.update_config(self.run_id, store.get_run(self.run_id)["config"], data_provenance=self.provenance)
+        # Only now (the checkpoint, if any, matched) may the stored run record change.
+        config = self.cfg.record() if self.owns_config else store.get_run(self.run_id)["config"]
+        store.update_config(self.run_id, config, data_provenance=self.provenance)
         store.set_status(self.run_id, "running", message=f"pid {os.getpid()}",
                          last_good_step=self.last_checkpoint_step or None)
         store.delete_evaluations_after(self.run_id, start)
@@ -488,6 +492,8 @@ class _Trainer:
         }
         if status == "failed":
             summary["message"] = self.failure
+        if self.val_note:
+            summary["note"] = self.val_note
         if status == "done" and cfg.video_episodes > 0:
             summary["videos"] = self._record_videos(agent)
         _atomic_json(self.run_dir / "summary.json", summary)

@@ -74,7 +74,9 @@ def test_resume_refuses_a_different_config_and_silent_overwrites(toy_run):
     changed = _config(out / "runs", agent_overrides={**SMALL, "lr": 1e-3}, offline_steps=180)
     with pytest.raises(ValueError, match="agent_overrides"):
         train(changed, store=store, resume=True, progress=False)
-    assert [e["step"] for e in store.evaluations(store.runs()[0]["id"])][-1] == 120  # nothing was touched
+    run = store.runs()[0]
+    assert [e["step"] for e in store.evaluations(run["id"])][-1] == 120  # nothing was touched
+    assert run["config"]["offline_steps"] == 120 and run["status"] == "done"
 
 
 def test_bad_inputs_are_clear(tmp_path):
