@@ -12,7 +12,6 @@ temperature)`` with actions in [-1, 1], ``validation_info`` and ``save``/``load`
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -29,19 +28,20 @@ from agents.base import (
     vmapped_update_n,
 )
 from agents.bc import BCAgent
+from agents.deflow import DeFlowAgent
+from agents.fidec import FiDecAgent
+from agents.fql import FQLAgent
 from agents.iql import IQLAgent
 from agents.rebrac import ReBRACAgent
 
-AGENTS: dict[str, type[Agent]] = {"bc": BCAgent, "iql": IQLAgent, "rebrac": ReBRACAgent}
-
-# The flow agents live in their own modules; register each one that is present.
-for _name, _module, _class in (("fql", "agents.fql", "FQLAgent"), ("deflow", "agents.deflow", "DeFlowAgent"),
-                               ("fidec", "agents.fidec", "FiDecAgent")):
-    try:
-        AGENTS[_name] = getattr(importlib.import_module(_module), _class)
-    except ModuleNotFoundError as _error:
-        if _error.name != _module:
-            raise
+AGENTS: dict[str, type[Agent]] = {
+    "bc": BCAgent,
+    "iql": IQLAgent,
+    "rebrac": ReBRACAgent,
+    "fql": FQLAgent,
+    "deflow": DeFlowAgent,
+    "fidec": FiDecAgent,
+}
 
 __all__ = [
     "AGENTS",
