@@ -350,9 +350,11 @@ class Agent(flax.struct.PyTreeNode):
         rng = jax.random.PRNGKey(seed)
         rng, init_rng = jax.random.split(rng)
         model_def = ModuleDict({key: module for key, (module, _) in networks.items()})
-        # Parameter shapes do not depend on the batch size: initialise from one row so that every batch size
-        # shares a single compiled initialiser.
-        example_args = jax.tree_util.tree_map(lambda x: x[:1], {key: args for key, (_, args) in networks.items()})
+        # Parameter shapes do not depend on the batch size: initialise batched (B, ...) inputs from one row so
+        # that every batch size shares a single compiled initialiser.
+        example_args = jax.tree_util.tree_map(
+            lambda x: x[:1] if np.ndim(x) >= 2 else x, {key: args for key, (_, args) in networks.items()}
+        )
         params = dict(_init_params(_StaticModule(model_def), init_rng, example_args)["params"])
         for target, source in targets:
             params[f"modules_{target}"] = params[f"modules_{source}"]

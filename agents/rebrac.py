@@ -37,13 +37,14 @@ class ReBRACAgent(Agent):
         return step % self.config["actor_freq"] == 0
 
     def critic_loss(self, batch: Batch, grad_params: Any, rng: Array) -> tuple[Array, Info]:
-        next_dist = self.network.select("target_actor")(batch["next_observations"])
+        # Target policy smoothing: clipped Gaussian noise around the target actor's deterministic action.
+        next_mode = self.network.select("target_actor")(batch["next_observations"]).mode()
         noise = jnp.clip(
-            jax.random.normal(rng, next_dist.mode().shape) * self.config["actor_noise"],
+            jax.random.normal(rng, next_mode.shape) * self.config["actor_noise"],
             -self.config["actor_noise_clip"],
             self.config["actor_noise_clip"],
         )
-        next_actions = jnp.clip(next_dist.mode() + noise, -1.0, 1.0)
+        next_actions = jnp.clip(next_mode + noise, -1.0, 1.0)
         next_q = jnp.min(self.network.select("target_critic")(batch["next_observations"], next_actions), axis=0)
         # Critic-side behaviour penalty against the dataset's next action, summed over action dimensions.
         next_q = next_q - self.config["alpha_critic"] * jnp.sum(jnp.square(next_actions - batch["next_actions"]), -1)

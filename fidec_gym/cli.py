@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("tasks", "leaderboard", "data", "train")
+COMMAND_MODULES = ("tasks", "leaderboard", "data", "train", "bench", "toy")
 
 
 class UserError(Exception):

@@ -17,11 +17,13 @@ from agents.base import (
     make_optimizer,
     polyak_update,
     unstack_agents,
+    vmapped_sample_actions,
     vmapped_update,
     vmapped_update_n,
 )
 from agents.bc import BCAgent
 from agents.encoders import ENCODERS
+from agents.iql import IQLAgent
 from agents.networks import (
     MLP,
     ActorVectorField,
@@ -257,6 +259,11 @@ def test_vmapped_seeds_equal_separate_runs():
         single, _ = single.update(per_seed[index])
         assert max_abs_diff(unstack_agents(after_own)[index].network.params, single.network.params) < 1e-6
     assert int(fused.network.step[0]) == 3
+    observations = jax.tree.map(lambda *xs: np.stack(xs), *per_seed)["observations"]
+    greedy = vmapped_sample_actions(after_shared, observations, jax.random.PRNGKey(0), 0.0)
+    assert greedy.shape == (2, BATCH, ACTION_DIM)
+    single_greedy = unstack_agents(after_shared)[1].sample_actions(observations[1], jax.random.PRNGKey(0), 0.0)
+    np.testing.assert_allclose(greedy[1], single_greedy, atol=1e-6)
     with pytest.raises(ValueError, match="leading axis of 2 seeds"):
         vmapped_update(stacked, jax.tree.map(lambda *xs: np.stack(xs), *per_seed, per_seed[0]))
 
@@ -304,6 +311,9 @@ def test_loading_into_a_different_config_or_agent_fails_clearly(bc_agent, tmp_pa
     other = BCAgent.create(0, random_batch(0), {"actor_hidden_dims": (32, 16), "lr": 1e-3})
     with pytest.raises(ValueError, match=r"differs .* in \['actor_hidden_dims', 'lr'\]"):
         other.load(path)
+    iql_shapes = jax.eval_shape(lambda: IQLAgent.create(0, {**random_batch(0)}, {"actor_hidden_dims": (32, 32)}))
+    with pytest.raises(ValueError, match="holds a 'bc' agent, not 'iql'"):
+        iql_shapes.load(path)
     with pytest.raises(FileNotFoundError, match="no agent checkpoint"):
         agents.load_agent(str(tmp_path / "missing.msgpack"))
     corrupt = tmp_path / "corrupt.msgpack"
