@@ -1,0 +1,334 @@
+"""Leaderboard presets: which agents × tasks × seeds × budget a grid runs, loaded from YAML and validated.
+
+Built-in presets live in ``leaderboards/presets``; ``leaderboards/README.md`` documents the schema. Every mistake in a
+preset (unknown key, agent, task, dataset or agent config key; malformed values) raises :class:`LeaderboardError`
+naming the entry, the closest valid names and the fix, before anything runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "leaderboards" / "presets"
+AGENT_NAMES = ("bc", "iql", "rebrac", "fql", "deflow", "fidec")
+
+# Run settings a preset may set (top level or per suite); they map one to one onto eval.train.TrainConfig fields.
+RUN_SETTINGS = {
+    "offline_steps": int, "online_steps": int, "eval_interval": int, "eval_episodes": int, "eval_workers": int,
+    "log_interval": int, "checkpoint_interval": int, "use_task_hyperparameters": bool, "divergence_table": str,
+    "video_episodes": int, "video_frame_skip": int, "updates_per_dispatch": int,
+}
+RUN_DEFAULTS = {
+    "offline_steps": 1_000_000, "online_steps": 0, "eval_interval": 100_000, "eval_episodes": 50,
+    "eval_workers": None, "log_interval": 5_000, "checkpoint_interval": 100_000, "use_task_hyperparameters": True,
+    "divergence_table": "paper", "video_episodes": 0, "video_frame_skip": 1, "updates_per_dispatch": 1,
+}
+PRESET_KEYS = {"name", "description", "agents", "tasks", "seeds", "agent_overrides", "suite_settings", "datasets",
+               "exclude", *RUN_SETTINGS}
+DATASET_KEYS = {"path", "generate"}
+GENERATE_KEYS = {"episodes", "seed", "workers"}
+EXCLUDE_KEYS = {"agent", "task", "suite", "category"}
+SUITES = ("ogbench", "visual", "d4rl", "toy")
+
+
+class LeaderboardError(ValueError):
+    """Bad preset, results directory or backend; the message names the problem and the fix."""
+
+
+def _close(name: str, choices) -> str:
+    matches = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(repr(m) for m in matches)}?)" if matches else ""
+
+
+# ============================================================================ presets
+@dataclass(frozen=True)
+class Cell:
+    """One (agent, task) pair of a preset, with its seeds and the train settings of each seed."""
+
+    name: str
+    agent: str
+    env_id: str
+    seeds: tuple[int, ...]
+    settings: dict = field(hash=False, compare=False)  # RUN_SETTINGS values
+    agent_overrides: dict = field(hash=False, compare=False)
+    dataset_path: Optional[str] = None
+
+
+@dataclass
+class Preset:
+    """A validated leaderboard preset."""
+
+    name: str
+    description: str
+    agents: list[str]
+    tasks: list[str]
+    seeds: list[int]
+    settings: dict
+    agent_overrides: dict
+    suite_settings: dict
+    datasets: dict
+    exclude: list[dict]
+    source: Optional[Path] = None
+
+    def cells(self, data_dir: Optional[Path] = None) -> list[Cell]:
+        """Every (agent, task) cell in a stable order: agents outer, so that a worker process tends to take
+        consecutive cells of one agent and reuses its compiled update and sampling functions."""
+        from envs.catalogue import task_info
+
+        cells = []
+        for agent in self.agents:
+            for env_id in self.tasks:
+                spec = task_info(env_id)
+                suite_settings = dict(self.suite_settings.get(spec.suite, {}))
+                seeds = suite_settings.pop("seeds", self.seeds)
+                suite_overrides = suite_settings.pop("agent_overrides", {})
+                settings = {**self.settings, **suite_settings}
+                dataset_path = self.dataset_path(spec.dataset, data_dir)
+                if self._excluded(agent, spec):
+                    continue
+                overrides = {**self.overrides_for(agent), **_merged_overrides(suite_overrides, agent)}
+                cells.append(Cell(
+                    name=f"{self.name}:{agent}:{spec.name}", agent=agent, env_id=spec.env_id, seeds=tuple(seeds),
+                    settings=settings, agent_overrides=overrides, dataset_path=dataset_path,
+                ))
+        return cells
+
+    def overrides_for(self, agent: str) -> dict:
+        """Agent config overrides: the ``all`` entry (keys the agent knows) then the agent's own entry."""
+        return _merged_overrides(self.agent_overrides, agent)
+
+    def dataset_path(self, dataset: str, data_dir: Optional[Path]) -> Optional[str]:
+        entry = self.datasets.get(dataset)
+        if entry is None:
+            return None
+        if "path" in entry:
+            return str(Path(entry["path"]).expanduser())
+        return None if data_dir is None else str(data_dir)
+
+    def _excluded(self, agent: str, spec) -> bool:
+        for rule in self.exclude:
+            if all(
+                (key == "agent" and value == agent) or (key == "task" and spec.env_id == _task_id(value))
+                or (key == "suite" and value == spec.suite) or (key == "category" and value in (spec.category,
+                                                                                                 spec.table_category))
+                for key, value in rule.items()
+            ):
+                return True
+        return False
+
+
+def _merged_overrides(overrides: dict, agent: str) -> dict:
+    """``overrides["all"]`` restricted to the keys ``agent`` knows, then ``overrides[agent]``."""
+    merged = {}
+    known = _agent_config_keys(agent)
+    for key, value in (overrides.get("all") or {}).items():
+        if known is None or key in known:
+            merged[key] = copy.deepcopy(value)
+    merged.update(copy.deepcopy(overrides.get(agent) or {}))
+    return merged
+
+
+def _task_id(name: str) -> str:
+    return name if name.startswith("fidec/") else f"fidec/{name}"
+
+
+def _agent_config_keys(agent: str) -> Optional[set]:
+    """Config keys of ``agent`` (None when the agents package cannot be imported, e.g. a partial checkout)."""
+    try:
+        from agents import get_config
+    except ImportError:
+        return None
+    try:
+        return set(get_config(agent))
+    except (KeyError, ValueError, ImportError):
+        return None
+
+
+def available_presets() -> list[str]:
+    return sorted(path.stem for path in PRESET_DIR.glob("*.yaml"))
+
+
+def _expand_tasks(entries: list, where: str) -> list[str]:
+    """Task IDs from IDs, ``category:<name>`` or ``suite:<name>`` selectors (numbered tasks, no default aliases)."""
+    from envs.catalogue import all_tasks, list_tasks, task_info
+
+    tasks: list[str] = []
+    for entry in entries:
+        if not isinstance(entry, str):
+            raise LeaderboardError(f"{where}: task entries must be strings, got {entry!r}")
+        if entry.startswith(("category:", "suite:")):
+            kind, value = entry.split(":", 1)
+            try:
+                ids = list_tasks(**{kind: value.strip()})
+            except ValueError as error:
+                raise LeaderboardError(f"{where}: {error}") from None
+            # A category means its numbered tasks; the un-suffixed alias would duplicate the default task.
+            ids = [i for i in ids if not all_tasks()[i].extra.get("alias")]
+        else:
+            try:
+                ids = [task_info(entry).env_id]
+            except KeyError as error:
+                raise LeaderboardError(f"{where}: {error}") from None
+        tasks.extend(i for i in ids if i not in tasks)
+    if not tasks:
+        raise LeaderboardError(f"{where}: no tasks selected; list IDs with `fidec tasks`")
+    return tasks
+
+
+def _check_keys(mapping: dict, valid: set, where: str) -> None:
+    if not isinstance(mapping, dict):
+        raise LeaderboardError(f"{where} must be a mapping, got {type(mapping).__name__}")
+    for key in mapping:
+        if key not in valid:
+            raise LeaderboardError(f"{where}: unknown key {key!r}{_close(str(key), valid)}; valid keys: {sorted(valid)}")
+
+
+def _check_setting(key: str, value, where: str) -> Any:
+    kind = RUN_SETTINGS[key]
+    if value is None and key == "eval_workers":
+        return None
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise LeaderboardError(f"{where}: {key} must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 0:
+            raise LeaderboardError(f"{where}: {key} must be a non-negative integer, got {value!r}")
+        if key in ("eval_interval", "log_interval", "checkpoint_interval", "updates_per_dispatch",
+                   "video_frame_skip") and value < 1:
+            raise LeaderboardError(f"{where}: {key} must be at least 1, got {value!r}")
+        return int(value)
+    if not isinstance(value, str):
+        raise LeaderboardError(f"{where}: {key} must be a string, got {value!r}")
+    return value
+
+
+def _check_seeds(value, where: str) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise LeaderboardError(f"{where}: seeds must be a positive count or a list of integers, got {value}")
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        if len(set(value)) != len(value):
+            raise LeaderboardError(f"{where}: seeds contain duplicates: {value}")
+        return list(value)
+    raise LeaderboardError(f"{where}: seeds must be a positive count or a list of integers, got {value!r}")
+
+
+def _resolve_preset_path(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path).expanduser()
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"preset file {path} does not exist; built-in presets: {available_presets()}")
+        return path
+    candidate = PRESET_DIR / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        raise LeaderboardError(
+            f"unknown preset {str(name_or_path)!r}{_close(str(name_or_path), available_presets())}; built-in presets: "
+            f"{available_presets()} (or pass the path of a YAML file)"
+        )
+    return candidate
+
+
+def load_preset(name_or_path: str | Path) -> Preset:
+    """Load and validate a preset by built-in name (``smoke``, ``quick``, ...) or YAML path.
+
+    Unknown keys, agents, tasks, suites, config keys and malformed values raise :class:`LeaderboardError` naming the
+    entry, the closest valid names and the fix.
+    """
+    path = _resolve_preset_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise LeaderboardError(f"preset {path} is not valid YAML: {error}") from None
+    where = f"preset {path.name}"
+    if not isinstance(raw, dict):
+        raise LeaderboardError(f"{where} must be a YAML mapping of keys {sorted(PRESET_KEYS)}")
+    _check_keys(raw, PRESET_KEYS, where)
+    for required in ("agents", "tasks"):
+        if required not in raw:
+            raise LeaderboardError(f"{where}: missing required key {required!r}")
+
+    agents = raw["agents"]
+    if not isinstance(agents, list) or not agents:
+        raise LeaderboardError(f"{where}: agents must be a non-empty list of {list(AGENT_NAMES)}")
+    for agent in agents:
+        if agent not in AGENT_NAMES:
+            raise LeaderboardError(f"{where}: unknown agent {agent!r}{_close(str(agent), AGENT_NAMES)}; valid agents: "
+                                   f"{list(AGENT_NAMES)}")
+    if len(set(agents)) != len(agents):
+        raise LeaderboardError(f"{where}: agents contain duplicates: {agents}")
+    if not isinstance(raw["tasks"], list):
+        raise LeaderboardError(f"{where}: tasks must be a list of task IDs or category:/suite: selectors")
+    tasks = _expand_tasks(raw["tasks"], where)
+    seeds = _check_seeds(raw.get("seeds", [0]), where)
+
+    settings = dict(RUN_DEFAULTS)
+    for key in RUN_SETTINGS:
+        if key in raw:
+            settings[key] = _check_setting(key, raw[key], where)
+
+    suite_settings = raw.get("suite_settings") or {}
+    _check_keys(suite_settings, set(SUITES), f"{where}: suite_settings")
+    clean_suites = {}
+    for suite, values in suite_settings.items():
+        _check_keys(values, set(RUN_SETTINGS) | {"seeds", "agent_overrides"}, f"{where}: suite_settings.{suite}")
+        clean = {}
+        for key, value in values.items():
+            if key == "seeds":
+                clean[key] = _check_seeds(value, where)
+            elif key == "agent_overrides":
+                _check_keys(value, set(AGENT_NAMES) | {"all"}, f"{where}: suite_settings.{suite}.agent_overrides")
+                _validate_overrides(value, f"{where}: suite_settings.{suite}")
+                clean[key] = value
+            else:
+                clean[key] = _check_setting(key, value, where)
+        clean_suites[suite] = clean
+
+    overrides = raw.get("agent_overrides") or {}
+    _check_keys(overrides, set(AGENT_NAMES) | {"all"}, f"{where}: agent_overrides")
+    _validate_overrides(overrides, where)
+
+    datasets = raw.get("datasets") or {}
+    if not isinstance(datasets, dict):
+        raise LeaderboardError(f"{where}: datasets must map dataset names to {{path: DIR}} or {{generate: {{...}}}}")
+    from envs.catalogue import all_tasks
+
+    dataset_names = {spec.dataset for spec in all_tasks().values()}
+    for dataset, entry in datasets.items():
+        if dataset not in dataset_names:
+            raise LeaderboardError(f"{where}: unknown dataset {dataset!r}{_close(str(dataset), dataset_names)}")
+        _check_keys(entry, DATASET_KEYS, f"{where}: datasets.{dataset}")
+        if len(entry) != 1:
+            raise LeaderboardError(f"{where}: datasets.{dataset} needs exactly one of {sorted(DATASET_KEYS)}")
+        if "generate" in entry:
+            _check_keys(entry["generate"] or {}, GENERATE_KEYS, f"{where}: datasets.{dataset}.generate")
+
+    exclude = raw.get("exclude") or []
+    if not isinstance(exclude, list):
+        raise LeaderboardError(f"{where}: exclude must be a list of {{agent/task/suite/category: ...}} rules")
+    for rule in exclude:
+        _check_keys(rule, EXCLUDE_KEYS, f"{where}: exclude rule {rule}")
+
+    name = str(raw.get("name", path.stem))
+    if not name or "/" in name:
+        raise LeaderboardError(f"{where}: name must be a non-empty string without '/', got {name!r}")
+    return Preset(name=name, description=str(raw.get("description", "")).strip(), agents=list(agents), tasks=tasks,
+                  seeds=seeds, settings=settings, agent_overrides=overrides, suite_settings=clean_suites,
+                  datasets=datasets, exclude=exclude, source=path)
+
+
+def _validate_overrides(overrides: dict, where: str) -> None:
+    """Every override key must be a config key of the agent it names (``all``: of at least one agent)."""
+    known = {agent: _agent_config_keys(agent) for agent in AGENT_NAMES}
+    if any(keys is None for keys in known.values()):
+        return  # agents package not importable here; the training run validates the keys itself
+    for target, values in overrides.items():
+        _check_keys(values, set().union(*known.values()) if target == "all" else known[target],
+                    f"{where}: agent_overrides.{target}")
