@@ -120,6 +120,11 @@ def compare_command(args) -> int:
         print(f"\nAggregates over {len(comparison.aggregate_tasks)} tasks run by every agent (scores / 100, "
               "stratified bootstrap 95% CIs)\n")
         print(markdown_table(*aggregate_rows(comparison.aggregates)))
+    if not comparison.improvement.empty:
+        print("\nProbability of improvement P(X > Y) over tasks and runs\n")
+        print(markdown_table(["X", "Y", "P(X > Y)", "95% CI"], [
+            [r.agent_x, r.agent_y, f"{r.probability:.3f}", f"[{r.ci_low:.3f}, {r.ci_high:.3f}]"]
+            for r in comparison.improvement.itertuples(index=False)]))
     paths = comparison.write(Path(args.out) / "comparison")
     print(f"\ntables written to {paths[0].parent}")
     return 0
