@@ -19,6 +19,18 @@ class MissingDependencyError(ImportError, ValueError):
     """An optional package is missing; the message names the pip command that installs it."""
 
 
+def require_logging_packages(tensorboard: bool = False, wandb: bool = False) -> None:
+    """Fail early, before a run writes anything, when a requested logger's package is missing."""
+    import importlib.util
+    import sys
+
+    for wanted, module, flag in ((tensorboard, "tensorboardX", "--tensorboard"), (wandb, "wandb", "--wandb")):
+        if wanted and (sys.modules.get(module, False) is None or importlib.util.find_spec(module) is None):
+            raise MissingDependencyError(
+                f"{flag} needs the {module} package; install it with {LOGGING_EXTRA} (or drop {flag})"
+            )
+
+
 def _scalar(value: Any) -> float | int | str:
     if hasattr(value, "item"):
         value = value.item()

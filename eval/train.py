@@ -30,7 +30,7 @@ import numpy as np
 
 from envs.catalogue import TaskSpec, task_hyperparameters, task_info
 from eval.checkpoint import latest_checkpoint, load_trainer_state, remove_stale_temporaries, save_checkpoint
-from eval.logging_utils import CsvLogger, MetricLogger, TensorBoardLogger, WandbLogger
+from eval.logging_utils import CsvLogger, MetricLogger, TensorBoardLogger, WandbLogger, require_logging_packages
 from eval.scoring import EVAL_METRICS, reported_score
 from eval.store import ResultsStore, to_json
 
@@ -171,10 +171,11 @@ class _Trainer:
         if cfg.online_steps and self.spec.suite == "visual":
             raise ValueError(f"online fine-tuning is not supported for pixel tasks ({cfg.env_id}); the paper has no "
                              "visual offline-to-online runs; set online_steps=0")
-        self.overrides = resolve_agent_overrides(cfg)
         from agents import make_config
 
+        self.overrides = resolve_agent_overrides(cfg)
         make_config(cfg.agent, self.overrides)  # unknown keys fail here, before anything is written
+        require_logging_packages(tensorboard=cfg.tensorboard, wandb=cfg.wandb)
         # Data and agent come first: a missing dataset or bad config must not leave a half-registered run behind.
         self._load_data()
         self.agent = self._make_agent()

@@ -79,7 +79,7 @@ def test_resume_refuses_a_different_config_and_silent_overwrites(toy_run):
     assert run["config"]["offline_steps"] == 120 and run["status"] == "done"
 
 
-def test_bad_inputs_are_clear(tmp_path):
+def test_bad_inputs_are_clear(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="valid agents"):
         train(_config(tmp_path, agent="bcx"), progress=False)
     with pytest.raises(KeyError, match="Did you mean"):
@@ -88,6 +88,9 @@ def test_bad_inputs_are_clear(tmp_path):
         train(_config(tmp_path, agent_overrides={"widths": 3}), progress=False)
     with pytest.raises(ValueError, match="nothing to train"):
         train(_config(tmp_path, offline_steps=0), progress=False)
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if wandb were not installed
+    with pytest.raises(MissingDependencyError, match=r'pip install "fidec-gym\[logging\]"'):
+        train(_config(tmp_path, wandb=True), progress=False)
     assert not any(tmp_path.iterdir())  # nothing half-written
 
 
