@@ -194,3 +194,15 @@ def test_tensorboard_logger_and_missing_package_message(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboardX", None)  # as if the package were not installed
     with pytest.raises(MissingDependencyError, match=r'pip install "fidec-gym\[logging\]"'):
         TensorBoardLogger(tmp_path / "tb2")
+
+
+def test_wandb_logger_writes_an_offline_run(tmp_path, monkeypatch):
+    from eval.logging_utils import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = WandbLogger(tmp_path, name="bc-toy", config={"seed": 0}, run_id="bc-toy-1")
+    logger.log(10, {"train/loss": 0.5, "note": "text is skipped"})
+    logger.close()
+    runs = list((tmp_path / "wandb").glob("offline-run-*-bc-toy-1"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
