@@ -70,8 +70,11 @@ class GaussianMixture:
 
     def component_log_joint(self, a, xp=np):
         """log w_k + log N(a; μ_k, Σ_k) for every component, shape (..., K)."""
-        diff = a[..., None, :] - xp.asarray(self.means)
-        quad = xp.einsum("...ki,kij,...kj->...k", diff, xp.asarray(self._precisions), diff)
+        # Written out for 2 x 2 precisions: several times faster than a batched einsum and valid for jax.numpy too.
+        dx = a[..., 0, None] - xp.asarray(self.means[:, 0])
+        dy = a[..., 1, None] - xp.asarray(self.means[:, 1])
+        p00, p01, p11 = (xp.asarray(self._precisions[:, i, j]) for i, j in ((0, 0), (0, 1), (1, 1)))
+        quad = p00 * dx**2 + 2.0 * p01 * dx * dy + p11 * dy**2
         return xp.asarray(self._log_normalisers) - 0.5 * quad
 
     def log_density(self, a, xp=np):
