@@ -37,7 +37,7 @@ def test_networks_and_actions(agent, batch):
     key = jax.random.PRNGKey(3)
     noise = jax.random.normal(key, batch["actions"].shape)
     expected = jnp.clip(agent.network.select("actor_onestep_flow")(batch["observations"], noise), -1, 1)
-    np.testing.assert_allclose(agent.sample_actions(batch["observations"], key), expected, rtol=1e-6)
+    np.testing.assert_allclose(agent.sample_actions(batch["observations"], key), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_gradient_routing(agent, batch):
