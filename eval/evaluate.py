@@ -120,7 +120,7 @@ class Evaluator:
             raise TypeError(f"env must be a task ID or an environment factory, got {env!r}")
         self.env_id = env if isinstance(env, str) else getattr(env, "__name__", repr(env))
         self.spec = _task_spec(env)
-        self.num_envs = int(num_envs or default_num_workers(env, 10**9))
+        self.num_envs = int(num_envs or default_num_workers(env, os.cpu_count() or 1))
         if self.num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
         vectorization = vectorization or ("async" if self.num_envs > 1 else "sync")
