@@ -1,0 +1,561 @@
+"""The toy study: do the paper's geometric claims (Figures 3 and 7) hold on the six 2-D landscapes?
+
+Every agent is trained by the ordinary :func:`eval.train.train` loop on the bandit datasets of ``fidec/toy-*``,
+then its own ``sample_actions`` draws 10,000 actions that :func:`eval.toy_metrics.toy_metrics` scores against the
+analytic behaviour density and value (docs/toy_landscapes.md §3). Two critic modes are run: ``learned`` (the agents'
+normal critic fitted to the bandit rewards) and ``oracle`` (the analytic Q passed as ``q_fn``; no critic is
+trained). BC has no critic and runs once (critic ``none``).
+
+Layout of a study directory ``DIR``::
+
+    DIR/results.sqlite          runs, evaluations, artefacts; tables toy_metrics and toy_preset_metrics
+    DIR/runs/<agent>__<task>__seed<S>__toy-<critic>-<variant>/   checkpoints, metrics.csv, summary.json
+    DIR/toy_samples/*.npz       the first 2,000 policy samples of every run (for the figures)
+    DIR/toy_metrics.csv         one row per (agent, landscape, seed, critic)
+    DIR/toy_preset_metrics.csv  the metric each FiDec preset applies, trained flow beside the ideal one
+    DIR/toy_claims.csv          the paper's claims under the acceptance rule (sign + 95 % bootstrap CI)
+    DIR/figures/*.png           sample panels per landscape, the t_f sweep and the summary table
+
+A study is resumable: a (agent, landscape, seed, critic) with a row in ``toy_metrics`` is skipped, and a run that
+was interrupted mid-training continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import math
+import multiprocessing
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+
+LANDSCAPE_KEYS = ("T1", "T2", "T3", "T4", "T5", "T6")
+TOY_ENV_IDS = {
+    "T1": "fidec/toy-bimodal-v0", "T2": "fidec/toy-saddle-v0", "T3": "fidec/toy-thin-manifold-v0",
+    "T4": "fidec/toy-arc-hotspot-v0", "T5": "fidec/toy-five-lobes-v0", "T6": "fidec/toy-crescent-v0",
+}
+CRITIC_MODES = ("learned", "oracle")
+METRICS_TABLE = "toy_metrics"
+PRESET_TABLE = "toy_preset_metrics"
+STUDY_PRESET = "toy-study"  # the store's ``preset`` column of every run the study registers
+PAPER_FISHER_TIMES = (0.5, 0.7, 0.8, 0.9, 0.95)
+# Settings a finished row must share with the current study to be reused on a re-run.
+ROW_SETTINGS = ("steps", "hidden_dims", "batch_size", "lr", "target_divergence", "fql_alpha", "num_policy_samples")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One trained configuration: a registered agent plus config overrides, shown under ``name``."""
+
+    name: str
+    agent: str
+    overrides: tuple = ()
+    sweep: bool = False  # part of the t_f / evaluation-point sweep rather than the main comparison
+
+    @property
+    def uses_critic(self) -> bool:
+        return self.agent != "bc"
+
+    @property
+    def preset(self) -> str:
+        return dict(self.overrides).get("preset", "")
+
+
+def _fidec(name: str, sweep: bool = False, **overrides: Any) -> Variant:
+    return Variant(f"fidec-{name}", "fidec", tuple(sorted(overrides.items())), sweep)
+
+
+VARIANTS: dict[str, Variant] = {
+    variant.name: variant
+    for variant in (
+        Variant("bc", "bc"),
+        Variant("fql", "fql"),
+        Variant("deflow", "deflow"),
+        _fidec("paper", preset="paper"),
+        _fidec("official", preset="official"),
+        _fidec("local", preset="local"),
+        _fidec("isotropic", preset="isotropic"),
+        *(_fidec(f"paper-t{t:g}", sweep=True, preset="paper", fisher_t=t) for t in PAPER_FISHER_TIMES if t != 0.8),
+        _fidec("local-scaled", sweep=True, preset="local", local_eval_point="scaled"),
+    )
+}
+MAIN_VARIANTS = tuple(name for name, variant in VARIANTS.items() if not variant.sweep)
+
+
+@dataclass
+class ToyStudyConfig:
+    """What the study trains. Defaults are the full study; :meth:`quick` is the ten-minute version."""
+
+    landscapes: tuple = LANDSCAPE_KEYS
+    variants: tuple = tuple(VARIANTS)
+    critics: tuple = CRITIC_MODES
+    seeds: int = 3
+    steps: int = 3_000
+    hidden_dims: tuple = (128, 128)
+    batch_size: int = 256
+    lr: float = 1e-3
+    target_divergence: float = 0.01
+    fql_alpha: float = 10.0
+    num_policy_samples: int = 10_000
+    figure_samples: int = 2_000
+    preset_metric_samples: int = 20_000  # behaviour samples behind each preset-metric estimate
+    eval_episodes: int = 20
+    updates_per_dispatch: int = 1
+    workers: int = 2
+    progress: bool = True
+
+    @classmethod
+    def quick(cls, **changes: Any) -> "ToyStudyConfig":
+        """One seed, no sweeps, 2 x 64 networks, 1,000 updates: a smoke-scale version of every comparison."""
+        base = dict(seeds=1, steps=1_000, hidden_dims=(64, 64), batch_size=128, variants=MAIN_VARIANTS)
+        return cls(**{**base, **changes})
+
+    def validate(self) -> None:
+        unknown = [key for key in self.landscapes if key not in LANDSCAPE_KEYS]
+        if unknown or not self.landscapes:
+            raise ValueError(f"unknown toy landscape(s) {unknown}; choose from {list(LANDSCAPE_KEYS)}")
+        unknown = [name for name in self.variants if name not in VARIANTS]
+        if unknown or not self.variants:
+            raise ValueError(f"unknown toy-study agent(s) {unknown}; choose from {list(VARIANTS)}")
+        unknown = [mode for mode in self.critics if mode not in CRITIC_MODES]
+        if unknown or not self.critics:
+            raise ValueError(f"unknown critic mode(s) {unknown}; use learned, oracle or both")
+        for name in ("seeds", "steps", "batch_size", "num_policy_samples", "figure_samples", "preset_metric_samples",
+                     "eval_episodes", "updates_per_dispatch", "workers"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and self.target_divergence > 0 and self.fql_alpha > 0):
+            raise ValueError("lr, target_divergence and fql_alpha must be positive")
+
+    def row_settings(self) -> dict:
+        return {"steps": int(self.steps), "hidden_dims": "x".join(str(int(h)) for h in self.hidden_dims),
+                "batch_size": int(self.batch_size), "lr": float(self.lr),
+                "target_divergence": float(self.target_divergence), "fql_alpha": float(self.fql_alpha),
+                "num_policy_samples": int(self.num_policy_samples)}
+
+
+@dataclass(frozen=True)
+class StudyTask:
+    """One training run of the study."""
+
+    landscape: str
+    variant: str
+    critic: str  # "learned", "oracle" or "none" (BC)
+    seed: int
+
+    @property
+    def key(self) -> tuple:
+        return (self.variant, self.landscape, int(self.seed), self.critic)
+
+
+def study_tasks(config: ToyStudyConfig) -> list[StudyTask]:
+    """Every (landscape, variant, critic, seed) the config asks for; BC once per landscape and seed."""
+    tasks = []
+    for landscape in config.landscapes:
+        for name in config.variants:
+            critics = config.critics if VARIANTS[name].uses_critic else ("none",)
+            for critic in critics:
+                tasks.extend(StudyTask(landscape, name, critic, seed) for seed in range(config.seeds))
+    return tasks
+
+
+def agent_overrides(variant: Variant, config: ToyStudyConfig, critic: str) -> dict:
+    """Agent config overrides of one run: the study's network and optimiser settings plus the variant's own."""
+    overrides: dict[str, Any] = {"actor_hidden_dims": tuple(config.hidden_dims), "batch_size": int(config.batch_size),
+                                 "lr": float(config.lr)}
+    if variant.uses_critic:
+        overrides.update(value_hidden_dims=tuple(config.hidden_dims), critic=critic)
+    if variant.agent == "fql":
+        overrides["alpha"] = float(config.fql_alpha)
+    if variant.agent in ("deflow", "fidec"):
+        overrides["target_divergence"] = float(config.target_divergence)
+    overrides.update(dict(variant.overrides))
+    return overrides
+
+
+@functools.lru_cache(maxsize=None)
+def oracle_q_fn(landscape: str):
+    """The analytic Q as a jittable ``q_fn(observations, actions) -> (B,)``.
+
+    Cached so that every run on a landscape passes the *same* function object: ``q_fn`` is a static field of the
+    agent, and a new object would make ``jax.jit`` compile the update again for every seed.
+    """
+    import jax.numpy as jnp
+
+    from envs.toy import get_landscape
+
+    land = get_landscape(landscape)
+
+    def q_fn(observations, actions):
+        del observations  # one state
+        return land.q_value(actions, xp=jnp)
+
+    return q_fn
+
+
+def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def samples_path(out_dir: Path, task: StudyTask) -> Path:
+    return Path(out_dir) / "toy_samples" / f"{task.landscape}__{task.critic}__{task.variant}__seed{task.seed}.npz"
+
+
+# ================================================================================================ one run
+def run_task(task: StudyTask, config: ToyStudyConfig, store) -> dict:
+    """Train one task with :func:`eval.train.train`, score 10,000 of its actions and append the metrics row."""
+    import jax
+
+    from eval.toy_metrics import toy_metrics
+    from eval.train import TrainConfig, code_version, train
+
+    variant = VARIANTS[task.variant]
+    env_id = TOY_ENV_IDS[task.landscape]
+    steps = int(config.steps)
+    train_config = TrainConfig(
+        agent=variant.agent, env_id=env_id, seed=int(task.seed), offline_steps=steps, eval_interval=steps,
+        eval_episodes=int(config.eval_episodes), log_interval=max(1, steps // 4), checkpoint_interval=max(1, steps // 2),
+        agent_overrides=agent_overrides(variant, config, task.critic), out_dir=str(Path(store.root) / "runs"),
+        updates_per_dispatch=int(config.updates_per_dispatch),
+    )
+    cell = f"toy-{task.critic}-{task.variant}"
+    run_id = store.create_run(agent=variant.agent, env_id=env_id, seed=int(task.seed), config=train_config.record(),
+                              data_provenance={}, code_version=code_version(), cell=cell, preset=STUDY_PRESET)
+    create_kwargs = {"q_fn": oracle_q_fn(task.landscape)} if task.critic == "oracle" else None
+    result = train(train_config, store=store, run_id=run_id, resume=True, progress=False,
+                   agent_create_kwargs=create_kwargs)
+    if result.status != "done":
+        raise RuntimeError(f"{task.variant} on {task.landscape} (critic {task.critic}, seed {task.seed}) failed: "
+                           f"{result.summary.get('message', result.status)}")
+    agent = result.agent
+
+    # The evaluation policy of each agent (temperature 0: BC's mean; flow agents always sample).
+    key = jax.random.fold_in(jax.random.PRNGKey(int(task.seed)), 0x70A5)
+    observations = np.zeros((int(config.num_policy_samples), 1), dtype=np.float32)
+    actions = np.asarray(agent.sample_actions(observations, key, temperature=0.0), dtype=np.float64)
+    path = samples_path(store.root, task)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_save_npz(path, actions=actions[: int(config.figure_samples)].astype(np.float32))
+
+    row: dict[str, Any] = {
+        "agent": task.variant, "base_agent": variant.agent, "preset": variant.preset, "critic": task.critic,
+        "landscape": task.landscape, "env_id": env_id, "seed": int(task.seed), "run_id": run_id,
+        **config.row_settings(),
+        "fisher_t": float(agent.config["fisher_t"]) if "fisher_t" in agent.config else None,
+        "local_eval_point": agent.config.get("local_eval_point"),
+    }
+    row.update(_trust_region_values(agent, env_id, int(task.seed)))
+    row.update({key: _plain(value) for key, value in toy_metrics(task.landscape, actions).items()})
+    row["mean_action_x"], row["mean_action_y"] = (float(v) for v in actions.mean(axis=0))
+    row["wall_time_s"] = float(result.summary.get("wall_time_s", math.nan))
+    store.add_rows(METRICS_TABLE, [row])
+    if variant.name == "fidec-paper" and int(task.seed) == 0:
+        _record_preset_metrics(agent, task, store, int(config.preset_metric_samples))
+    return row
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item") and np.ndim(value) == 0:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return value if isinstance(value, (int, float, str)) or value is None else str(value)
+
+
+def _trust_region_values(agent, env_id: str, seed: int, num_batches: int = 8) -> dict:
+    """The realised trust-region value D and the multiplier alpha of the final agent, on validation batches.
+
+    Averaged over several batches of the validation split with the agent's own ``validation_info`` (the loss
+    terms at the final parameters, nothing is updated). Agents without a trust region report NaN.
+    """
+    from envs.datasets import BatchSampler, load_dataset
+
+    if "target_divergence" not in agent.config:
+        return {"final_divergence": math.nan, "final_alpha": math.nan}
+    sampler = BatchSampler(load_dataset(env_id, split="val"), int(agent.config["batch_size"]), seed=seed + 17)
+    infos = [agent.validation_info(sampler.sample()) for _ in range(num_batches)]
+    return {"final_divergence": float(np.mean([float(i["val/actor/divergence"]) for i in infos])),
+            "final_alpha": float(np.mean([float(i["val/actor/alpha"]) for i in infos]))}
+
+
+def _record_preset_metrics(agent, task: StudyTask, store, num_samples: int) -> None:
+    """Store the metric every FiDec preset applies on this landscape, estimated from this agent's BC flow."""
+    if any(row["landscape"] == task.landscape and row["source"] == "trained" for row in store.rows(PRESET_TABLE)):
+        return
+    rows = trained_preset_metric_rows(agent, task.landscape, num_samples=num_samples, seed=0)
+    store.add_rows(PRESET_TABLE, [{**row, "critic": task.critic, "run_id": None} for row in rows])
+
+
+def _run_group(tasks: Sequence[StudyTask], config: ToyStudyConfig, out_dir: str) -> list[tuple[StudyTask, str]]:
+    """Run tasks one after another in this process (they share compiled programs); returns (task, error) pairs."""
+    from eval.store import ResultsStore
+
+    store = ResultsStore(out_dir)
+    failures = []
+    for task in tasks:
+        try:
+            run_task(task, config, store)
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # one failed run must not stop the rest of the study
+            failures.append((task, f"{type(error).__name__}: {error}"))
+    return failures
+
+
+def _worker_setup(compile_cache: Optional[str], single_thread: bool) -> None:
+    # Worker processes: one XLA thread each (the pool provides the parallelism) and a shared on-disk cache of
+    # compiled programs, so a configuration compiled by one worker (or an earlier study) is not compiled again.
+    if single_thread and "XLA_FLAGS" not in os.environ:
+        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    enable_compile_cache(compile_cache)
+
+
+def enable_compile_cache(path: Optional[str]) -> None:
+    """Point JAX's persistent compilation cache at ``path`` unless it is None or JAX already has one."""
+    if not path:
+        return
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return
+    Path(path).mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def default_compile_cache() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "fidec-gym", "jax-compilation")
+
+
+# ================================================================================================ the study
+@dataclass
+class StudyResult:
+    out_dir: Path
+    ran: int
+    skipped: int
+    failures: list = field(default_factory=list)
+    files: dict = field(default_factory=dict)
+
+
+def pending_tasks(config: ToyStudyConfig, store) -> tuple[list[StudyTask], int]:
+    """Tasks without a finished row; a finished row made with other settings is an error (mixing would lie)."""
+    settings = config.row_settings()
+    finished = {}
+    for row in store.rows(METRICS_TABLE):
+        finished[(row["agent"], row["landscape"], int(row["seed"]), row["critic"])] = row
+    pending, skipped = [], 0
+    for task in study_tasks(config):
+        row = finished.get(task.key)
+        if row is None:
+            pending.append(task)
+            continue
+        differing = {key: (row.get(key), value) for key, value in settings.items() if row.get(key) != value}
+        if differing:
+            details = ", ".join(f"{key}: stored {a!r}, now {b!r}" for key, (a, b) in differing.items())
+            raise ValueError(f"{store.root} already holds toy-study results made with other settings ({details}); "
+                             "re-run with the same settings to resume, or choose another --out directory")
+        skipped += 1
+    return pending, skipped
+
+
+def _groups(tasks: list[StudyTask]) -> list[list[StudyTask]]:
+    """Tasks that compile the same programs go to one worker: the learned critic and BC share them across
+    landscapes; the oracle's q_fn differs per landscape, so oracle groups are per landscape."""
+    groups: dict[tuple, list[StudyTask]] = {}
+    for task in tasks:
+        key = (task.critic, task.variant, task.landscape if task.critic == "oracle" else "")
+        groups.setdefault(key, []).append(task)
+    return sorted(groups.values(), key=len, reverse=True)
+
+
+def run_toy_study(config: ToyStudyConfig, out_dir: str | Path, compile_cache: Optional[str] = "default",
+                  build_outputs: bool = True) -> StudyResult:
+    """Train what is missing, then write the CSVs, figures and claims of the study in ``out_dir``.
+
+    Args:
+        config: what to train.
+        out_dir: the study's results directory (created if missing).
+        compile_cache: directory of JAX's persistent compilation cache (``"default"``: ~/.cache/fidec-gym/...,
+            None: off).
+        build_outputs: write CSVs, figures and claims after training.
+    """
+    from tqdm.auto import tqdm
+
+    from eval.store import ResultsStore
+
+    config.validate()
+    out = Path(out_dir).expanduser()
+    store = ResultsStore(out)
+    cache = default_compile_cache() if compile_cache == "default" else compile_cache
+    tasks, skipped = pending_tasks(config, store)
+    failures: list = []
+    groups = _groups(tasks)
+    workers = max(1, min(int(config.workers), len(groups)))
+    bar = tqdm(total=len(tasks) + skipped, initial=skipped, desc="toy study", unit="run",
+               disable=not config.progress or not tasks, dynamic_ncols=True)
+    try:
+        if workers == 1:
+            enable_compile_cache(cache)
+            for group in groups:
+                for task in group:
+                    bar.set_postfix_str(f"{task.variant} {task.landscape} {task.critic} s{task.seed}")
+                    failures.extend(_run_group([task], config, str(out)))
+                    bar.update(1)
+        else:
+            context = multiprocessing.get_context("spawn")  # JAX is not fork-safe
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_setup,
+                                                        initargs=(cache, True)) as pool:
+                futures = {pool.submit(_run_group, group, config, str(out)): group for group in groups}
+                for future in concurrent.futures.as_completed(futures):
+                    group = futures[future]
+                    try:
+                        failures.extend(future.result())
+                    except Exception as error:  # a crashed worker: report its whole group
+                        failures.extend((task, f"{type(error).__name__}: {error}") for task in group)
+                    bar.update(len(group))
+                    bar.set_postfix_str(f"done {group[0].variant} {group[0].critic}")
+    finally:
+        bar.close()
+    result = StudyResult(out, ran=len(tasks) - len(failures), skipped=skipped, failures=failures)
+    if build_outputs:
+        from eval.toy_figures import write_study_outputs
+
+        result.files = write_study_outputs(store, config)
+    return result
+
+
+# ================================================================================================ preset metrics
+# The metric each FiDec preset applies (algorithms.md §9.3), estimated the way the agent estimates it, from any
+# velocity field: the trained BC flow of an agent, or the ideal velocity of the landscape (envs.toy).
+OFFICIAL_TIME_RANGE = (0.85, 0.90)
+
+
+def estimate_state_metric(velocity, behaviour_actions: np.ndarray, times, estimator: str, rng: np.random.Generator,
+                          damping: float = 1e-3) -> np.ndarray:
+    """The trace-normalised ``state``-mode metric from behaviour samples, as FiDec builds it (2 x 2 for the toys).
+
+    Each sample is re-noised to its time t (x = (1 - t) x0 + t a, x0 ~ N(0, I) drawn from ``rng``), the score is the
+    preset's estimator applied to ``velocity(x, t)`` and the metric is mean σσᵀ + damping·I scaled to trace d.
+
+    Args:
+        velocity: ``(x (N, d), t (N, 1)) -> (N, d)``, numpy or JAX.
+        behaviour_actions: (N, d) samples of the behaviour policy.
+        times: a scalar or (N,) Fisher times.
+        estimator: "marginal" (paper) or "velocity" (official code).
+        rng: source of the re-noising noise.
+    """
+    import jax.numpy as jnp
+
+    from agents import fisher
+
+    actions = np.asarray(behaviour_actions, dtype=np.float64)
+    t = np.broadcast_to(np.asarray(times, dtype=np.float64), actions.shape[:1])[:, None]
+    x = (1.0 - t) * rng.standard_normal(actions.shape) + t * actions
+    v = np.asarray(velocity(x, t), dtype=np.float64)
+    scores = fisher.get_score_estimator(estimator)(jnp.asarray(v), jnp.asarray(x), jnp.asarray(t))
+    return np.asarray(fisher.fisher_matrix(scores[None], damping), dtype=np.float64)[0]
+
+
+def local_metric_summary(velocity, base_actions: np.ndarray, t: float, eval_point: str = "base",
+                         damping: float = 1e-3) -> dict:
+    """How the ``local`` metric varies over base actions: it is rank one along the score at each action.
+
+    Returns the mean metric (m11, m12, m22 and its eigenvalue ratio), the axial concentration R of the constrained
+    directions (1: every action constrains the same axis; 0: axes spread uniformly; computed on doubled angles
+    because σσᵀ does not see the sign of σ), the mean axis angle in degrees and the median per-action eigenvalue
+    ratio (how strongly one direction is preferred at a single action).
+    """
+    import jax.numpy as jnp
+
+    from agents import fisher
+
+    actions = np.asarray(base_actions, dtype=np.float64)
+    x = actions if eval_point == "base" else t * actions
+    column = np.full((len(x), 1), float(t))
+    v = np.asarray(velocity(x, column), dtype=np.float64)
+    scores = np.asarray(fisher.marginal_score(jnp.asarray(v), jnp.asarray(x), jnp.asarray(column)), dtype=np.float64)
+    metrics = np.asarray(fisher.fisher_matrix(jnp.asarray(scores[:, None, :]), damping), dtype=np.float64)
+    mean = metrics.mean(axis=0)
+    doubled = np.exp(2j * np.arctan2(scores[:, 1], scores[:, 0]))
+    eig_rows = np.linalg.eigvalsh(metrics)
+    return {**_matrix_fields(mean), "axial_concentration": float(abs(doubled.mean())),
+            "axis_angle_deg": float(np.degrees(np.angle(doubled.mean()) / 2.0)),
+            "median_row_eig_ratio": float(np.median(eig_rows[:, 1] / np.maximum(eig_rows[:, 0], 1e-12)))}
+
+
+def _matrix_fields(matrix: np.ndarray) -> dict:
+    eig = np.linalg.eigvalsh(matrix)
+    vector = np.linalg.eigh(matrix)[1][:, 1]
+    return {"m11": float(matrix[0, 0]), "m12": float(matrix[0, 1]), "m22": float(matrix[1, 1]),
+            "eig_ratio": float(eig[1] / max(eig[0], 1e-12)),
+            "stiff_axis_deg": float(np.degrees(np.arctan2(vector[1], vector[0])) % 180.0)}
+
+
+def ideal_velocity(landscape: str):
+    """The exact flow-matching velocity of a landscape as ``velocity(x, t)``; rows may carry different times."""
+    from envs.toy import marginal_velocity
+
+    def velocity(x, t):
+        x, t = np.asarray(x, dtype=np.float64), np.asarray(t, dtype=np.float64).reshape(-1)
+        out = np.empty_like(x)
+        for value in np.unique(t):
+            rows = t == value
+            out[rows] = marginal_velocity(landscape, x[rows], float(value))
+        return out
+
+    return velocity
+
+
+def _preset_rows(landscape: str, velocity, sample, source: str, num_samples: int, seed: int) -> list[dict]:
+    """Rows for ``paper`` at every t_f, ``official`` and ``local`` (both evaluation points) from one velocity."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for t in PAPER_FISHER_TIMES:
+        matrix = estimate_state_metric(velocity, sample(num_samples, rng), t, "marginal", rng)
+        rows.append({"preset": "paper", "fisher_t": t, **_matrix_fields(matrix)})
+    low, high = OFFICIAL_TIME_RANGE
+    # Per-sample times as in the agent; the ideal velocity is evaluated on 8 quadrature times of the same range.
+    times = (rng.uniform(low, high, num_samples) if source == "trained"
+             else low + (np.arange(num_samples) % 8 + 0.5) * (high - low) / 8)
+    matrix = estimate_state_metric(velocity, sample(num_samples, rng), times, "velocity", rng)
+    rows.append({"preset": "official", "fisher_t": 0.5 * (low + high), **_matrix_fields(matrix)})
+    for point in ("base", "scaled"):
+        summary = local_metric_summary(velocity, sample(num_samples, rng), 0.8, point)
+        rows.append({"preset": "local" if point == "base" else "local-scaled", "fisher_t": 0.8, **summary})
+    return [{"landscape": landscape, "source": source, **row} for row in rows]
+
+
+def trained_preset_metric_rows(agent, landscape: str, num_samples: int = 20_000, seed: int = 0) -> list[dict]:
+    """Preset metrics from a trained flow agent's BC flow (its velocity network and its own Euler samples)."""
+    import jax
+
+    features = np.zeros((num_samples, 1), dtype=np.float32)
+    # One compiled program each instead of op-by-op dispatch of the ten Euler steps.
+    velocity_fn = jax.jit(lambda agent, x, t: agent.bc_velocity(features)(x, t))
+    sample_fn = jax.jit(lambda agent, key: agent.behaviour_actions(features, key))
+    keys = iter(jax.random.split(jax.random.PRNGKey(seed), 64))
+
+    def velocity(x, t):
+        return np.asarray(velocity_fn(agent, np.asarray(x, np.float32), np.asarray(t, np.float32)))
+
+    def sample(n, rng):
+        del rng  # the BC flow draws its own noise
+        return np.asarray(sample_fn(agent, next(keys)), dtype=np.float64)[:n]
+
+    return _preset_rows(landscape, velocity, sample, "trained", num_samples, seed)
+
+
+def analytic_preset_metric_rows(landscape: str, num_samples: int = 20_000, seed: int = 0) -> list[dict]:
+    """The same rows with the landscape's ideal velocity and exact behaviour samples (docs/toy_landscapes.md §5)."""
+    from envs.toy import get_landscape
+
+    land = get_landscape(landscape)
+    return _preset_rows(landscape, ideal_velocity(landscape), land.sample, "analytic", num_samples, seed)
