@@ -89,8 +89,11 @@ class GaussianMixture:
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         index = rng.choice(len(self.weights), size=n, p=self.weights)
-        chol = np.linalg.cholesky(self.covariances)
-        return self.means[index] + np.einsum("nij,nj->ni", chol[index], rng.standard_normal((n, 2)))
+        chol = np.linalg.cholesky(self.covariances)[index]  # lower triangular
+        z = rng.standard_normal((n, 2))
+        return self.means[index] + np.stack(
+            [chol[:, 0, 0] * z[:, 0], chol[:, 1, 0] * z[:, 0] + chol[:, 1, 1] * z[:, 1]], axis=-1
+        )
 
 
 class Landscape(abc.ABC):
@@ -124,15 +127,17 @@ class Landscape(abc.ABC):
         """Closed-form distance from the support (doc metric M9), or None where the doc defines none (T1, T2, T5)."""
         return None
 
-    def sample(self, n: int, rng=None) -> np.ndarray:
-        """``n`` behaviour actions, shape (n, 2); draws outside A are rejected, never clipped."""
+    def sample(self, n: int, rng=None, within_box: bool = True) -> np.ndarray:
+        """``n`` behaviour actions, shape (n, 2); draws outside A are rejected (never clipped) unless ``within_box``
+        is False, which returns draws from the definition itself (the law that ``log_density`` describes)."""
         if n < 0:
             raise ValueError(f"number of samples must be >= 0, got {n}")
         rng = np.random.default_rng(rng)
         parts, count = [], 0
         while count < n:
             draw = self._propose(max(int(1.1 * (n - count)), 64), rng)
-            draw = draw[_in_box(draw)]
+            if within_box:
+                draw = draw[_in_box(draw)]
             parts.append(draw)
             count += len(draw)
         return np.concatenate(parts)[:n] if parts else np.zeros((0, 2))

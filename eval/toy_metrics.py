@@ -71,9 +71,13 @@ class ToyReference:
     tree: cKDTree
 
 
-@functools.lru_cache(maxsize=8)
 def toy_reference(key) -> ToyReference:
     """The shared reference of a landscape (cached): doc §2 statistics and 100,000 reference samples."""
+    return _toy_reference(get_landscape(key).key)
+
+
+@functools.lru_cache(maxsize=8)
+def _toy_reference(key: str) -> ToyReference:
     land = get_landscape(key)
     stats = reference_statistics(land.key)
     return ToyReference(
