@@ -314,6 +314,8 @@ def test_unknown_landscape_and_non_toy_task_errors():
     assert get_landscape("t5").key == "T5"
     with pytest.raises(ValueError, match="not a toy task"):
         toy.make_toy_env("antmaze-umaze-v2")
+    with pytest.raises(ValueError, match="NaN"):
+        LANDSCAPES["T3"].log_density(np.array([[np.nan, 0.0]]))
     with pytest.raises(ValueError, match="2 finite"):
         toy.ToyLandscapeEnv("T1").step(np.array([np.nan, 0.0]))
 
