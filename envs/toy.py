@@ -77,6 +77,17 @@ def _threshold_log_density(key: str, n: int, seed: int) -> np.ndarray:
     return values
 
 
+# τ₁ and τ₀.₁ at the reference sample sizes and seed (computed by support_threshold with num_samples=None).
+REFERENCE_THRESHOLDS = {
+    ("T1", 1.0): -3.0999485390747075, ("T1", 0.1): -5.397492880423008,
+    ("T2", 1.0): -2.343474035580235, ("T2", 0.1): -4.66333789929421,
+    ("T3", 1.0): -0.7373226589585622, ("T3", 0.1): -2.947572527738032,
+    ("T4", 1.0): -1.092716724806359, ("T4", 0.1): -3.201013200265343,
+    ("T5", 1.0): -2.7143046220273743, ("T5", 0.1): -5.0398006440396825,
+    ("T6", 1.0): 0.5905611332120211, ("T6", 0.1): 0.5905611332120211,
+}
+
+
 def support_threshold(key, q: float = 1.0, num_samples: Optional[int] = None, seed: int = REFERENCE_SEED) -> float:
     """τ_q: the q-th percentile of log π_β under the behaviour (τ₁ for q=1, τ₀.₁ for q=0.1), cached.
 
@@ -87,6 +98,10 @@ def support_threshold(key, q: float = 1.0, num_samples: Optional[int] = None, se
     land = get_landscape(key)
     if not 0.0 <= q <= 100.0:
         raise ValueError(f"percentile q must lie in [0, 100], got {q}")
+    if num_samples is None and seed == REFERENCE_SEED and (land.key, q) in REFERENCE_THRESHOLDS:
+        # The reference percentiles are deterministic; every process (and every vector-env worker) would otherwise
+        # spend seconds recomputing them. tests/test_toy.py recomputes the table to keep it honest.
+        return REFERENCE_THRESHOLDS[(land.key, q)]
     default = REFERENCE_SIZE_T3 if land.key == "T3" else REFERENCE_SIZE
     n = default if num_samples is None else int(num_samples)
     if n <= 0:

@@ -166,6 +166,13 @@ def test_reference_statistics_match_the_doc(key):
     np.testing.assert_allclose(max_action, max_at, atol=3e-3)
 
 
+@pytest.mark.parametrize("key", sorted(LANDSCAPES))
+def test_stored_thresholds_equal_a_fresh_computation(key):
+    size = toy.REFERENCE_SIZE_T3 if key == "T3" else toy.REFERENCE_SIZE
+    for q in (1.0, 0.1):
+        assert toy.support_threshold(key, q, num_samples=size) == toy.REFERENCE_THRESHOLDS[(key, q)]
+
+
 @pytest.mark.parametrize("key", ["T1", "T2", "T5"])
 def test_support_threshold_is_the_behaviour_percentile(key):
     land = get_landscape(key)
