@@ -389,6 +389,7 @@ class _Trainer:
                     now = time.perf_counter()
                     self._log(agent, step, info, now - tick)
                     tick = now
+                paused = time.perf_counter()
                 if step == 1 or step % cfg.eval_interval == 0 or step == total or (
                         cfg.online_steps and step == cfg.offline_steps):
                     self._evaluate(agent, step)
@@ -396,6 +397,10 @@ class _Trainer:
                         bar.set_postfix(score=f"{self.evaluations[-1]['normalized_score']:.1f}")
                 if step % cfg.checkpoint_interval == 0 or step == total:
                     self._checkpoint(agent, step)
+                # steps/s counts training only; evaluation and checkpoint time still counts in elapsed_s
+                pause = time.perf_counter() - paused
+                self.elapsed += pause
+                tick += pause
         finally:
             if bar is not None:
                 bar.close()
