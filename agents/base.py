@@ -16,7 +16,7 @@ import functools
 import os
 import tempfile
 from collections.abc import Mapping
-from typing import Any, Callable, ClassVar, Dict, Iterator, Optional, Sequence
+from typing import Any, Callable, ClassVar, Dict, Optional, Sequence
 
 import flax
 import flax.linen as nn
@@ -25,6 +25,35 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from agents.config import DERIVED_KEYS, FrozenConfig, make_config, merge_config
+from agents.seeds import (
+    create_vmapped,
+    unstack_agents,
+    vmapped_sample_actions,
+    vmapped_update,
+    vmapped_update_n,
+)
+
+__all__ = [
+    "DERIVED_KEYS",
+    "Agent",
+    "FrozenConfig",
+    "ModuleDict",
+    "TrainState",
+    "clip_by_global_norm",
+    "create_vmapped",
+    "make_config",
+    "make_optimizer",
+    "merge_config",
+    "nonpytree_field",
+    "polyak_update",
+    "read_checkpoint",
+    "unstack_agents",
+    "vmapped_sample_actions",
+    "vmapped_update",
+    "vmapped_update_n",
+]
+
 Array = jax.Array
 Batch = Mapping[str, Array]
 Info = Dict[str, Array]
@@ -32,95 +61,10 @@ Info = Dict[str, Array]
 FORMAT_NAME = "fidec-gym-agent"
 FORMAT_VERSION = 1
 
-# Config keys filled in by ``create`` from the example batch; they let ``load_agent`` rebuild an agent from a file.
-DERIVED_KEYS = ("observation_shape", "observation_dtype", "action_dim")
-
 
 def nonpytree_field(**kwargs: Any):
     """A dataclass field that is static metadata (part of the tree structure), not a pytree leaf."""
     return flax.struct.field(pytree_node=False, **kwargs)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Config
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _freeze(value: Any) -> Any:
-    """Lists become tuples and mappings become ``FrozenConfig`` so the config can be hashed by ``jax.jit``."""
-    if isinstance(value, Mapping):
-        return FrozenConfig(value)
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(item) for item in value)
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {key: _thaw(item) for key, item in value.items()}
-    if isinstance(value, tuple):
-        return [_thaw(item) for item in value]
-    return value
-
-
-class FrozenConfig(Mapping):
-    """An immutable, hashable mapping of config values; reads like a dict (``config["lr"]``)."""
-
-    __slots__ = ("_items", "_hash")
-
-    def __init__(self, values: Mapping[str, Any] = ()):
-        items = dict(values)
-        self._items = {key: _freeze(items[key]) for key in sorted(items)}
-        self._hash = hash(tuple(self._items.items()))
-
-    def __getitem__(self, key: str) -> Any:
-        return self._items[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, FrozenConfig):
-            return self._items == other._items
-        return isinstance(other, Mapping) and self._items == {key: _freeze(val) for key, val in other.items()}
-
-    def __repr__(self) -> str:
-        return f"FrozenConfig({self._items!r})"
-
-    def replace(self, **updates: Any) -> "FrozenConfig":
-        return FrozenConfig({**self._items, **updates})
-
-    def to_dict(self) -> dict:
-        """A plain, msgpack/JSON-friendly dict (tuples become lists)."""
-        return _thaw(self)
-
-
-def merge_config(agent_name: str, defaults: Mapping[str, Any], overrides: Optional[Mapping[str, Any]]) -> FrozenConfig:
-    """Defaults updated by ``overrides``; an unknown key is an error that lists the valid keys."""
-    overrides = dict(overrides or {})
-    allowed = set(defaults) | set(DERIVED_KEYS)
-    unknown = sorted(set(overrides) - allowed)
-    if unknown:
-        raise KeyError(
-            f"unknown config key(s) {unknown} for agent {agent_name!r}; valid keys: {sorted(defaults)}"
-        )
-    return FrozenConfig({**defaults, **overrides})
-
-
-def make_config(agent_name: str, overrides: Optional[Mapping[str, Any]] = None) -> FrozenConfig:
-    """The full config of a registered agent: its ``get_config()`` defaults merged with ``overrides``."""
-    # The registry lives in the package root, which imports this module; import it lazily to avoid a cycle.
-    from agents import get_config
-
-    return merge_config(agent_name, get_config(agent_name), overrides)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -533,75 +477,3 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             f"{path} uses checkpoint format version {version}; this fidec-gym reads version {FORMAT_VERSION}"
         )
     return payload
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Many seeds in one program
-# --------------------------------------------------------------------------------------------------------------
-
-
-def create_vmapped(agent_cls: type[Agent], seeds: Sequence[int] | Array, example_batch: Batch,
-                   config: Optional[Mapping[str, Any]] = None) -> Agent:
-    """One agent per seed, stacked on a leading axis (every leaf gains a dimension of size ``len(seeds)``)."""
-    seeds = jnp.asarray(seeds, dtype=jnp.uint32)
-    if seeds.ndim != 1 or seeds.shape[0] == 0:
-        raise ValueError(f"seeds must be a non-empty 1-D sequence, got shape {tuple(seeds.shape)}")
-    frozen = agent_cls.make_config(config, example_batch)
-    return jax.vmap(lambda seed: agent_cls.create(seed, example_batch, frozen))(seeds)
-
-
-def _batch_axis(agents: Agent, batch: Batch, extra_axes: int) -> Optional[int]:
-    """0 when ``batch`` has one slice per seed, ``None`` when one batch is shared by every seed."""
-    obs_shape = tuple(agents.config["observation_shape"])
-    ndim = jnp.ndim(batch["observations"])
-    shared_ndim = 1 + extra_axes + len(obs_shape)
-    if ndim == shared_ndim:
-        return None
-    if ndim == shared_ndim + 1:
-        num_seeds = jax.tree_util.tree_leaves(agents.rng)[0].shape[0]
-        if batch["observations"].shape[0] != num_seeds:
-            raise ValueError(
-                f"a per-seed batch needs a leading axis of {num_seeds} seeds, got {batch['observations'].shape[0]}"
-            )
-        return 0
-    raise ValueError(
-        f"batch observations have {ndim} dimensions; expected {shared_ndim} (shared by all seeds) or "
-        f"{shared_ndim + 1} (one batch per seed)"
-    )
-
-
-@functools.partial(jax.jit, static_argnames=("batch_axis",))
-def _vmapped_update(agents: Agent, batch: Batch, batch_axis: Optional[int]) -> tuple[Agent, Info]:
-    return jax.vmap(lambda agent, b: agent._update(b), in_axes=(0, batch_axis))(agents, batch)
-
-
-@functools.partial(jax.jit, static_argnames=("batch_axis",))
-def _vmapped_update_n(agents: Agent, batches: Batch, batch_axis: Optional[int]) -> tuple[Agent, Info]:
-    return jax.vmap(lambda agent, b: agent._update_n(b), in_axes=(0, batch_axis))(agents, batches)
-
-
-def vmapped_update(agents: Agent, batch: Batch) -> tuple[Agent, Info]:
-    """``update`` for every seed of a vmapped agent; ``batch`` is shared or has a leading seed axis."""
-    return _vmapped_update(agents, batch, _batch_axis(agents, batch, extra_axes=0))
-
-
-def vmapped_update_n(agents: Agent, batches: Batch) -> tuple[Agent, Info]:
-    """``update_n`` for every seed; ``batches`` is (n, B, ...) shared or (seeds, n, B, ...) per seed."""
-    return _vmapped_update_n(agents, batches, _batch_axis(agents, batches, extra_axes=1))
-
-
-@jax.jit
-def _vmapped_sample_actions(agents: Agent, observations: Array, seeds: Array, temperature: Array) -> Array:
-    return jax.vmap(lambda agent, obs, seed: agent.sample_actions(obs, seed, temperature))(agents, observations, seeds)
-
-
-def vmapped_sample_actions(agents: Agent, observations: Array, seed: Array, temperature: float = 1.0) -> Array:
-    """Actions of every seed for per-seed observations shaped (seeds, batch, *observation_shape)."""
-    num_seeds = jax.tree_util.tree_leaves(agents.rng)[0].shape[0]
-    return _vmapped_sample_actions(agents, observations, jax.random.split(seed, num_seeds), jnp.asarray(temperature))
-
-
-def unstack_agents(agents: Agent) -> list[Agent]:
-    """Split a vmapped agent into one agent per seed."""
-    num_seeds = jax.tree_util.tree_leaves(agents.rng)[0].shape[0]
-    return [jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], agents) for i in range(num_seeds)]
