@@ -520,6 +520,11 @@ class ReplayBuffer:
             "open_row": -1 if self._open_row is None else self._open_row,
         }
 
+    def end_episode(self) -> None:
+        """Close the episode in progress without a next step (e.g. a resumed run restarts its environment): its last
+        row keeps its own action as next action, the trajectory-end convention of the offline data."""
+        self._open_row = None
+
     def load_online_state(self, state: dict) -> None:
         """Restore :meth:`online_state` into a buffer freshly built from the same dataset and capacity."""
         for key in ("num_offline", "capacity", "dataset_sha256"):

@@ -417,7 +417,9 @@ class _Trainer:
         if self.replay is None:
             self.replay = ReplayBuffer.from_dataset(self.dataset)
         env = gym.make(self.spec.env_id, **self.env_kwargs)
-        # A resumed run cannot restore the simulator, so the episode in progress restarts from a fresh reset.
+        # A resumed run cannot restore the simulator, so the episode in progress restarts from a fresh reset and
+        # its last stored row becomes a trajectory end.
+        self.replay.end_episode()
         observation, _ = env.reset(seed=self.cfg.seed * 1_000_003 + step)
         return env, observation
 

@@ -256,3 +256,12 @@ def test_buffer_online_state_round_trip():
     with pytest.raises(ValueError, match="dataset_sha256"):
         other.load_online_state(state)
 
+
+
+def test_buffer_end_episode_keeps_the_last_rows_own_action():
+    buffer = ReplayBuffer.from_dataset(Dataset(make_arrays()), capacity=100)
+    observation = np.ones(3, np.float32)
+    buffer.add(observation, [0.1, 0.2], 0.0, observation, terminated=False, truncated=False)
+    buffer.end_episode()  # e.g. a resumed run restarts its environment here
+    buffer.add(observation, [0.7, 0.8], 0.0, observation, terminated=False, truncated=False)
+    np.testing.assert_allclose(buffer._storage["next_actions"][10], [0.1, 0.2])
