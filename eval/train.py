@@ -162,7 +162,7 @@ def _is_nonfinite(info: dict[str, float]) -> bool:
 class _Trainer:
     """One run's state; :func:`train` drives it. Split out so that every piece of state is in one place."""
 
-    def __init__(self, cfg: TrainConfig, store: ResultsStore | None, run_id: int | None, resume: bool, progress: bool,
+    def __init__(self, cfg: TrainConfig, store: ResultsStore | str | Path | None, run_id: int | None, resume: bool, progress: bool,
                  agent_create_kwargs: dict | None, env_kwargs: dict | None):
         self.cfg, self.resume, self.progress = cfg, resume, progress
         self.spec: TaskSpec = task_info(cfg.env_id)
@@ -179,7 +179,8 @@ class _Trainer:
         # Data and agent come first: a missing dataset or bad config must not leave a half-registered run behind.
         self._load_data()
         self.agent = self._make_agent()
-        self.store = store if store is not None else ResultsStore(cfg.out_dir)
+        # A path (or nothing) is opened only now, so a run that fails above leaves no empty results file behind.
+        self.store = store if isinstance(store, ResultsStore) else ResultsStore(store if store is not None else cfg.out_dir)
         self.run_id, cell = self._register_run(run_id)
         self.run_dir = run_directory(cfg, cell)
         try:
@@ -527,14 +528,15 @@ class _Trainer:
         return [str(p) for p in paths]
 
 
-def train(cfg: TrainConfig, store: ResultsStore | None = None, run_id: int | None = None, resume: bool = True,
+def train(cfg: TrainConfig, store: ResultsStore | str | Path | None = None, run_id: int | None = None, resume: bool = True,
           progress: bool = True, agent_create_kwargs: dict | None = None, env_kwargs: dict | None = None
           ) -> TrainResult:
     """Train ``cfg.agent`` on ``cfg.env_id`` and return the final agent, the summary and the run directory.
 
     Args:
         cfg: the run's settings.
-        store: where runs, evaluations and artefacts are recorded (default: ``ResultsStore(cfg.out_dir)``).
+        store: where runs, evaluations and artefacts are recorded: a store, or a results directory opened once the
+            data and agent are ready (default: ``cfg.out_dir``).
         run_id: an existing run of ``store`` to train (e.g. registered by a leaderboard); default: found by
             (agent, task, seed) or created.
         resume: continue from the newest checkpoint in the run directory when there is one. With ``False`` an

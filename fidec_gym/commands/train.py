@@ -90,7 +90,6 @@ def _checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args) -> int:
-    from eval.store import ResultsStore
     from eval.train import TrainConfig, train
 
     out = Path(args.out)
@@ -109,7 +108,7 @@ def run_train(args) -> int:
     from eval.train import resolve_agent_overrides
 
     make_config(cfg.agent, resolve_agent_overrides(cfg))
-    result = train(cfg, store=ResultsStore(out), resume=args.resume, progress=not args.no_progress)
+    result = train(cfg, store=out, resume=args.resume, progress=not args.no_progress)
     summary = result.summary
     print(f"{result.status}: {cfg.agent} on {summary['env_id']} seed {cfg.seed}: score {summary['score']:.2f} "
           f"({summary['unit']}; {summary['score_rule']})")
