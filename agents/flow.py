@@ -11,6 +11,7 @@ regression target of the velocity is x_1 - x_0 and integrating from t = 0 to t =
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any, Callable, ClassVar, Mapping, Optional
 
 import flax.linen as nn
@@ -165,6 +166,11 @@ class FlowAgent(Agent):
             )
         if config["critic"] == "learned" and q_fn is not None:
             raise ValueError(f"{cls.name}: q_fn is only used with critic='oracle'; set that config key or drop q_fn")
+        return _initialise(cls, config, seed).replace(q_fn=q_fn)
+
+    @classmethod
+    def networks(cls, config: FrozenConfig, example_batch: Batch) -> dict[str, tuple[nn.Module, Any]]:
+        """Every module with its example arguments: critic, target critic, BC flow (+ encoder), policy modules."""
         observations, actions = example_batch["observations"], example_batch["actions"]
         times = jnp.zeros((*actions.shape[:-1], 1), dtype=jnp.float32)
         critic = Value(config["value_hidden_dims"], layer_norm=config["layer_norm"], num_ensembles=2,
@@ -181,8 +187,7 @@ class FlowAgent(Agent):
             # The same instance as inside ``actor_bc_flow``: callable alone, parameters shared.
             networks["actor_bc_flow_encoder"] = (bc_flow_encoder, (observations,))
         networks.update(cls.policy_networks(config, example_batch))
-        agent = cls.build(seed, config, networks, targets=cls.target_modules)
-        return agent.replace(q_fn=q_fn)
+        return networks
 
     @classmethod
     def policy_networks(cls, config: FrozenConfig, example_batch: Batch) -> dict[str, tuple[nn.Module, Any]]:
@@ -258,6 +263,20 @@ class FlowAgent(Agent):
             observations = observations[None]
         actions = jnp.clip(self.policy_actions(observations, seed), -1.0, 1.0)
         return actions[0] if single else actions
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _initialise(cls: type[FlowAgent], config: FrozenConfig, seed: Array) -> FlowAgent:
+    """Initialise an agent in one compiled program, cached per (agent class, config).
+
+    Run eagerly, every layer's initialiser would compile on its own, which is far slower (tens of seconds with
+    image encoders). Only shapes matter for initialisation, so the example batch is rebuilt from the config.
+    """
+    example_batch = {
+        "observations": jnp.zeros((1, *config["observation_shape"]), dtype=config["observation_dtype"]),
+        "actions": jnp.zeros((1, config["action_dim"]), dtype=jnp.float32),
+    }
+    return cls.build(seed, config, cls.networks(config, example_batch), targets=cls.target_modules)
 
 
 def _check_choice(agent_name: str, config: Mapping[str, Any], key: str, choices: tuple) -> None:
