@@ -1,8 +1,8 @@
-"""Flow-matching building blocks shared by the flow agents (FQL, DeFlow, FiDec).
+"""Flow-matching building blocks and the common skeleton (``FlowAgent``) of FQL, DeFlow and FiDec.
 
-All functions take the velocity field as a plain callable ``velocity(x, t) -> v`` with ``x`` of shape (N, d) and
-``t`` a raw time column of shape (N, 1). Observations (already encoded where an encoder exists) are closed over by
-the caller, so the Euler sampler encodes each observation once and reuses the features for every step.
+The sampler and loss functions take the velocity field as a plain callable ``velocity(x, t) -> v`` with ``x`` of
+shape (N, d) and ``t`` a raw time column of shape (N, 1). Observations (already encoded where an encoder exists)
+are closed over by the caller, so the Euler sampler encodes each observation once and reuses the features.
 
 Path convention (rectified flow): x_t = (1 - t) x_0 + t x_1 with x_0 ~ N(0, I) and x_1 the data action, so the
 regression target of the velocity is x_1 - x_0 and integrating from t = 0 to t = 1 maps noise to actions.
