@@ -200,35 +200,44 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
 
+    os.makedirs(args.out, exist_ok=True)
+    csv_path = os.path.join(args.out, "bench_agents.csv")
+
+    def write_csv(rows: list[dict]) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        _write_atomically(csv_path, buffer.getvalue())
+
+    def format_row(row: dict) -> str:
+        return (f"{row['size']:6} {row['agent']:7} {row['variant']:9} {row['single_ms']:8.2f} "
+                f"{row['update_n_ms']:9.2f} {row['vmap_ms']:8.2f} {row['vmap_per_seed_ms']:9.2f} "
+                f"{row['vmap_ratio']:6.2f} {row['compile_s']:7.1f}s")
+
     jobs = [(size, *variant) for size in sizes for variant in _variants(names)]
     rows = []
     for size, name, variant, overrides in tqdm(jobs, desc="bench agents", unit="agent"):
         timings = bench_one(name, overrides, SIZES[size], args.steps, args.fused, args.seeds, args.rounds)
         rows.append({"size": size, "agent": name, "variant": variant, **timings})
+        tqdm.write(format_row(rows[-1]))
+        write_csv(rows)  # rows measured so far survive an interruption
 
-    header = f"{'size':6} {'agent':7} {'variant':9} {'single':>8} {'update_n':>9} {'vmap':>8} {'per seed':>9} " \
-             f"{'ratio':>6} {'compile':>8}"
     print(f"ms per update ({jax.devices()[0].platform}, obs {OBSERVATION_DIM}, action {ACTION_DIM}, "
           f"{args.seeds} vmapped seeds, update_n over {args.fused} batches)")
-    print(header)
+    print(f"{'size':6} {'agent':7} {'variant':9} {'single':>8} {'update_n':>9} {'vmap':>8} {'per seed':>9} "
+          f"{'ratio':>6} {'compile':>8}")
     for row in rows:
-        print(f"{row['size']:6} {row['agent']:7} {row['variant']:9} {row['single_ms']:8.2f} {row['update_n_ms']:9.2f} "
-              f"{row['vmap_ms']:8.2f} {row['vmap_per_seed_ms']:9.2f} {row['vmap_ratio']:6.2f} {row['compile_s']:7.1f}s")
+        print(format_row(row))
     goals = _goals(rows, args.seeds)
     for size, entry in goals.items():
         for goal, value in entry.items():
             print(f"goal [{size}] {goal}: {value['ratio']:.2f} (goal <= {value['goal']}, met: {value['met']})")
 
-    os.makedirs(args.out, exist_ok=True)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    _write_atomically(os.path.join(args.out, "bench_agents.csv"), buffer.getvalue())
     meta = {"device": str(jax.devices()[0]), "platform": jax.devices()[0].platform, "steps": args.steps,
             "rounds": args.rounds,
             "fused": args.fused, "seeds": args.seeds, "observation_dim": OBSERVATION_DIM, "action_dim": ACTION_DIM}
     _write_atomically(os.path.join(args.out, "bench_agents.json"),
                       json.dumps({"meta": meta, "rows": rows, "goals": goals}, indent=2))
-    print(f"wrote {os.path.join(args.out, 'bench_agents.csv')} and bench_agents.json")
+    print(f"wrote {csv_path} and bench_agents.json")
     return 0
