@@ -122,12 +122,15 @@ def code_version() -> str:
 
 
 def resolve_agent_overrides(cfg: TrainConfig) -> dict:
-    """Catalogue per-task hyperparameters (only keys this agent has), then the user's overrides."""
+    """The run's offline step count, catalogue per-task hyperparameters (only keys this agent has), then the user's
+    overrides."""
     from agents import get_config
 
+    known = get_config(cfg.agent)
     overrides: dict = {}
+    if "offline_steps" in known:  # where the online phase starts (fix_bc_flow_online), as the reference driver does
+        overrides["offline_steps"] = cfg.offline_steps
     if cfg.use_task_hyperparameters:
-        known = get_config(cfg.agent)
         table = task_hyperparameters(cfg.env_id, cfg.agent, divergence_table=cfg.divergence_table,
                                      offline_to_online=cfg.online_steps > 0)
         overrides.update({key: value for key, value in table.items() if key in known})

@@ -206,3 +206,11 @@ def test_wandb_logger_writes_an_offline_run(tmp_path, monkeypatch):
     logger.close()
     runs = list((tmp_path / "wandb").glob("offline-run-*-bc-toy-1"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_offline_steps_reach_the_flow_agents_config():
+    from eval.train import resolve_agent_overrides
+
+    cfg = TrainConfig(agent="deflow", env_id="fidec/toy-bimodal-v0", offline_steps=321, online_steps=50)
+    assert resolve_agent_overrides(cfg)["offline_steps"] == 321  # fix_bc_flow_online switches at this step
+    assert "offline_steps" not in resolve_agent_overrides(TrainConfig(agent="bc", env_id="fidec/toy-bimodal-v0"))
