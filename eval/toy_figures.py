@@ -7,6 +7,7 @@ Figures are registered as artefacts of kind ``"figure"``, which is how ``fidec l
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -213,19 +214,25 @@ def summary_frame(frame):
 
 
 # ================================================================================================ figures
-def _landscape_background(ax, landscape: str, grid_points: int = 201) -> None:
-    """Q heat-map over A with the 1 % support contour (log π_β = τ₁)."""
+@functools.lru_cache(maxsize=8)
+def _background_grids(landscape: str, grid_points: int = 201) -> tuple:
+    """Q and log π_β on a grid over A and τ₁, computed once per landscape (T3's density is a quadrature)."""
     from envs.toy import get_landscape, reference_statistics
 
     land = get_landscape(landscape)
     axis = np.linspace(-1.0, 1.0, grid_points)
     gx, gy = np.meshgrid(axis, axis, indexing="xy")
     points = np.stack([gx, gy], axis=-1).reshape(-1, 2)
-    q = land.q_value(points).reshape(gx.shape)
-    ax.imshow(q, origin="lower", extent=(-1, 1, -1, 1), cmap="viridis", alpha=0.85)
     log_density = land.log_density(points).reshape(gx.shape)
     finite = np.where(np.isfinite(log_density), log_density, -1e3)
-    ax.contour(gx, gy, finite, levels=[reference_statistics(landscape).tau_1], colors="white", linewidths=0.9)
+    return gx, gy, land.q_value(points).reshape(gx.shape), finite, reference_statistics(landscape).tau_1
+
+
+def _landscape_background(ax, landscape: str) -> None:
+    """Q heat-map over A with the 1 % support contour (log π_β = τ₁)."""
+    gx, gy, q, log_density, tau_1 = _background_grids(landscape)
+    ax.imshow(q, origin="lower", extent=(-1, 1, -1, 1), cmap="viridis", alpha=0.85)
+    ax.contour(gx, gy, log_density, levels=[tau_1], colors="white", linewidths=0.9, linestyles="solid")
     ax.set_xlim(-1, 1)
     ax.set_ylim(-1, 1)
     ax.set_xticks([])
@@ -234,6 +241,9 @@ def _landscape_background(ax, landscape: str, grid_points: int = 201) -> None:
 
 
 def _scatter(ax, actions: np.ndarray, colour: str) -> None:
+    if np.ptp(actions, axis=0).max() < 1e-3:  # a deterministic policy (BC's mean): one point, drawn as a cross
+        ax.scatter(actions[:1, 0], actions[:1, 1], s=60, c=colour, marker="x", linewidths=2)
+        return
     ax.scatter(actions[:, 0], actions[:, 1], s=1.5, c=colour, alpha=0.35, linewidths=0)
 
 

@@ -95,8 +95,8 @@ class ToyStudyConfig:
     variants: tuple = tuple(VARIANTS)
     critics: tuple = CRITIC_MODES
     seeds: int = 3
-    steps: int = 3_000
-    hidden_dims: tuple = (128, 128)
+    steps: int = 2_000
+    hidden_dims: tuple = (64, 64)
     batch_size: int = 256
     lr: float = 1e-3
     target_divergence: float = 0.01
@@ -111,8 +111,8 @@ class ToyStudyConfig:
 
     @classmethod
     def quick(cls, **changes: Any) -> "ToyStudyConfig":
-        """One seed, no sweeps, 2 x 64 networks, 1,000 updates: a smoke-scale version of every comparison."""
-        base = dict(seeds=1, steps=1_000, hidden_dims=(64, 64), batch_size=128, variants=MAIN_VARIANTS)
+        """One seed, no sweeps, 2 x 64 networks, batch 128, 600 updates: every comparison at smoke scale."""
+        base = dict(seeds=1, steps=600, hidden_dims=(64, 64), batch_size=128, variants=MAIN_VARIANTS)
         return cls(**{**base, **changes})
 
     def validate(self) -> None:
@@ -254,11 +254,23 @@ def run_task(task: StudyTask, config: ToyStudyConfig, store) -> dict:
     row.update(_trust_region_values(agent, env_id, int(task.seed)))
     row.update({key: _plain(value) for key, value in toy_metrics(task.landscape, actions).items()})
     row["mean_action_x"], row["mean_action_y"] = (float(v) for v in actions.mean(axis=0))
+    if hasattr(agent, "behaviour_actions"):
+        # The agent's own BC flow, before any refinement: how well the behaviour was learnt caps every flow agent.
+        base = _bc_flow_samples(agent, observations, jax.random.fold_in(key, 1))
+        base_metrics = toy_metrics(task.landscape, base)
+        row.update({f"bc_flow_{name}": base_metrics[name] for name in ("sf1", "mq", "dist_mean")})
     row["wall_time_s"] = float(result.summary.get("wall_time_s", math.nan))
     store.add_rows(METRICS_TABLE, [row])
     if variant.name == "fidec-paper" and int(task.seed) == 0:
         _record_preset_metrics(agent, task, store, int(config.preset_metric_samples))
     return row
+
+
+def _bc_flow_samples(agent, observations: np.ndarray, key) -> np.ndarray:
+    import jax
+
+    sample = jax.jit(lambda agent, features, key: agent.behaviour_actions(features, key))
+    return np.asarray(sample(agent, agent.bc_features(observations), key), dtype=np.float64)
 
 
 def _plain(value: Any) -> Any:
@@ -370,10 +382,12 @@ def _groups(tasks: list[StudyTask]) -> list[list[StudyTask]]:
     """Tasks that compile the same programs go to one worker: the learned critic and BC share them across
     landscapes; the oracle's q_fn differs per landscape, so oracle groups are per landscape."""
     groups: dict[tuple, list[StudyTask]] = {}
-    for task in tasks:
+    # Seed by seed, so that an interrupted study has every landscape of the early seeds; the main comparison
+    # before the sweeps, and big groups first so that the pool's workers finish together.
+    for task in sorted(tasks, key=lambda task: (task.seed, task.landscape)):
         key = (task.critic, task.variant, task.landscape if task.critic == "oracle" else "")
         groups.setdefault(key, []).append(task)
-    return sorted(groups.values(), key=len, reverse=True)
+    return sorted(groups.values(), key=lambda group: (VARIANTS[group[0].variant].sweep, -len(group)))
 
 
 def run_toy_study(config: ToyStudyConfig, out_dir: str | Path, compile_cache: Optional[str] = "default",

@@ -45,6 +45,7 @@ def test_study_writes_one_row_per_agent_landscape_seed(study):
     assert by_agent["bc"]["final_divergence"] in ("", "nan")
     assert float(by_agent["fidec-paper"]["final_divergence"]) >= 0.0
     assert float(by_agent["fidec-paper"]["final_alpha"]) > 0.0
+    assert 0.0 <= float(by_agent["fidec-paper"]["bc_flow_sf1"]) <= 1.0  # the agent's own BC flow, scored alike
     # BC evaluates with its mean: Q at the mean equals the value of that (single) action.
     mean_action = np.array([[float(by_agent["bc"]["mean_action_x"]), float(by_agent["bc"]["mean_action_y"])]])
     assert float(by_agent["bc"]["q_at_mean"]) == pytest.approx(float(get_landscape("T1").q_value(mean_action)[0]))

@@ -17,11 +17,11 @@ def register(subparsers) -> None:
                     "OUT/toy_preset_metrics.csv, OUT/toy_claims.csv, figures and the report. Re-running resumes.",
     )
     parser.add_argument("--quick", action="store_true",
-                        help="1 seed, no sweeps, 2x64 networks, batch 128, 1,000 updates (about 10 minutes)")
+                        help="1 seed, no sweeps, 2x64 networks, batch 128, 600 updates (under 10 minutes on 2 cores)")
     parser.add_argument("--out", type=Path, default=Path("results/toy-study"),
                         help="results directory (default: results/toy-study)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per configuration (default 3; quick 1)")
-    parser.add_argument("--steps", type=int, default=None, help="training updates per run (default 3000; quick 1000)")
+    parser.add_argument("--steps", type=int, default=None, help="training updates per run (default 2000; quick 600)")
     parser.add_argument("--critic", choices=CRITIC_CHOICES, default="both",
                         help="learned critic, analytic oracle Q, or both (default)")
     parser.add_argument("--landscapes", nargs="+", metavar="KEY", default=None,
