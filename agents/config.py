@@ -81,8 +81,9 @@ def merge_config(agent_name: str, defaults: Mapping[str, Any], overrides: Option
 
 
 def make_config(agent_name: str, overrides: Optional[Mapping[str, Any]] = None) -> FrozenConfig:
-    """The full config of a registered agent: its ``get_config()`` defaults merged with ``overrides``."""
+    """The full config of a registered agent: its ``get_config()`` defaults merged with ``overrides``, resolved by
+    the agent class itself (so e.g. a FiDec ``preset`` becomes explicit values, as at creation)."""
     # The registry lives in the package root, which imports this module; import it lazily to avoid a cycle.
-    from agents import get_config
+    from agents import agent_class
 
-    return merge_config(agent_name, get_config(agent_name), overrides)
+    return agent_class(agent_name).make_config(overrides)

@@ -232,3 +232,11 @@ def test_defaults():
     config = get_config()
     assert config["preset"] == "paper" and config["log_sample_mse"] is False and config["critic"] == "learned"
     assert config["target_divergence"] == 0.001 and config["flow_steps"] == 10
+
+
+def test_registry_make_config_resolves_presets():
+    from agents import make_config
+
+    official = make_config("fidec", {"preset": "official"})
+    assert (official["score_estimator"], official["fisher_t"], official["num_fisher_samples"]) == ("velocity", 0.9, 8)
+    assert make_config("fidec", {"preset": "official", "num_fisher_samples": 3})["num_fisher_samples"] == 3
