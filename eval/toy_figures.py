@@ -297,8 +297,8 @@ def sweep_figure(out_dir: Path, landscapes: Sequence[str], critic: str, seed: in
     names += ["fidec-local", "fidec-local-scaled"]
     present = [n for n in names if any(_load_samples(out_dir, StudyTask(k, n, critic, seed)) is not None
                                        for k in landscapes)]
-    if len(present) < 2:
-        return None
+    if not any(VARIANTS[name].sweep for name in present):
+        return None  # nothing swept: the main figures already show paper and local
     fig, axes = plt.subplots(len(landscapes), len(present), figsize=(1.9 * len(present), 1.95 * len(landscapes)),
                              squeeze=False)
     for row, landscape in enumerate(landscapes):
