@@ -17,8 +17,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from eval.toy_study import (
-    LANDSCAPE_KEYS, MAIN_VARIANTS, METRICS_TABLE, PRESET_TABLE, TOY_ENV_IDS, VARIANTS, ToyStudyConfig,
-    analytic_preset_metric_rows, samples_path, StudyTask,
+    LANDSCAPE_KEYS, METRICS_TABLE, PRESET_TABLE, TOY_ENV_IDS, VARIANTS, StudyTask, analytic_preset_metric_rows,
+    samples_path,
 )
 
 FIDEC_MAIN = ("fidec-paper", "fidec-official", "fidec-local", "fidec-isotropic")
@@ -353,7 +353,7 @@ def _save(fig, path: Path) -> Path:
 
 
 # ================================================================================================ all outputs
-def write_study_outputs(store, config: Optional[ToyStudyConfig] = None, figures: bool = True) -> dict[str, Path]:
+def write_study_outputs(store, figures: bool = True) -> dict[str, Path]:
     """Write the CSVs, claims and figures of the study in ``store.root`` and register the figures as artefacts."""
     import matplotlib
 

@@ -23,14 +23,13 @@ was interrupted mid-training continues from its last checkpoint.
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import functools
 import math
 import multiprocessing
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -442,7 +441,7 @@ def run_toy_study(config: ToyStudyConfig, out_dir: str | Path, compile_cache: Op
     if build_outputs:
         from eval.toy_figures import write_study_outputs
 
-        result.files = write_study_outputs(store, config)
+        result.files = write_study_outputs(store)
     return result
 
 

@@ -83,7 +83,7 @@ def run(args) -> int:
     config = build_config(args)
     cache = None if str(args.compile_cache).lower() == "none" else args.compile_cache
     if args.outputs_only:
-        files = write_study_outputs(ResultsStore(args.out), config)
+        files = write_study_outputs(ResultsStore(args.out))
         if not files:
             raise FileNotFoundError(f"{args.out} holds no toy-study results; run `fidec toy-study --out {args.out}` "
                                     "first")
