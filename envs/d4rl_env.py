@@ -32,6 +32,9 @@ Two coordinate frames are offered because the two dataset sources disagree:
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from typing import Optional
 
 import gymnasium as gym
@@ -155,6 +158,11 @@ class D4RLAntMazeEnv(gym.Env):
         )
         self._ant = self._maze_env.ant_env
         self._maze = self._maze_env.maze
+        # Gymnasium-Robotics writes the generated maze model into the system temp directory and never removes it;
+        # the model is loaded by now, so delete the file rather than leave one behind per environment.
+        model_file = Path(self._ant.fullpath)
+        if model_file.name.startswith("ant_maze") and model_file.parent == Path(tempfile.gettempdir()):
+            model_file.unlink(missing_ok=True)
         self._num_rows = len(layout)
 
         if frame == "d4rl":

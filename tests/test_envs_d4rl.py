@@ -178,3 +178,14 @@ def test_bad_arguments_name_the_fix():
         make_d4rl_env("cube-single-play-singletask-v0")
     with pytest.raises(ValueError, match="horizon"):
         make_d4rl_env("pen-human-v1", horizon=0)
+
+
+def test_antmaze_leaves_no_model_file_in_the_temp_directory():
+    import tempfile
+    from pathlib import Path
+
+    before = set(Path(tempfile.gettempdir()).glob("ant_maze*.xml"))
+    env = gym.make("fidec/antmaze-umaze-v2")
+    env.reset(seed=0)
+    env.close()
+    assert set(Path(tempfile.gettempdir()).glob("ant_maze*.xml")) <= before
