@@ -169,6 +169,9 @@ def test_compare_cli_with_results(capsys, store):
     assert main(["leaderboard", "compare", "--out", str(store.root), "--reps", "100"]) == 0
     out = capsys.readouterr().out
     assert "| fidec | cube-single-play-singletask-task2-v0 | 3 | 90.0 ± 8.2 |" in out
+    # The paper's FiDec cells follow our tables, also for tasks this directory did not run.
+    assert "The published FiDec cells (fidec-paper)" in out
+    assert "| puzzle-4x4-play-singletask-task4-v0 | puzzle-4x4 |" in out
     assert (store.root / "comparison" / "tasks.csv").is_file()
 
 

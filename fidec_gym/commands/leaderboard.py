@@ -42,7 +42,7 @@ def register(subparsers) -> None:
     compare.add_argument("--out", type=Path, help="results directory; without it, print the published cells")
     compare.add_argument("--preset", help="only runs of this preset")
     compare.add_argument("--method", default="FiDec", help="method whose published per-task cells are printed "
-                                                           "when there are no results (default: FiDec)")
+                                                           "after the comparison (default: FiDec)")
     compare.add_argument("--reps", type=int, default=1000, help="bootstrap repetitions (default: 1000)")
     compare.set_defaults(func=compare_command)
 
@@ -125,6 +125,9 @@ def compare_command(args) -> int:
         print(markdown_table(["X", "Y", "P(X > Y)", "95% CI"], [
             [r.agent_x, r.agent_y, f"{r.probability:.3f}", f"[{r.ci_low:.3f}, {r.ci_high:.3f}]"]
             for r in comparison.improvement.itertuples(index=False)]))
+    # The paper's own cells close the comparison, including tasks this results directory did not run.
+    print(f"\nThe published {args.method} cells ({args.published}):\n")
+    print(published_text(published, args.method))
     paths = comparison.write(Path(args.out) / "comparison")
     print(f"\ntables written to {paths[0].parent}")
     return 0
