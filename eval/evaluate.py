@@ -25,12 +25,32 @@ from envs.catalogue import TaskSpec, task_info
 Policy = Callable[[np.ndarray], np.ndarray]
 
 
+EVALUATION_INFO_KEYS = ("success", "episode", "episode_end")
+
+
+class EvaluationInfo(gym.Wrapper):
+    """Keep only the info keys evaluation reads. OGBench infos carry the full physics state every step; shipping
+    it from each worker and merging it across sub-envs costs more than the environment step on a small machine."""
+
+    def reset(self, **kwargs):
+        observation, info = self.env.reset(**kwargs)
+        return observation, self._keep(info)
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        return observation, reward, terminated, truncated, self._keep(info)
+
+    @staticmethod
+    def _keep(info: dict) -> dict:
+        return {key: info[key] for key in EVALUATION_INFO_KEYS if key in info}
+
+
 def _make_env(env_id: str, env_kwargs: dict) -> gym.Env:
     # Runs inside worker processes too, where the fidec IDs must be registered first.
     from envs.registration import register_all
 
     register_all()
-    return gym.make(env_id, **env_kwargs)
+    return EvaluationInfo(gym.make(env_id, **env_kwargs))
 
 
 def _task_spec(env: str | Callable) -> TaskSpec | None:
