@@ -43,7 +43,7 @@ from gymnasium import spaces
 from gymnasium.wrappers import TimeLimit
 
 from envs.catalogue import TaskSpec, task_info
-from envs.wrappers import ClipAction, EpisodeScore, Float32Observation
+from envs.wrappers import ClipAction, EpisodeScore, Float32Observation, SuccessAsFloat
 
 # D4RL's evaluation maps for the v2 tasks (maze_env.U_MAZE_TEST, BIG_MAZE_TEST, HARDEST_MAZE_TEST), rows in
 # D4RL's order: '#' wall, '.' free, 'r' start cell, 'g' evaluation goal cell.
@@ -265,20 +265,6 @@ class PenDropTermination(gym.Wrapper, gym.utils.RecordConstructorArgs):
         pen = self.env.unwrapped
         dropped = bool(pen.data.xpos[pen.obj_body_id][2] < PEN_DROP_HEIGHT)
         return observation, reward, terminated or dropped, truncated, info
-
-
-class SuccessAsFloat(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Adroit reports ``info["success"]`` as a bool; make it a float like the other suites."""
-
-    def __init__(self, env: gym.Env):
-        gym.utils.RecordConstructorArgs.__init__(self)
-        gym.Wrapper.__init__(self, env)
-
-    def step(self, action):
-        observation, reward, terminated, truncated, info = self.env.step(action)
-        if "success" in info:
-            info["success"] = float(info["success"])
-        return observation, reward, terminated, truncated, info
 
 
 def _antmaze_name(spec: TaskSpec) -> str:

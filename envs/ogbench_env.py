@@ -19,7 +19,7 @@ from typing import Optional
 import gymnasium as gym
 
 from envs.catalogue import TaskSpec, task_info
-from envs.wrappers import ClipAction, EpisodeScore, Float32Observation, SeededGlobalRandom
+from envs.wrappers import ClipAction, EpisodeScore, Float32Observation, SeededGlobalRandom, SuccessAsFloat
 
 SUCCESS_TIMINGS = ("pre", "post")
 GL_HELP = (
@@ -33,20 +33,6 @@ _GL_ERROR_MARKERS = ("opengl", "egl", "osmesa", "glfw", "gladload", "platform li
 
 class RenderBackendError(RuntimeError):
     """No working GL backend for MuJoCo's offscreen renderer."""
-
-
-class SuccessAsFloat(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """OGBench manipulation reports ``info["success"]`` as a bool; make it a float like the maze environments."""
-
-    def __init__(self, env: gym.Env):
-        gym.utils.RecordConstructorArgs.__init__(self)
-        gym.Wrapper.__init__(self, env)
-
-    def step(self, action):
-        observation, reward, terminated, truncated, info = self.env.step(action)
-        if "success" in info:
-            info["success"] = float(info["success"])
-        return observation, reward, terminated, truncated, info
 
 
 def _looks_like_gl_error(error: BaseException) -> bool:

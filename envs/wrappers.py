@@ -182,3 +182,17 @@ class SeededGlobalRandom(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def step(self, action) -> tuple[Any, SupportsFloat, bool, bool, dict]:
         return self._call_with_private_state(self.env.step, action)
+
+
+class SuccessAsFloat(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Report ``info["success"]`` as a float: Adroit and OGBench manipulation give a bool, the mazes a float."""
+
+    def __init__(self, env: gym.Env):
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        if "success" in info:
+            info["success"] = float(info["success"])
+        return observation, reward, terminated, truncated, info
