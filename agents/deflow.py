@@ -46,11 +46,7 @@ class DeFlowAgent(FlowAgent):
     @classmethod
     def make_config(cls, config: Optional[Mapping[str, Any]] = None, example_batch: Optional[Batch] = None) -> FrozenConfig:
         """Resolve ``deflow_variant`` into explicit values, then let explicit keys override them."""
-        config = dict(config or {})
-        variant = config.get("deflow_variant", get_config()["deflow_variant"])
-        if variant not in DEFLOW_VARIANTS:
-            raise ValueError(f"deflow: unknown deflow_variant {variant!r}; valid: {sorted(DEFLOW_VARIANTS)}")
-        return super().make_config({**DEFLOW_VARIANTS[variant], **config}, example_batch)
+        return super().make_config(cls.expand_named_settings(config, "deflow_variant", DEFLOW_VARIANTS), example_batch)
 
     @classmethod
     def policy_networks(cls, config: FrozenConfig, example_batch: Batch) -> dict[str, tuple[nn.Module, Any]]:
@@ -97,13 +93,6 @@ class DeFlowAgent(FlowAgent):
             "actor/q_scale": q_scale,
             "actor/residual_norm": jnp.sqrt(jnp.sum(residual**2, axis=-1)).mean(),
         }
-
-    def total_loss(self, batch: Batch, grad_params: Any, rng: Array) -> tuple[Array, Info]:
-        critic_rng, actor_rng = jax.random.split(rng)
-        critic_loss, critic_info = self.critic_loss(batch, grad_params, critic_rng)
-        actor_loss, actor_info = self.actor_loss(batch, grad_params, actor_rng)
-        loss = critic_loss + actor_loss
-        return loss, {"total/loss": loss, **critic_info, **actor_info}
 
 
 # ---- pieces shared with FiDec ----------------------------------------------------------------------------------

@@ -71,11 +71,7 @@ class FiDecAgent(FlowAgent):
     @classmethod
     def make_config(cls, config: Optional[Mapping[str, Any]] = None, example_batch: Optional[Batch] = None) -> FrozenConfig:
         """Resolve ``preset`` into explicit values (so the stored config says what ran); explicit keys win."""
-        config = dict(config or {})
-        preset = config.get("preset", get_config()["preset"])
-        if preset not in PRESETS:
-            raise ValueError(f"fidec: unknown preset {preset!r}; valid presets: {list(PRESETS)}")
-        return super().make_config({**PRESETS[preset], **config}, example_batch)
+        return super().make_config(cls.expand_named_settings(config, "preset", PRESETS), example_batch)
 
     @classmethod
     def validate_config(cls, config: FrozenConfig) -> None:
@@ -186,14 +182,6 @@ class FiDecAgent(FlowAgent):
         x = (1.0 - t) * jax.random.normal(noise_rng, samples.shape) + t * samples
         velocity = jax.lax.stop_gradient(self.bc_velocity(repeated)(x, t))
         return score(velocity, x, t).reshape(batch_size, num_samples, action_dim)
-
-    def total_loss(self, batch: Batch, grad_params: Any, rng: Array) -> tuple[Array, Info]:
-        """Step 1 (critic) plus the actor terms."""
-        critic_rng, actor_rng = jax.random.split(rng)
-        critic_loss, critic_info = self.critic_loss(batch, grad_params, critic_rng)
-        actor_loss, actor_info = self.actor_loss(batch, grad_params, actor_rng)
-        loss = critic_loss + actor_loss
-        return loss, {"total/loss": loss, **critic_info, **actor_info}
 
 
 def get_config() -> dict:

@@ -136,6 +136,17 @@ class FlowAgent(Agent):
         return merged
 
     @classmethod
+    def expand_named_settings(cls, config: Optional[Mapping[str, Any]], key: str,
+                              table: Mapping[str, Mapping[str, Any]]) -> dict:
+        """Expand a named group of settings (a FiDec preset, a DeFlow variant) into explicit values, so the stored
+        config says what ran; keys given explicitly in ``config`` win over the group's values."""
+        config = dict(config or {})
+        name = config.get(key, cls.get_config()[key])
+        if name not in table:
+            raise ValueError(f"{cls.name}: unknown {key} {name!r}; valid: {list(table)}")
+        return {**table[name], **config}
+
+    @classmethod
     def validate_config(cls, config: FrozenConfig) -> None:
         """Reject values the losses cannot use, naming the key and the valid choices."""
         _check_choice(cls.name, config, "critic", CRITIC_MODES)
@@ -223,6 +234,18 @@ class FlowAgent(Agent):
     def policy_actions(self, observations: Array, rng: Array) -> Array:
         """Actions of the current policy in [-1, 1] with the start-of-step parameters."""
         raise NotImplementedError
+
+    def actor_loss(self, batch: Batch, grad_params: Any, rng: Array) -> tuple[Array, Info]:
+        """The agent's policy-side terms (BC flow, policy extraction, multiplier), summed, and their info."""
+        raise NotImplementedError
+
+    def total_loss(self, batch: Batch, grad_params: Any, rng: Array) -> tuple[Array, Info]:
+        """Critic plus actor terms: one summed loss, one Adam step (spec §2)."""
+        critic_rng, actor_rng = jax.random.split(rng)
+        critic_loss, critic_info = self.critic_loss(batch, grad_params, critic_rng)
+        actor_loss, actor_info = self.actor_loss(batch, grad_params, actor_rng)
+        loss = critic_loss + actor_loss
+        return loss, {"total/loss": loss, **critic_info, **actor_info}
 
     def policy_q(self, observations: Array, actions: Array) -> Array:
         """Q used by the actor losses: mean over the two heads, or the oracle ``q_fn``.

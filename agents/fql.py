@@ -75,13 +75,6 @@ class FQLAgent(FlowAgent):
             "actor/mse": jnp.mean((jnp.clip(onestep_actions, -1, 1) - batch["actions"]) ** 2),
         }
 
-    def total_loss(self, batch: Batch, grad_params: Any, rng: Array) -> tuple[Array, Info]:
-        critic_rng, actor_rng = jax.random.split(rng)
-        critic_loss, critic_info = self.critic_loss(batch, grad_params, critic_rng)
-        actor_loss, actor_info = self.actor_loss(batch, grad_params, actor_rng)
-        loss = critic_loss + actor_loss
-        return loss, {"total/loss": loss, **critic_info, **actor_info}
-
 
 def get_config() -> dict:
     """Defaults of FQL; ``alpha`` (and discount, q_agg) are set per task by the catalogue."""
