@@ -16,10 +16,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from eval.toy_study import (
-    LANDSCAPE_KEYS, METRICS_TABLE, PRESET_TABLE, TOY_ENV_IDS, VARIANTS, StudyTask, analytic_preset_metric_rows,
-    samples_path,
-)
+from eval.toy_preset_metrics import analytic_preset_metric_rows
+from eval.toy_study import LANDSCAPE_KEYS, METRICS_TABLE, PRESET_TABLE, TOY_ENV_IDS, VARIANTS, StudyTask, samples_path
 
 FIDEC_MAIN = ("fidec-paper", "fidec-official", "fidec-local", "fidec-isotropic")
 BOOTSTRAP_REPS = 10_000

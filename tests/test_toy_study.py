@@ -11,10 +11,8 @@ import pytest
 from envs.toy import get_landscape, state_metric
 from eval.store import ResultsStore
 from eval.toy_figures import bootstrap_interval, verdict
-from eval.toy_study import (
-    METRICS_TABLE, PRESET_TABLE, ToyStudyConfig, estimate_state_metric, ideal_velocity, local_metric_summary,
-    oracle_q_fn, run_toy_study,
-)
+from eval.toy_preset_metrics import estimate_state_metric, ideal_velocity, local_metric_summary
+from eval.toy_study import METRICS_TABLE, PRESET_TABLE, ToyStudyConfig, oracle_q_fn, run_toy_study
 
 TINY = dict(landscapes=("T1",), variants=("bc", "fidec-paper"), critics=("oracle",), seeds=1, steps=200,
             hidden_dims=(32, 32), batch_size=64, num_policy_samples=2_000, figure_samples=500,
