@@ -293,7 +293,7 @@ class _Trainer:
         return self._finish(agent, status)
 
     def _restore(self, checkpoint: Path, agent: Any) -> tuple[Any, int]:
-        from envs.datasets import ReplayBuffer
+        from envs.replay_buffer import ReplayBuffer
 
         state = load_trainer_state(checkpoint)
         saved = state["train_config"]
@@ -416,7 +416,7 @@ class _Trainer:
     def _start_online(self, step: int) -> tuple[Any, np.ndarray]:
         import gymnasium as gym
 
-        from envs.datasets import ReplayBuffer
+        from envs.replay_buffer import ReplayBuffer
 
         if self.replay is None:
             self.replay = ReplayBuffer.from_dataset(self.dataset)

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from envs.datasets import BatchSampler, Dataset, DatasetError, ReplayBuffer, random_crop
+from envs.datasets import BatchSampler, Dataset, DatasetError, random_crop
+from envs.replay_buffer import ReplayBuffer
 from envs.readers import next_actions_within_trajectories, sha256_arrays, trajectory_starts
 
 
