@@ -200,6 +200,62 @@ def claims_frame(frame):
     return pd.DataFrame(rows)
 
 
+GEOMETRY_FINDINGS = ("paper vs isotropic (supported value)", "local vs isotropic (supported value)",
+                     "paper vs official (supported value)", "paper vs official (support fraction)")
+
+
+def _verdict_class(verdict_text: str) -> str:
+    if verdict_text.startswith("holds") or verdict_text.endswith("sign as predicted"):
+        return "hold"
+    if verdict_text.startswith(("opposite", "fails")) or verdict_text.endswith("not as predicted"):
+        return "fail"
+    return "open"
+
+
+def study_findings(claims) -> list[str]:
+    """The written finding, computed from the claims table: one paragraph per critic mode.
+
+    It tallies the paper's claims per FiDec preset and names the landscapes where the two-sided geometry questions
+    (does the metric matter against ``isotropic``; do the ``paper`` and ``official`` estimators differ) found a
+    difference, with its interval.
+    """
+    paragraphs = []
+    if claims is None or claims.empty:
+        return paragraphs
+    for critic in sorted(set(claims["critic"])):
+        rows = claims[claims["critic"] == critic]
+        seeds = int(rows["seeds"].max())
+        tallies = []
+        for fidec in FIDEC_MAIN:
+            part = rows[(rows["fidec_variant"] == fidec) & (rows["prediction"] != "≠ 0?")]
+            if part.empty:
+                continue
+            counts = part["verdict"].map(_verdict_class).value_counts()
+            tallies.append(f"{fidec} {counts.get('hold', 0)} hold, {counts.get('fail', 0)} fail, "
+                           f"{counts.get('open', 0)} inconclusive")
+        sentences = [f"Critic `{critic}`, up to {seeds} seed(s) per agent. Of the paper's {len(paper_claims('x'))} "
+                     f"claims: " + "; ".join(tallies) + "."]
+        for question in GEOMETRY_FINDINGS:
+            part = rows[rows["claim"] == question]
+            if part.empty:
+                continue
+            if seeds < 2:
+                listed = ", ".join(f"{r.landscape} {r.mean_difference:+.2f}" for r in part.itertuples())
+                sentences.append(f"{question}: one seed, differences only: {listed}.")
+                continue
+            differs = part[part["verdict"] == "differs"]
+            if differs.empty:
+                sentences.append(f"{question}: no detectable difference on any landscape.")
+                continue
+            listed = ", ".join(f"{r.landscape} {r.mean_difference:+.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
+                               for r in differs.itertuples())
+            rest = sorted(set(part["landscape"]) - set(differs["landscape"]))
+            tail = f"; no detectable difference on {', '.join(rest)}" if rest else ""
+            sentences.append(f"{question}: differs on {listed}{tail}.")
+        paragraphs.append(" ".join(sentences))
+    return paragraphs
+
+
 def summary_frame(frame):
     """Mean and standard deviation over seeds of the headline metrics per (critic, landscape, agent)."""
     if frame.empty:
@@ -367,6 +423,11 @@ def write_study_outputs(store, figures: bool = True) -> dict[str, Path]:
     files["toy_preset_metrics"] = _write_csv(preset, out / "toy_preset_metrics.csv")
     claims = claims_frame(frame)
     files["toy_claims"] = _write_csv(claims, out / "toy_claims.csv")
+    findings = out / "toy_findings.md"
+    tmp = findings.with_name(f".{findings.name}.{os.getpid()}.tmp")
+    tmp.write_text("# Toy study: findings\n\n" + "\n\n".join(study_findings(claims)) + "\n")
+    os.replace(tmp, findings)
+    files["toy_findings"] = findings
     summary = summary_frame(frame)
     files["toy_summary"] = _write_csv(summary, out / "toy_summary.csv")
     if not figures:
@@ -429,6 +490,7 @@ def report_section(ctx):
         "bootstrap interval; it holds when the sign is as predicted and the interval excludes zero."
     )
     claims = pd.read_csv(claims_path)
+    section.paragraphs += study_findings(claims)
     if not claims.empty:
         main = claims[claims["fidec_variant"].isin(["fidec-paper", "fidec-local"]) | (claims["prediction"] == "≠ 0?")]
         columns = ["critic", "landscape", "claim", "agent", "reference", "seeds", "mean_difference", "ci_low",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from envs.toy import get_landscape, state_metric
 from eval.store import ResultsStore
-from eval.toy_figures import bootstrap_interval, verdict
+from eval.toy_figures import bootstrap_interval, study_findings, verdict
 from eval.toy_preset_metrics import estimate_state_metric, ideal_velocity, local_metric_summary
 from eval.toy_study import METRICS_TABLE, PRESET_TABLE, ToyStudyConfig, oracle_q_fn, run_toy_study
 
@@ -61,7 +62,11 @@ def test_rows_and_runs_land_in_the_store(study):
     sources = {row["source"] for row in store.rows(PRESET_TABLE)}
     assert sources == {"trained", "analytic"}
     figures = store.artefacts(kind="figure")
-    assert figures and all((out / "figures").exists() for _ in figures)
+    assert figures and all(Path(artefact["path"]).is_file() for artefact in figures)
+    # The written finding is computed from the claims: one seed gives signs only.
+    findings = (out / "toy_findings.md").read_text()
+    assert findings.startswith("# Toy study: findings") and "Critic `oracle`, up to 1 seed(s)" in findings
+    assert "fidec-paper 1 hold" in findings or "fidec-paper 0 hold, 1 fail" in findings  # T1 coverage claim
 
 
 def test_rerun_skips_finished_rows_and_rejects_other_settings(study):
@@ -139,6 +144,34 @@ def test_acceptance_rule():
     assert verdict(np.array([-0.2, 0.3, 0.1]), -0.2, 0.3, "greater") == "inconclusive"
     assert verdict(np.zeros(3), 0.0, 0.0, "equals") == "holds in every seed"
     assert verdict(np.array([0.0, -0.5]), -0.5, 0.0, "equals") == "fails in 1 of 2 seeds"
+
+
+def test_written_findings_tally_the_claims_table():
+    import pandas as pd
+
+    def row(claim, variant, verdict_text, landscape="T1", mean=0.1, low=0.05, high=0.15, prediction="> 0"):
+        return {"critic": "learned", "landscape": landscape, "claim": claim, "fidec_variant": variant, "seeds": 3,
+                "mean_difference": mean, "ci_low": low, "ci_high": high, "prediction": prediction,
+                "verdict": verdict_text}
+
+    claims = pd.DataFrame([
+        row("a", "fidec-paper", "holds"), row("b", "fidec-paper", "holds in every seed"),
+        row("c", "fidec-paper", "opposite"), row("d", "fidec-paper", "inconclusive"),
+        row("a", "fidec-local", "fails in 1 of 3 seeds"),
+        row("paper vs isotropic (supported value)", "fidec-paper", "differs", "T3", 0.24, 0.11, 0.38, "≠ 0?"),
+        row("paper vs isotropic (supported value)", "fidec-paper", "no detectable difference", "T5", -0.05, -0.1,
+            0.02, "≠ 0?"),
+        row("paper vs official (supported value)", "fidec-paper", "no detectable difference", "T2", 0.0, -0.1,
+            0.1, "≠ 0?"),
+    ])
+    (paragraph,) = study_findings(claims)
+    assert paragraph.startswith("Critic `learned`, up to 3 seed(s)")
+    assert "fidec-paper 2 hold, 1 fail, 1 inconclusive" in paragraph
+    assert "fidec-local 0 hold, 1 fail, 0 inconclusive" in paragraph
+    assert "paper vs isotropic (supported value): differs on T3 +0.24 [0.11, 0.38]; no detectable difference on T5" \
+        in paragraph
+    assert "paper vs official (supported value): no detectable difference on any landscape" in paragraph
+    assert study_findings(pd.DataFrame()) == []
 
 
 def test_command_rejects_bad_input(tmp_path, capsys):
