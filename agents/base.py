@@ -302,8 +302,12 @@ class Agent(flax.struct.PyTreeNode):
         params = dict(_init_params(_StaticModule(model_def), init_rng, example_args)["params"])
         for target, source in targets:
             params[f"modules_{target}"] = params[f"modules_{source}"]
-        tx = make_optimizer(float(config["lr"]), config.get("grad_clip"))
-        return cls(rng=rng, network=TrainState.create(model_def, params, tx), config=config)
+        return cls(rng=rng, network=TrainState.create(model_def, params, cls.optimizer(config)), config=config)
+
+    @classmethod
+    def optimizer(cls, config: FrozenConfig) -> optax.GradientTransformation:
+        """One Adam over every parameter (spec §3.2); an agent may split it (ReBRAC's separate-optimiser option)."""
+        return make_optimizer(float(config["lr"]), config.get("grad_clip"))
 
     # ---- losses and updates ----------------------------------------------------------------------------------
 

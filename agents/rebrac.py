@@ -5,6 +5,8 @@
 * Actor (only when ``step % actor_freq == 0``): a_pi = tanh(mean(s)); q = min_i Q_i(s, a_pi) with frozen critic
   parameters; L_pi = -mean(lambda q) + alpha_actor * mean ||a_pi - a||^2 with lambda = 1 / mean|q| (constant).
 * On other steps the actor loss is exactly zero, yet the shared Adam's momentum still moves the actor (D5).
+  ``rebrac_separate_optimizers=True`` (off by default, a deviation) gives the actor its own Adam that steps only on
+  actor steps.
   Target actor and target critic are Polyak-averaged only on actor steps.
 """
 
@@ -15,8 +17,9 @@ from typing import Any, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
+import optax
 
-from agents.base import Agent, Array, Batch, Info, TrainState
+from agents.base import Agent, Array, Batch, FrozenConfig, Info, TrainState, make_optimizer
 from agents.encoders import make_encoder
 from agents.networks import GaussianActor, Value
 
@@ -92,6 +95,23 @@ class ReBRACAgent(Agent):
             new_network = self.target_update(old_network, new_network, target, source, tau)
         return new_network
 
+    @classmethod
+    def optimizer(cls, config: FrozenConfig) -> optax.GradientTransformation:
+        shared = make_optimizer(float(config["lr"]), config.get("grad_clip"))
+        if not config["rebrac_separate_optimizers"]:
+            return shared
+        # The actor's Adam counts its own updates and is skipped (zero update, unchanged moments) on critic-only
+        # steps; its k-th call is training step k + 1 (TrainState steps count from 1).
+        actor_freq = int(config["actor_freq"])
+        actor_adam = optax.transforms.conditionally_mask(
+            make_optimizer(float(config["lr"]), config.get("grad_clip")),
+            lambda calls: (calls + 1) % actor_freq == 0,
+        )
+        return optax.multi_transform(
+            {"actor": actor_adam, "rest": shared},
+            lambda params: {name: "actor" if name == "modules_actor" else "rest" for name in params},
+        )
+
     @jax.jit
     def sample_actions(self, observations: Array, seed: Array, temperature: float = 1.0) -> Array:
         actions = self.network.select("actor")(observations).mode()
@@ -143,5 +163,6 @@ def get_config() -> dict:
         "alpha_critic": 0.0,
         "actor_noise": 0.2,
         "actor_noise_clip": 0.5,
+        "rebrac_separate_optimizers": False,  # D5: one shared Adam is the reference behaviour
         "encoder": None,
     }

@@ -72,6 +72,23 @@ def test_actor_and_targets_update_only_on_actor_steps(trajectory):
         assert tree_diff(params[3][target], params[2][target]) == 0.0
 
 
+def test_separate_optimizers_keep_the_actor_still_between_actor_steps(trajectory):
+    shared = [agent.network.params for agent in trajectory[0]]
+    agent = ReBRACAgent.create(0, random_batch(0), {**CONFIG, "rebrac_separate_optimizers": True})
+    params = [agent.network.params]
+    for seed in (1, 2, 3):
+        agent, _ = agent.update(random_batch(seed))
+        params.append(agent.network.params)
+    # The actor's own Adam steps on step 2 only: no momentum moves it on step 3, unlike the shared Adam.
+    assert tree_diff(params[1]["modules_actor"], params[0]["modules_actor"]) == 0.0
+    assert tree_diff(params[2]["modules_actor"], params[1]["modules_actor"]) > 0.0
+    assert tree_diff(params[3]["modules_actor"], params[2]["modules_actor"]) == 0.0
+    # Adam is elementwise and the critic's losses never see the actor's update, so the critic follows the same
+    # trajectory as under the shared optimiser.
+    for got, want in zip(jax.tree.leaves(params[3]["modules_critic"]), jax.tree.leaves(shared[3]["modules_critic"])):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 @jax.jit
 def losses_and_expectations(agent, batch, rng):
     """The agent's losses next to the same quantities written out from the spec's formulas."""
