@@ -231,8 +231,12 @@ def study_findings(claims) -> list[str]:
             if part.empty:
                 continue
             counts = part["verdict"].map(_verdict_class).value_counts()
-            tallies.append(f"{fidec} {counts.get('hold', 0)} hold, {counts.get('fail', 0)} fail, "
-                           f"{counts.get('open', 0)} inconclusive")
+            if seeds < 2:  # no interval: only the sign of each difference is known
+                tallies.append(f"{fidec} {counts.get('hold', 0)} with the predicted sign, {counts.get('fail', 0)} "
+                               "without")
+            else:
+                tallies.append(f"{fidec} {counts.get('hold', 0)} hold, {counts.get('fail', 0)} fail, "
+                               f"{counts.get('open', 0)} inconclusive")
         sentences = [f"Critic `{critic}`, up to {seeds} seed(s) per agent. Of the paper's {len(paper_claims('x'))} "
                      f"claims: " + "; ".join(tallies) + "."]
         for question in GEOMETRY_FINDINGS:
