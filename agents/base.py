@@ -231,12 +231,19 @@ class Agent(flax.struct.PyTreeNode):
     rng: Array
     network: TrainState
     config: FrozenConfig = nonpytree_field()
+    # Compiled updates are cached by the pytree structure of ``self``, and JAX's structure equality ignores the
+    # dataclass type: a subclass with an identical config could then run its parent's compiled update. The
+    # class's qualified name as static data keeps every agent class's compiled functions apart.
+    agent_type: str = nonpytree_field(default="")
 
     name: ClassVar[str] = "agent"
     # Pairs (target module, online module) Polyak-averaged after every update by the default ``update_targets``.
     target_modules: ClassVar[Sequence[tuple[str, str]]] = ()
     # Batch keys the losses read (checked when an update is traced, so a wrong batch fails with a clear message).
     required_batch_keys: ClassVar[Sequence[str]] = ("observations", "actions")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "agent_type", f"{type(self).__module__}.{type(self).__qualname__}")
 
     # ---- configuration ---------------------------------------------------------------------------------------
 

@@ -275,6 +275,28 @@ def test_nan_in_batch_is_flagged(bc_agent):
     assert float(info["nonfinite"]) == 1.0
 
 
+class ScaledLossBC(BCAgent):
+    """A research-style subclass: same networks and config, another loss."""
+
+    def total_loss(self, batch, grad_params, rng):
+        loss, info = super().total_loss(batch, grad_params, rng)
+        return 2.0 * loss, info
+
+
+def test_a_subclass_never_shares_its_parents_compiled_update(bc_agent):
+    # JAX compares pytree structures without the dataclass type; the agent's class name in its static data
+    # makes parent and subclass structures differ, so no compiled-function cache can hand one the other's update.
+    child = ScaledLossBC.create(0, random_batch(0), SMALL)
+    assert child.config == bc_agent.config
+    assert jax.tree_util.tree_structure(child) != jax.tree_util.tree_structure(bc_agent)
+    assert child.agent_type.endswith("ScaledLossBC") and bc_agent.agent_type == "agents.bc.BCAgent"
+    batch = random_batch(32)
+    _, parent_info = bc_agent.update(batch)
+    _, child_info = child.update(batch)
+    # Same parameters and batch: the doubled loss doubles the gradient.
+    np.testing.assert_allclose(float(child_info["grad/norm"]), 2.0 * float(parent_info["grad/norm"]), rtol=1e-5)
+
+
 def test_wrong_batch_shape_names_the_key(bc_agent):
     batch = random_batch(31)
     batch["observations"] = batch["observations"][:, :3]
