@@ -233,7 +233,7 @@ class Agent(flax.struct.PyTreeNode):
     config: FrozenConfig = nonpytree_field()
     # Compiled updates are cached by the pytree structure of ``self``, and JAX's structure equality ignores the
     # dataclass type: a subclass with an identical config could then run its parent's compiled update. The
-    # class's qualified name as static data keeps every agent class's compiled functions apart.
+    # class's qualified name as static data (set once, in ``build``) keeps every agent class's programs apart.
     agent_type: str = nonpytree_field(default="")
 
     name: ClassVar[str] = "agent"
@@ -241,9 +241,6 @@ class Agent(flax.struct.PyTreeNode):
     target_modules: ClassVar[Sequence[tuple[str, str]]] = ()
     # Batch keys the losses read (checked when an update is traced, so a wrong batch fails with a clear message).
     required_batch_keys: ClassVar[Sequence[str]] = ("observations", "actions")
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "agent_type", f"{type(self).__module__}.{type(self).__qualname__}")
 
     # ---- configuration ---------------------------------------------------------------------------------------
 
@@ -309,7 +306,8 @@ class Agent(flax.struct.PyTreeNode):
         params = dict(_init_params(_StaticModule(model_def), init_rng, example_args)["params"])
         for target, source in targets:
             params[f"modules_{target}"] = params[f"modules_{source}"]
-        return cls(rng=rng, network=TrainState.create(model_def, params, cls.optimizer(config)), config=config)
+        return cls(rng=rng, network=TrainState.create(model_def, params, cls.optimizer(config)), config=config,
+                   agent_type=f"{cls.__module__}.{cls.__qualname__}")
 
     @classmethod
     def optimizer(cls, config: FrozenConfig) -> optax.GradientTransformation:

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from agents.base import Agent, Array, Batch, FrozenConfig, Info, TrainState, make_optimizer
+from agents.base import Agent, Array, Batch, FrozenConfig, Info, TrainState
 from agents.encoders import make_encoder
 from agents.networks import GaussianActor, Value
 
@@ -97,16 +97,13 @@ class ReBRACAgent(Agent):
 
     @classmethod
     def optimizer(cls, config: FrozenConfig) -> optax.GradientTransformation:
-        shared = make_optimizer(float(config["lr"]), config.get("grad_clip"))
+        shared = super().optimizer(config)
         if not config["rebrac_separate_optimizers"]:
             return shared
-        # The actor's Adam counts its own updates and is skipped (zero update, unchanged moments) on critic-only
-        # steps; its k-th call is training step k + 1 (TrainState steps count from 1).
+        # The actor's Adam (its own state, same settings) counts its own updates and is skipped (zero update,
+        # unchanged moments) on critic-only steps; its k-th call is training step k + 1 (steps count from 1).
         actor_freq = int(config["actor_freq"])
-        actor_adam = optax.transforms.conditionally_mask(
-            make_optimizer(float(config["lr"]), config.get("grad_clip")),
-            lambda calls: (calls + 1) % actor_freq == 0,
-        )
+        actor_adam = optax.transforms.conditionally_mask(shared, lambda calls: (calls + 1) % actor_freq == 0)
         return optax.multi_transform(
             {"actor": actor_adam, "rest": shared},
             lambda params: {name: "actor" if name == "modules_actor" else "rest" for name in params},

@@ -12,7 +12,7 @@ import pytest
 
 from envs.toy import get_landscape, state_metric
 from eval.store import ResultsStore
-from eval.toy_figures import bootstrap_interval, study_findings, verdict
+from eval.toy_claims import bootstrap_interval, study_findings, verdict
 from eval.toy_preset_metrics import estimate_state_metric, ideal_velocity, local_metric_summary
 from eval.toy_study import METRICS_TABLE, PRESET_TABLE, ToyStudyConfig, oracle_q_fn, run_toy_study
 
