@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from agents.base import (
+from fidec_gym.agents.base import (
     Agent,
     FrozenConfig,
     create_vmapped,
@@ -27,12 +27,12 @@ from agents.base import (
     vmapped_update,
     vmapped_update_n,
 )
-from agents.bc import BCAgent
-from agents.deflow import DeFlowAgent
-from agents.fidec import FiDecAgent
-from agents.fql import FQLAgent
-from agents.iql import IQLAgent
-from agents.rebrac import ReBRACAgent
+from fidec_gym.agents.bc import BCAgent
+from fidec_gym.agents.deflow import DeFlowAgent
+from fidec_gym.agents.fidec import FiDecAgent
+from fidec_gym.agents.fql import FQLAgent
+from fidec_gym.agents.iql import IQLAgent
+from fidec_gym.agents.rebrac import ReBRACAgent
 
 AGENTS: dict[str, type[Agent]] = {
     "bc": BCAgent,

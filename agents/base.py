@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from agents.config import DERIVED_KEYS, FrozenConfig, make_config, merge_config
-from agents.seeds import (
+from fidec_gym.agents.config import DERIVED_KEYS, FrozenConfig, make_config, merge_config
+from fidec_gym.agents.seeds import (
     create_vmapped,
     unstack_agents,
     vmapped_sample_actions,

@@ -84,6 +84,6 @@ def make_config(agent_name: str, overrides: Optional[Mapping[str, Any]] = None) 
     """The full config of a registered agent: its ``get_config()`` defaults merged with ``overrides``, resolved by
     the agent class itself (so e.g. a FiDec ``preset`` becomes explicit values, as at creation)."""
     # The registry lives in the package root, which imports this module; import it lazily to avoid a cycle.
-    from agents import agent_class
+    from fidec_gym.agents import agent_class
 
     return agent_class(agent_name).make_config(overrides)

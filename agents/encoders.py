@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from agents.networks import MLP, default_init
+from fidec_gym.agents.networks import MLP, default_init
 
 
 class ResidualBlock(nn.Module):

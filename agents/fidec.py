@@ -39,10 +39,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from agents import fisher
-from agents.base import Array, Batch, FrozenConfig, Info
-from agents.deflow import bc_flow_weight, refinement_networks, trust_region_terms
-from agents.flow import DEFAULT_FLOW_STEPS, FlowAgent, normalized_q_loss
+from fidec_gym.agents import fisher
+from fidec_gym.agents.base import Array, Batch, FrozenConfig, Info
+from fidec_gym.agents.deflow import bc_flow_weight, refinement_networks, trust_region_terms
+from fidec_gym.agents.flow import DEFAULT_FLOW_STEPS, FlowAgent, normalized_q_loss
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"fisher_mode": "state", "score_estimator": "marginal", "fisher_t": 0.8, "fisher_t_width": 0.0,

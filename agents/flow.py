@@ -18,9 +18,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from agents.base import Agent, Array, Batch, FrozenConfig, Info, nonpytree_field
-from agents.encoders import make_encoder
-from agents.networks import ActorVectorField, Value
+from fidec_gym.agents.base import Agent, Array, Batch, FrozenConfig, Info, nonpytree_field
+from fidec_gym.agents.encoders import make_encoder
+from fidec_gym.agents.networks import ActorVectorField, Value
 
 VelocityFn = Callable[[jax.Array, jax.Array], jax.Array]
 QFunction = Callable[[jax.Array, jax.Array], jax.Array]

@@ -19,10 +19,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from agents.base import Array, Batch, FrozenConfig, Info
-from agents.encoders import make_encoder
-from agents.flow import DEFAULT_FLOW_STEPS, FlowAgent, euler_sample, normalized_q_loss
-from agents.networks import ActorVectorField
+from fidec_gym.agents.base import Array, Batch, FrozenConfig, Info
+from fidec_gym.agents.encoders import make_encoder
+from fidec_gym.agents.flow import DEFAULT_FLOW_STEPS, FlowAgent, euler_sample, normalized_q_loss
+from fidec_gym.agents.networks import ActorVectorField
 
 
 class FQLAgent(FlowAgent):

@@ -17,9 +17,9 @@ from typing import Any, Mapping, Optional
 import jax
 import jax.numpy as jnp
 
-from agents.base import Agent, Array, Batch, Info
-from agents.encoders import make_encoder
-from agents.networks import GaussianActor, Value
+from fidec_gym.agents.base import Agent, Array, Batch, Info
+from fidec_gym.agents.encoders import make_encoder
+from fidec_gym.agents.networks import GaussianActor, Value
 
 
 def expectile_loss(diff: Array, expectile: float) -> Array:

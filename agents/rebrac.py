@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from agents.base import Agent, Array, Batch, FrozenConfig, Info, TrainState
-from agents.encoders import make_encoder
-from agents.networks import GaussianActor, Value
+from fidec_gym.agents.base import Agent, Array, Batch, FrozenConfig, Info, TrainState
+from fidec_gym.agents.encoders import make_encoder
+from fidec_gym.agents.networks import GaussianActor, Value
 
 
 class ReBRACAgent(Agent):

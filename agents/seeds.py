@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 if TYPE_CHECKING:
-    from agents.base import Agent
+    from fidec_gym.agents.base import Agent
 
 Array = jax.Array
 Batch = Mapping[str, Array]

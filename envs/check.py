@@ -16,9 +16,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from envs.catalogue import TaskSpec, all_tasks, task_info
-from envs.datasets import Dataset, DatasetError, dataset_problems, load_dataset
-from envs.readers import trajectory_starts
+from fidec_gym.envs.catalogue import TaskSpec, all_tasks, task_info
+from fidec_gym.envs.datasets import Dataset, DatasetError, dataset_problems, load_dataset
+from fidec_gym.envs.readers import trajectory_starts
 
 # Physics state sizes stored with OGBench data (nq, nv), from the environments (datasets.md §1.2).
 OGBENCH_QPOS_QVEL = {
@@ -117,8 +117,8 @@ def _check_array(report: CheckReport, name: str, array: np.ndarray, dtype, shape
 
 
 def _check_ogbench_file(file: Path, report: CheckReport) -> Optional[TaskSpec]:
-    from envs.readers.ogbench_npz import RAW_KEYS, read_raw_npz, sidecar_path
-    from envs.readers import sha256_file
+    from fidec_gym.envs.readers.ogbench_npz import RAW_KEYS, read_raw_npz, sidecar_path
+    from fidec_gym.envs.readers import sha256_file
 
     spec = _spec_for_file(file.name[: -len(".npz")], ".npz")
     if spec is None:
@@ -169,7 +169,7 @@ def _check_ogbench_file(file: Path, report: CheckReport) -> Optional[TaskSpec]:
 
 
 def _check_d4rl_file(file: Path, report: CheckReport) -> Optional[TaskSpec]:
-    from envs.readers.d4rl_hdf5 import read_raw_hdf5
+    from fidec_gym.envs.readers.d4rl_hdf5 import read_raw_hdf5
 
     spec = _spec_for_file(file.stem, ".hdf5")
     if spec is None:

@@ -42,8 +42,8 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.wrappers import TimeLimit
 
-from envs.catalogue import TaskSpec, task_info
-from envs.wrappers import ClipAction, EpisodeScore, Float32Observation, SuccessAsFloat
+from fidec_gym.envs.catalogue import TaskSpec, task_info
+from fidec_gym.envs.wrappers import ClipAction, EpisodeScore, Float32Observation, SuccessAsFloat
 
 # D4RL's evaluation maps for the v2 tasks (maze_env.U_MAZE_TEST, BIG_MAZE_TEST, HARDEST_MAZE_TEST), rows in
 # D4RL's order: '#' wall, '.' free, 'r' start cell, 'g' evaluation goal cell.

@@ -22,8 +22,8 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from envs.catalogue import TaskSpec, all_tasks, task_info
-from envs.readers import (
+from fidec_gym.envs.catalogue import TaskSpec, all_tasks, task_info
+from fidec_gym.envs.readers import (
     DATA_DIR_ENV,
     DATASET_FORMAT_VERSION,
     DatasetError,
@@ -242,7 +242,7 @@ def load_dataset(
 
 
 def _load_ogbench(spec: TaskSpec, path, split, data_dir, compact, allow_download, timeout):
-    from envs.readers import ogbench_npz
+    from fidec_gym.envs.readers import ogbench_npz
 
     file, tried = ogbench_npz.locate(spec.dataset, split, path, data_dir)
     if file is None and allow_download and not (path is not None and str(path).endswith(".npz")):
@@ -256,9 +256,9 @@ def _load_ogbench(spec: TaskSpec, path, split, data_dir, compact, allow_download
 
 
 def _load_d4rl(spec: TaskSpec, path, split, data_dir):
-    from envs.readers import find_file, search_dirs
-    from envs.readers import minari_reader
-    from envs.readers.d4rl_hdf5 import DEFAULT_D4RL_DIR, read_d4rl_hdf5
+    from fidec_gym.envs.readers import find_file, search_dirs
+    from fidec_gym.envs.readers import minari_reader
+    from fidec_gym.envs.readers.d4rl_hdf5 import DEFAULT_D4RL_DIR, read_d4rl_hdf5
 
     if split != "train":
         raise DatasetError(
@@ -286,7 +286,7 @@ def _load_d4rl(spec: TaskSpec, path, split, data_dir):
 
 
 def _load_toy(spec: TaskSpec, split: str):
-    from envs.toy import toy_dataset_arrays
+    from fidec_gym.envs.toy import toy_dataset_arrays
 
     num_samples, seed = (TOY_VAL_SAMPLES, TOY_VAL_SEED) if split == "val" else (TOY_TRAIN_SAMPLES, TOY_TRAIN_SEED)
     raw = toy_dataset_arrays(spec.source_name, num_samples, seed)

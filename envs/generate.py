@@ -289,7 +289,7 @@ def generate_manipulation_dataset(
     try:
         train_tmp = _write_npz(_concatenate(episodes[:num_episodes]), out_dir, temporaries)
         val_tmp = _write_npz(_concatenate(episodes[num_episodes:]), out_dir, temporaries)
-        from envs.readers import sha256_file
+        from fidec_gym.envs.readers import sha256_file
 
         info = {
             "provenance": "generated",

@@ -18,8 +18,8 @@ from typing import Optional
 
 import gymnasium as gym
 
-from envs.catalogue import TaskSpec, task_info
-from envs.wrappers import ClipAction, EpisodeScore, Float32Observation, SeededGlobalRandom, SuccessAsFloat
+from fidec_gym.envs.catalogue import TaskSpec, task_info
+from fidec_gym.envs.wrappers import ClipAction, EpisodeScore, Float32Observation, SeededGlobalRandom, SuccessAsFloat
 
 SUCCESS_TIMINGS = ("pre", "post")
 GL_HELP = (

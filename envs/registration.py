@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from envs.catalogue import all_tasks
+from fidec_gym.envs.catalogue import all_tasks
 
 ENTRY_POINTS = {
-    "ogbench": "envs.ogbench_env:make_ogbench_env",
-    "visual": "envs.ogbench_env:make_ogbench_env",
-    "d4rl": "envs.d4rl_env:make_d4rl_env",
-    "toy": "envs.toy:make_toy_env",
+    "ogbench": "fidec_gym.envs.ogbench_env:make_ogbench_env",
+    "visual": "fidec_gym.envs.ogbench_env:make_ogbench_env",
+    "d4rl": "fidec_gym.envs.d4rl_env:make_d4rl_env",
+    "toy": "fidec_gym.envs.toy:make_toy_env",
 }
 
 

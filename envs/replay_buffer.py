@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from envs.datasets import Dataset
+from fidec_gym.envs.datasets import Dataset
 
 BUFFER_KEYS = ("observations", "actions", "rewards", "masks", "terminals", "next_observations", "next_actions")
 DEFAULT_BUFFER_CAPACITY = 2_000_000

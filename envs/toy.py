@@ -20,8 +20,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.catalogue import TOY_LANDSCAPES, task_info
-from envs.toy_landscapes import (
+from fidec_gym.envs.catalogue import TOY_LANDSCAPES, task_info
+from fidec_gym.envs.toy_landscapes import (
     CHUNK_ELEMENTS,
     LANDSCAPES,
     LOG_2PI,
@@ -346,7 +346,7 @@ class ToyLandscapeEnv(gym.Env):
 
 def make_toy_env(task: str, **kwargs) -> gym.Env:
     """Entry point of the ``fidec/toy-*`` IDs: the bandit wrapped with episode statistics."""
-    from envs.wrappers import EpisodeScore
+    from fidec_gym.envs.wrappers import EpisodeScore
 
     spec = task_info(task)
     if spec.suite != "toy":

@@ -19,7 +19,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import logsumexp
 
-from envs.catalogue import TOY_LANDSCAPES
+from fidec_gym.envs.catalogue import TOY_LANDSCAPES
 
 CHUNK_ELEMENTS = 2_000_000  # points x quadrature nodes evaluated at once (bounds memory to tens of MB)
 LOG_2PI = math.log(2.0 * math.pi)

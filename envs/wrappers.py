@@ -20,7 +20,7 @@ from gymnasium import spaces
 from gymnasium.wrappers import ClipAction as _GymClipAction
 from gymnasium.wrappers import DtypeObservation
 
-from envs.catalogue import TaskSpec
+from fidec_gym.envs.catalogue import TaskSpec
 
 __all__ = ["ClipAction", "EpisodeScore", "Float32Observation", "FrameStack", "SeededGlobalRandom"]
 

@@ -7,8 +7,8 @@ Importing this package registers every task with Gymnasium under the ``fidec`` n
     data = fidec_gym.load_dataset("fidec/cube-single-play-singletask-task2-v0")
 """
 
-from envs.catalogue import TaskSpec, UnknownTaskError, list_tasks, task_hyperparameters, task_info
-from envs.registration import register_all
+from fidec_gym.envs.catalogue import TaskSpec, UnknownTaskError, list_tasks, task_hyperparameters, task_info
+from fidec_gym.envs.registration import register_all
 
 __version__ = "0.1.0"
 __all__ = ["TaskSpec", "UnknownTaskError", "list_tasks", "load_dataset", "task_hyperparameters", "task_info"]
@@ -18,6 +18,6 @@ register_all()
 
 def load_dataset(env_id: str, path=None, **kwargs):
     """Load the offline dataset of ``env_id`` (see ``envs.datasets.load_dataset`` for the options)."""
-    from envs.datasets import load_dataset as _load
+    from fidec_gym.envs.datasets import load_dataset as _load
 
     return _load(env_id, path=path, **kwargs)

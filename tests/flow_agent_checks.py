@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-import agents
-from agents.base import clip_by_global_norm, vmapped_update_n
+from fidec_gym import agents
+from fidec_gym.agents.base import clip_by_global_norm, vmapped_update_n
 
 OBS_DIM, ACTION_DIM, BATCH = 3, 2, 16
 # Small nets and a 2-step sampler keep compilation short; the 10-step default is checked by the known-answer tests.

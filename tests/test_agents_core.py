@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import agents
-from agents.base import (
+from fidec_gym import agents
+from fidec_gym.agents.base import (
     FrozenConfig,
     ModuleDict,
     TrainState,
@@ -21,10 +21,10 @@ from agents.base import (
     vmapped_update,
     vmapped_update_n,
 )
-from agents.bc import BCAgent
-from agents.encoders import ENCODERS
-from agents.iql import IQLAgent
-from agents.networks import (
+from fidec_gym.agents.bc import BCAgent
+from fidec_gym.agents.encoders import ENCODERS
+from fidec_gym.agents.iql import IQLAgent
+from fidec_gym.agents.networks import (
     MLP,
     ActorVectorField,
     DiagonalGaussian,
@@ -289,7 +289,7 @@ def test_a_subclass_never_shares_its_parents_compiled_update(bc_agent):
     child = ScaledLossBC.create(0, random_batch(0), SMALL)
     assert child.config == bc_agent.config
     assert jax.tree_util.tree_structure(child) != jax.tree_util.tree_structure(bc_agent)
-    assert child.agent_type.endswith("ScaledLossBC") and bc_agent.agent_type == "agents.bc.BCAgent"
+    assert child.agent_type.endswith("ScaledLossBC") and bc_agent.agent_type == "fidec_gym.agents.bc.BCAgent"
     batch = random_batch(32)
     _, parent_info = bc_agent.update(batch)
     _, child_info = child.update(batch)

@@ -12,8 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from agents import make_agent
-from envs.toy import get_landscape, toy_dataset_arrays
+from fidec_gym.agents import make_agent
+from fidec_gym.envs.toy import get_landscape, toy_dataset_arrays
 
 STEPS, BATCH = 500, 128
 NETS = {"actor_hidden_dims": (64, 64)}

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.bc import BCAgent
+from fidec_gym.agents.bc import BCAgent
 
 OBS_DIM, ACTION_DIM, BATCH = 5, 2, 16
 TARGET_MEAN = np.array([0.2, -0.15], dtype=np.float32)

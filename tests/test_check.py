@@ -7,10 +7,10 @@ import h5py
 import numpy as np
 import pytest
 
-from envs.catalogue import UnknownTaskError
-from envs.check import check_dataset, check_loaded, episode_lengths
-from envs.datasets import Dataset
-from envs.generate import generate_manipulation_dataset
+from fidec_gym.envs.catalogue import UnknownTaskError
+from fidec_gym.envs.check import check_dataset, check_loaded, episode_lengths
+from fidec_gym.envs.datasets import Dataset
+from fidec_gym.envs.generate import generate_manipulation_dataset
 from fidec_gym.cli import main
 
 EPISODES, STEPS = 2, 25

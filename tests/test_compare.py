@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from rliable import metrics
 
-from eval import compare as C
-from eval.published import load_published
-from eval.store import ResultsStore
+from fidec_gym.eval.paper import compare as C
+from fidec_gym.eval.paper.published import load_published
+from fidec_gym.eval.store import ResultsStore
 from fidec_gym.cli import main
 
 CUBE = "fidec/cube-single-play-singletask-task{}-v0"

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from envs.datasets import BatchSampler, Dataset, DatasetError, random_crop
-from envs.replay_buffer import ReplayBuffer
-from envs.readers import next_actions_within_trajectories, sha256_arrays, trajectory_starts
+from fidec_gym.envs.datasets import BatchSampler, Dataset, DatasetError, random_crop
+from fidec_gym.envs.replay_buffer import ReplayBuffer
+from fidec_gym.envs.readers import next_actions_within_trajectories, sha256_arrays, trajectory_starts
 
 
 def make_arrays(n=10, obs_dim=3, act_dim=2, episode_length=5, seed=0):

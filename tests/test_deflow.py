@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import flow_agent_checks as checks
-from agents.deflow import DeFlowAgent, get_config
+from fidec_gym.agents.deflow import DeFlowAgent, get_config
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import fidec_gym
-from envs.d4rl_env import D4RL_MAZES, GOAL_RADIUS, D4RLAntMazeEnv, make_d4rl_env
+from fidec_gym.envs.d4rl_env import D4RL_MAZES, GOAL_RADIUS, D4RLAntMazeEnv, make_d4rl_env
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 gym.register_envs(gymnasium_robotics)

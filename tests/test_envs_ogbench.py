@@ -9,7 +9,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import fidec_gym
-from envs.ogbench_env import RenderBackendError, make_ogbench_env
+from fidec_gym.envs.ogbench_env import RenderBackendError, make_ogbench_env
 
 # OGBench builds float64 Box bounds and Gymnasium warns when they are cast; harmless here.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 # Keep this module's imports light: async workers import it (spawn) to rebuild CountdownEnv.
-from eval.evaluate import episode_quotas, evaluate
+from fidec_gym.eval.run.evaluate import episode_quotas, evaluate
 
 
 class CountdownEnv(gym.Env):
@@ -74,8 +74,8 @@ def test_async_workers_with_uneven_quotas():
 
 @pytest.fixture(scope="module")
 def toy_agent():
-    from agents import make_agent
-    from envs.toy import toy_dataset_arrays
+    from fidec_gym.agents import make_agent
+    from fidec_gym.envs.toy import toy_dataset_arrays
 
     arrays = toy_dataset_arrays("T1", 64, seed=0)
     return make_agent("bc", 0, {k: arrays[k][:4] for k in arrays}, {"actor_hidden_dims": (64, 64)})
@@ -94,7 +94,7 @@ def test_agent_evaluation_is_deterministic_given_the_seed(toy_agent):
 
 
 def test_toy_tasks_have_no_video(tmp_path, toy_agent):
-    from eval.video import VideoUnavailableError
+    from fidec_gym.eval.run.video import VideoUnavailableError
 
     with pytest.raises(VideoUnavailableError, match="toy"):
         evaluate(toy_agent, "fidec/toy-bimodal-v0", 1, seed=0, video_dir=tmp_path, video_episodes=1)
@@ -103,7 +103,7 @@ def test_toy_tasks_have_no_video(tmp_path, toy_agent):
 def test_mujoco_evaluation_and_mp4(tmp_path):
     import imageio.v2 as imageio
 
-    from eval.video import video_name
+    from fidec_gym.eval.run.video import video_name
 
     env_id = "fidec/cube-single-play-singletask-task2-v0"
     policy = lambda observations: np.zeros((len(observations), 5), np.float32)  # noqa: E731

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import flow_agent_checks as checks
-from agents import fisher
-from agents.deflow import DeFlowAgent
-from agents.fidec import PRESETS, FiDecAgent, get_config
+from fidec_gym.agents import fisher
+from fidec_gym.agents.deflow import DeFlowAgent
+from fidec_gym.agents.fidec import PRESETS, FiDecAgent, get_config
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +235,7 @@ def test_defaults():
 
 
 def test_registry_make_config_resolves_presets():
-    from agents import make_config
+    from fidec_gym.agents import make_config
 
     official = make_config("fidec", {"preset": "official"})
     assert (official["score_estimator"], official["fisher_t"], official["num_fisher_samples"]) == ("velocity", 0.9, 8)

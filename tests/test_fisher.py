@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents import fisher
+from fidec_gym.agents import fisher
 
 
 def gaussian_mixture_velocity(x: np.ndarray, t: float, means, stds, weights=None) -> np.ndarray:

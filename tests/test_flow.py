@@ -10,9 +10,9 @@ import numpy as np
 import optax
 import pytest
 
-from agents import fisher
-from agents.flow import aggregate_heads, euler_sample, flow_matching_loss, normalized_q_loss
-from agents.networks import ActorVectorField
+from fidec_gym.agents import fisher
+from fidec_gym.agents.flow import aggregate_heads, euler_sample, flow_matching_loss, normalized_q_loss
+from fidec_gym.agents.networks import ActorVectorField
 
 
 def test_euler_sampler_uses_times_i_over_steps():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import flow_agent_checks as checks
-from agents.fql import FQLAgent, get_config
+from fidec_gym.agents.fql import FQLAgent, get_config
 
 
 @pytest.fixture(scope="module")

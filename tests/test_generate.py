@@ -11,14 +11,14 @@ import time
 import numpy as np
 import pytest
 
-from envs.datasets import load_dataset
-from envs.generate import (
+from fidec_gym.envs.datasets import load_dataset
+from fidec_gym.envs.generate import (
     EpisodeGenerator,
     generate_manipulation_dataset,
     parse_play_dataset,
     scene_episode_is_healthy,
 )
-from envs.readers import sha256_file
+from fidec_gym.envs.readers import sha256_file
 from fidec_gym.cli import main
 
 EPISODES, STEPS = 2, 30

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.iql import IQLAgent, expectile_loss
+from fidec_gym.agents.iql import IQLAgent, expectile_loss
 
 OBS_DIM, ACTION_DIM, BATCH = 5, 2, 16
 CONFIG = {"actor_hidden_dims": (32, 32), "value_hidden_dims": (32, 32)}

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval.leaderboard import LeaderboardError, available_presets, leaderboard_status, load_preset, run_leaderboard
-from eval.store import ResultsStore
+from fidec_gym.eval.grid.leaderboard import LeaderboardError, available_presets, leaderboard_status, load_preset, run_leaderboard
+from fidec_gym.eval.store import ResultsStore
 from fidec_gym.cli import main
 
 TOY = "fidec/toy-bimodal-v0"

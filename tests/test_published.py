@@ -5,7 +5,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from eval.published import PUBLISHED_ROOT, PublishedDataError, load_published, method_name
+from fidec_gym.eval.paper.published import PUBLISHED_ROOT, PublishedDataError, load_published, method_name
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import h5py
 import numpy as np
 import pytest
 
-from envs.catalogue import UnknownTaskError
-from envs.datasets import DatasetError, DatasetNotFoundError, load_dataset
-from envs.generate import generate_manipulation_dataset
-from envs.readers import ACTION_CLIP, sha256_file
+from fidec_gym.envs.catalogue import UnknownTaskError
+from fidec_gym.envs.datasets import DatasetError, DatasetNotFoundError, load_dataset
+from fidec_gym.envs.generate import generate_manipulation_dataset
+from fidec_gym.envs.readers import ACTION_CLIP, sha256_file
 
 CUBE = "fidec/cube-single-play-singletask-task2-v0"  # task 2 goal: the cube at (0.5, 0.0, 0.02)
 EPISODES, STEPS = 3, 40

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents import load_agent
-from agents.rebrac import ReBRACAgent
+from fidec_gym.agents import load_agent
+from fidec_gym.agents.rebrac import ReBRACAgent
 
 OBS_DIM, ACTION_DIM, BATCH = 5, 2, 16
 CONFIG = {"actor_hidden_dims": (32, 32), "value_hidden_dims": (32, 32), "alpha_actor": 0.1, "alpha_critic": 0.5}

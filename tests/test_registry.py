@@ -8,7 +8,7 @@ import gymnasium as gym
 import pytest
 
 import fidec_gym
-from envs.catalogue import all_tasks
+from fidec_gym.envs.catalogue import all_tasks
 from fidec_gym.cli import main
 
 
@@ -25,7 +25,7 @@ def test_registered_entry_points_and_horizons():
         registered = gym.spec(env_id)
         assert registered.max_episode_steps == spec.horizon
         assert registered.kwargs == {"task": spec.name}
-        module = {"ogbench": "envs.ogbench_env", "visual": "envs.ogbench_env", "d4rl": "envs.d4rl_env", "toy": "envs.toy"}
+        module = {"ogbench": "fidec_gym.envs.ogbench_env", "visual": "fidec_gym.envs.ogbench_env", "d4rl": "fidec_gym.envs.d4rl_env", "toy": "fidec_gym.envs.toy"}
         assert registered.entry_point.startswith(module[spec.suite] + ":")
 
 

@@ -12,9 +12,9 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from eval.published import load_published  # noqa: E402
-from eval.report import build_report  # noqa: E402
-from eval.store import ResultsStore  # noqa: E402
+from fidec_gym.eval.paper.published import load_published  # noqa: E402
+from fidec_gym.eval.paper.report import build_report  # noqa: E402
+from fidec_gym.eval.store import ResultsStore  # noqa: E402
 from fidec_gym.cli import main  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -38,7 +38,7 @@ def results(tmp_path_factory):
                     store.add_evaluation(run_id, step, {"normalized_score": level * step / 2000 + rng.normal()})
                 store.set_summary(run_id, {"score": level + rng.normal(), "offline_steps": 2000, "eval_episodes": 10})
                 store.set_status(run_id, "done")
-    # A real mp4 (as eval.video writes them) and a figure registered by the toy study.
+    # A real mp4 (as fidec_gym.eval.run.video writes them) and a figure registered by the toy study.
     frames = np.zeros((6, 64, 64, 3), np.uint8)
     frames[:, 16:48, 16:48, 0] = 255
     video = root / "runs" / "cube_fidec_seed0_step2000_ep0.mp4"

@@ -12,10 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from agents.base import read_checkpoint
-from eval.checkpoint import list_checkpoints
-from eval.logging_utils import read_metrics_csv
-from eval.store import ResultsStore
+from fidec_gym.agents.base import read_checkpoint
+from fidec_gym.eval.run.checkpoint import list_checkpoints
+from fidec_gym.eval.run.loggers import read_metrics_csv
+from fidec_gym.eval.store import ResultsStore
 from fidec_gym.cli import main
 
 TOY = "fidec/toy-saddle-v0"

@@ -11,7 +11,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from eval.store import DB_FILENAME, ResultsStore, SchemaError
+from fidec_gym.eval.store import DB_FILENAME, ResultsStore, SchemaError
 
 RUN_KEY = dict(agent="fidec", env_id="fidec/toy-bimodal-v0", seed=3)
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from envs import toy
-from envs.toy import LANDSCAPES, get_landscape
+from fidec_gym.envs import toy
+from fidec_gym.envs.toy import LANDSCAPES, get_landscape
 
 KEYS = ("T1", "T2", "T3", "T4", "T5", "T6")
 

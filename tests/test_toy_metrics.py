@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from envs.toy import LANDSCAPES, reference_statistics
-from eval.toy_metrics import METRIC_KEYS, behaviour_reference_row, toy_metrics, toy_reference
+from fidec_gym.envs.toy import LANDSCAPES, reference_statistics
+from fidec_gym.eval.toy.metrics import METRIC_KEYS, behaviour_reference_row, toy_metrics, toy_reference
 
 KEYS = ("T1", "T2", "T3", "T4", "T5", "T6")
 # Which optional metrics each landscape defines (all others must be NaN there).

@@ -10,11 +10,11 @@ import jax
 import numpy as np
 import pytest
 
-from envs.toy import get_landscape, state_metric
-from eval.store import ResultsStore
-from eval.toy_claims import bootstrap_interval, study_findings, verdict
-from eval.toy_preset_metrics import estimate_state_metric, ideal_velocity, local_metric_summary
-from eval.toy_study import METRICS_TABLE, PRESET_TABLE, ToyStudyConfig, oracle_q_fn, run_toy_study
+from fidec_gym.envs.toy import get_landscape, state_metric
+from fidec_gym.eval.store import ResultsStore
+from fidec_gym.eval.toy.claims import bootstrap_interval, study_findings, verdict
+from fidec_gym.eval.toy.preset_metrics import estimate_state_metric, ideal_velocity, local_metric_summary
+from fidec_gym.eval.toy.study import METRICS_TABLE, PRESET_TABLE, ToyStudyConfig, oracle_q_fn, run_toy_study
 
 TINY = dict(landscapes=("T1",), variants=("bc", "fidec-paper"), critics=("oracle",), seeds=1, steps=200,
             hidden_dims=(32, 32), batch_size=64, num_policy_samples=2_000, figure_samples=500,
@@ -82,8 +82,8 @@ def test_rerun_skips_finished_rows_and_rejects_other_settings(study):
 
 
 def test_oracle_mode_trains_no_critic(study):
-    from agents import AGENTS, example_batch_from_config, read_checkpoint
-    from eval.checkpoint import latest_checkpoint
+    from fidec_gym.agents import AGENTS, example_batch_from_config, read_checkpoint
+    from fidec_gym.eval.run.checkpoint import latest_checkpoint
 
     _, out, _ = study
     run = ResultsStore(out).runs(agent="fidec")[0]

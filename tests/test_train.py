@@ -11,14 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import agents
-from agents.bc import BCAgent
-from envs.catalogue import task_info
-from eval.checkpoint import list_checkpoints, load_trainer_state
-from eval.logging_utils import CsvLogger, MissingDependencyError, TensorBoardLogger, read_metrics_csv
-from eval.scoring import reported_score
-from eval.store import ResultsStore
-from eval.train import TrainConfig, train
+from fidec_gym import agents
+from fidec_gym.agents.bc import BCAgent
+from fidec_gym.envs.catalogue import task_info
+from fidec_gym.eval.run.checkpoint import list_checkpoints, load_trainer_state
+from fidec_gym.eval.run.loggers import CsvLogger, MissingDependencyError, TensorBoardLogger, read_metrics_csv
+from fidec_gym.eval.run.scoring import reported_score
+from fidec_gym.eval.store import ResultsStore
+from fidec_gym.eval.run.trainer import TrainConfig, train
 
 TOY = "fidec/toy-bimodal-v0"
 SMALL = {"actor_hidden_dims": (64, 64), "batch_size": 64}
@@ -197,7 +197,7 @@ def test_tensorboard_logger_and_missing_package_message(tmp_path, monkeypatch):
 
 
 def test_wandb_logger_writes_an_offline_run(tmp_path, monkeypatch):
-    from eval.logging_utils import WandbLogger
+    from fidec_gym.eval.run.loggers import WandbLogger
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -209,7 +209,7 @@ def test_wandb_logger_writes_an_offline_run(tmp_path, monkeypatch):
 
 
 def test_offline_steps_reach_the_flow_agents_config():
-    from eval.train import resolve_agent_overrides
+    from fidec_gym.eval.run.trainer import resolve_agent_overrides
 
     cfg = TrainConfig(agent="deflow", env_id="fidec/toy-bimodal-v0", offline_steps=321, online_steps=50)
     assert resolve_agent_overrides(cfg)["offline_steps"] == 321  # fix_bc_flow_online switches at this step

@@ -8,8 +8,8 @@ import pytest
 from gymnasium.wrappers import AddRenderObservation, TimeLimit
 
 import fidec_gym
-from envs.d4rl_env import D4RLAntMazeEnv, make_d4rl_env
-from envs.wrappers import ClipAction, EpisodeScore, Float32Observation, FrameStack, SeededGlobalRandom
+from fidec_gym.envs.d4rl_env import D4RLAntMazeEnv, make_d4rl_env
+from fidec_gym.envs.wrappers import ClipAction, EpisodeScore, Float32Observation, FrameStack, SeededGlobalRandom
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from envs.readers import (
+from fidec_gym.envs.readers import (
     DATASET_FORMAT_VERSION,
     DatasetError,
     clip_actions,

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.readers import (
+from fidec_gym.envs.readers import (
     DATASET_FORMAT_VERSION,
     DatasetError,
     clip_actions,
     next_actions_within_trajectories,
     sha256_file,
 )
-from envs.readers.d4rl_hdf5 import reward_convention
+from fidec_gym.envs.readers.d4rl_hdf5 import reward_convention
 
 
 def dataset_path(dataset_id: str) -> Path:

@@ -54,7 +54,7 @@ def run(args) -> int:
 
 
 def _generate(args) -> int:
-    from envs.generate import generate_manipulation_dataset
+    from fidec_gym.envs.generate import generate_manipulation_dataset
 
     out = args.out or _default_data_dir()
     train_path, val_path = generate_manipulation_dataset(
@@ -67,8 +67,8 @@ def _generate(args) -> int:
 
 
 def _download(args) -> int:
-    from envs.catalogue import all_tasks
-    from envs.readers.ogbench_npz import download
+    from fidec_gym.envs.catalogue import all_tasks
+    from fidec_gym.envs.readers.ogbench_npz import download
 
     name = args.dataset.strip()
     spec = all_tasks().get(name if name.startswith("fidec/") else f"fidec/{name}")
@@ -85,7 +85,7 @@ def _download(args) -> int:
 
 
 def _check(args) -> int:
-    from envs.check import check_dataset
+    from fidec_gym.envs.check import check_dataset
 
     report = check_dataset(args.target, split=args.split)
     if args.json:
@@ -97,8 +97,8 @@ def _check(args) -> int:
 
 
 def _info(args) -> int:
-    from envs.check import describe
-    from envs.datasets import load_dataset
+    from fidec_gym.envs.check import describe
+    from fidec_gym.envs.datasets import load_dataset
 
     dataset = load_dataset(args.env_id, path=args.path, split=args.split, allow_download=args.download)
     summary = describe(dataset)

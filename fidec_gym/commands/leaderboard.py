@@ -66,7 +66,7 @@ def register(subparsers) -> None:
 
 
 def run_command(args) -> int:
-    from eval.leaderboard import load_preset, run_leaderboard
+    from fidec_gym.eval.grid.leaderboard import load_preset, run_leaderboard
 
     preset = load_preset(args.preset)
     out = args.out or DEFAULT_RESULTS / preset.name
@@ -83,8 +83,8 @@ def run_command(args) -> int:
 
 
 def status_command(args) -> int:
-    from eval.compare import markdown_table
-    from eval.leaderboard import leaderboard_status
+    from fidec_gym.eval.paper.compare import markdown_table
+    from fidec_gym.eval.grid.leaderboard import leaderboard_status
 
     rows, totals = leaderboard_status(args.out, preset=args.preset)
     header = ["cell", "state", "done", "running", "interrupted", "failed", "pending"]
@@ -99,8 +99,8 @@ def status_command(args) -> int:
 
 
 def compare_command(args) -> int:
-    from eval.compare import aggregate_rows, category_rows, compare, markdown_table, published_text, task_rows
-    from eval.published import load_published
+    from fidec_gym.eval.paper.compare import aggregate_rows, category_rows, compare, markdown_table, published_text, task_rows
+    from fidec_gym.eval.paper.published import load_published
 
     published = load_published(args.published)
     if args.out is None:
@@ -134,8 +134,8 @@ def compare_command(args) -> int:
 
 
 def report_command(args) -> int:
-    from eval.published import load_published
-    from eval.report import build_report
+    from fidec_gym.eval.paper.published import load_published
+    from fidec_gym.eval.paper.report import build_report
 
     store = _open_existing_store(args.out)
     index = build_report(store, load_published(args.published), preset=args.preset, reps=args.reps)
@@ -144,7 +144,7 @@ def report_command(args) -> int:
 
 
 def quickstart_command(args) -> int:
-    from eval.quickstart import quickstart
+    from fidec_gym.eval.grid.quickstart import quickstart
 
     index = quickstart(args.out, workers=args.workers, backend=args.backend, preset=args.preset)
     print(f"\nquickstart finished; open the report: {index}")
@@ -152,7 +152,7 @@ def quickstart_command(args) -> int:
 
 
 def _open_existing_store(out: Path):
-    from eval.store import DB_FILENAME, ResultsStore
+    from fidec_gym.eval.store import DB_FILENAME, ResultsStore
 
     if not (Path(out) / DB_FILENAME).is_file():
         raise FileNotFoundError(f"no results in {out} (no {DB_FILENAME}); run a preset first: "

@@ -14,7 +14,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from envs.catalogue import list_tasks, task_info
+    from fidec_gym.envs.catalogue import list_tasks, task_info
 
     if args.env_id:
         print(json.dumps(task_info(args.env_id).as_dict(), indent=2))

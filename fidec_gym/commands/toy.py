@@ -44,7 +44,7 @@ def register(subparsers) -> None:
 
 def build_config(args):
     """The study config from the parsed arguments (quick defaults first, explicit flags win)."""
-    from eval.toy_study import MAIN_VARIANTS, VARIANTS, ToyStudyConfig
+    from fidec_gym.eval.toy.study import MAIN_VARIANTS, VARIANTS, ToyStudyConfig
     from fidec_gym.cli import UserError
 
     changes = {}
@@ -76,9 +76,9 @@ def build_config(args):
 
 
 def run(args) -> int:
-    from eval.store import ResultsStore
-    from eval.toy_figures import write_study_outputs
-    from eval.toy_study import run_toy_study
+    from fidec_gym.eval.store import ResultsStore
+    from fidec_gym.eval.toy.figures import write_study_outputs
+    from fidec_gym.eval.toy.study import run_toy_study
 
     config = build_config(args)
     cache = None if str(args.compile_cache).lower() == "none" else args.compile_cache
@@ -100,8 +100,8 @@ def run(args) -> int:
     if args.no_report:
         print(f"report: fidec leaderboard report --out {args.out}")
         return 0
-    from eval.report import build_report, register_section
-    from eval.toy_figures import report_section
+    from fidec_gym.eval.paper.report import build_report, register_section
+    from fidec_gym.eval.toy.figures import report_section
 
     register_section(report_section)
     index = build_report(ResultsStore(args.out), None, title=f"fidec-gym toy study: {args.out}")

@@ -90,7 +90,7 @@ def _checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args) -> int:
-    from eval.train import TrainConfig, train
+    from fidec_gym.eval.run.trainer import TrainConfig, train
 
     out = Path(args.out)
     cfg = TrainConfig(
@@ -104,8 +104,8 @@ def run_train(args) -> int:
     )
     cfg.validate()
     # Bad agent config keys fail before the results directory is touched.
-    from agents import make_config
-    from eval.train import resolve_agent_overrides
+    from fidec_gym.agents import make_config
+    from fidec_gym.eval.run.trainer import resolve_agent_overrides
 
     make_config(cfg.agent, resolve_agent_overrides(cfg))
     result = train(cfg, store=out, resume=args.resume, progress=not args.no_progress)
@@ -121,9 +121,9 @@ def run_train(args) -> int:
 
 def _load_checkpoint(path: str, env_id: str):
     """The agent behind ``path`` and its trainer metadata; checks that it fits the task's spaces."""
-    from agents import load_agent
-    from envs.catalogue import task_info
-    from eval.checkpoint import checkpoint_metadata, resolve_agent_file
+    from fidec_gym.agents import load_agent
+    from fidec_gym.envs.catalogue import task_info
+    from fidec_gym.eval.run.checkpoint import checkpoint_metadata, resolve_agent_file
 
     spec = task_info(env_id)
     agent_file = resolve_agent_file(path)
@@ -154,7 +154,7 @@ def _video_dir(args, agent_file: Path, meta: dict) -> Path:
 
 def _register_videos(agent_file: Path, meta: dict, paths: list) -> None:
     """Record videos as artefacts of their run when the checkpoint sits in a results directory."""
-    from eval.store import DB_FILENAME, ResultsStore
+    from fidec_gym.eval.store import DB_FILENAME, ResultsStore
 
     if not meta:
         return
@@ -170,7 +170,7 @@ def _register_videos(agent_file: Path, meta: dict, paths: list) -> None:
 
 
 def run_eval(args) -> int:
-    from eval.evaluate import evaluate
+    from fidec_gym.eval.run.evaluate import evaluate
 
     agent, agent_file, meta = _load_checkpoint(args.checkpoint, args.env)
     result = evaluate(
@@ -193,8 +193,8 @@ def run_eval(args) -> int:
 
 
 def run_record(args) -> int:
-    from eval.evaluate import make_policy
-    from eval.video import check_video_support, record_episodes
+    from fidec_gym.eval.run.evaluate import make_policy
+    from fidec_gym.eval.run.video import check_video_support, record_episodes
 
     check_video_support(args.env)  # toy tasks: clear message before loading anything
     agent, agent_file, meta = _load_checkpoint(args.checkpoint, args.env)

@@ -28,7 +28,7 @@ def estimate_state_metric(velocity, behaviour_actions: np.ndarray, times, estima
     """
     import jax.numpy as jnp
 
-    from agents import fisher
+    from fidec_gym.agents import fisher
 
     actions = np.asarray(behaviour_actions, dtype=np.float64)
     t = np.broadcast_to(np.asarray(times, dtype=np.float64), actions.shape[:1])[:, None]
@@ -49,7 +49,7 @@ def local_metric_summary(velocity, base_actions: np.ndarray, t: float, eval_poin
     """
     import jax.numpy as jnp
 
-    from agents import fisher
+    from fidec_gym.agents import fisher
 
     actions = np.asarray(base_actions, dtype=np.float64)
     x = actions if eval_point == "base" else t * actions
@@ -75,7 +75,7 @@ def _matrix_fields(matrix: np.ndarray) -> dict:
 
 def ideal_velocity(landscape: str):
     """The exact flow-matching velocity of a landscape as ``velocity(x, t)``; rows may carry different times."""
-    from envs.toy import marginal_velocity
+    from fidec_gym.envs.toy import marginal_velocity
 
     def velocity(x, t):
         x, t = np.asarray(x, dtype=np.float64), np.asarray(t, dtype=np.float64).reshape(-1)
@@ -129,7 +129,7 @@ def trained_preset_metric_rows(agent, landscape: str, num_samples: int = 20_000,
 
 def analytic_preset_metric_rows(landscape: str, num_samples: int = 20_000, seed: int = 0) -> list[dict]:
     """The same rows with the landscape's ideal velocity and exact behaviour samples (docs/toy_landscapes.md §5)."""
-    from envs.toy import get_landscape
+    from fidec_gym.envs.toy import get_landscape
 
     land = get_landscape(landscape)
     return _preset_rows(landscape, ideal_velocity(landscape), land.sample, "analytic", num_samples, seed)

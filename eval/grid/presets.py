@@ -10,15 +10,16 @@ from __future__ import annotations
 import copy
 import difflib
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "leaderboards" / "presets"
+PRESET_DIR = Path(str(resources.files("fidec_gym.leaderboards") / "presets"))
 AGENT_NAMES = ("bc", "iql", "rebrac", "fql", "deflow", "fidec")
 
-# Run settings a preset may set (top level or per suite); they map one to one onto eval.train.TrainConfig fields.
+# Run settings a preset may set (top level or per suite); they map one to one onto fidec_gym.eval.run.trainer.TrainConfig fields.
 RUN_SETTINGS = {
     "offline_steps": int, "online_steps": int, "eval_interval": int, "eval_episodes": int, "eval_workers": int,
     "log_interval": int, "checkpoint_interval": int, "use_task_hyperparameters": bool, "divergence_table": str,
@@ -79,7 +80,7 @@ class Preset:
     def cells(self, data_dir: Optional[Path] = None) -> list[Cell]:
         """Every (agent, task) cell in a stable order: agents outer, so that a worker process tends to take
         consecutive cells of one agent and reuses its compiled update and sampling functions."""
-        from envs.catalogue import task_info
+        from fidec_gym.envs.catalogue import task_info
 
         cells = []
         for agent in self.agents:
@@ -141,7 +142,7 @@ def _task_id(name: str) -> str:
 def _agent_config_keys(agent: str) -> Optional[set]:
     """Config keys of ``agent`` (None when the agents package cannot be imported, e.g. a partial checkout)."""
     try:
-        from agents import get_config
+        from fidec_gym.agents import get_config
     except ImportError:
         return None
     try:
@@ -156,7 +157,7 @@ def available_presets() -> list[str]:
 
 def _expand_tasks(entries: list, where: str) -> list[str]:
     """Task IDs from IDs, ``category:<name>`` or ``suite:<name>`` selectors (numbered tasks, no default aliases)."""
-    from envs.catalogue import all_tasks, list_tasks, task_info
+    from fidec_gym.envs.catalogue import all_tasks, list_tasks, task_info
 
     tasks: list[str] = []
     for entry in entries:
@@ -298,7 +299,7 @@ def load_preset(name_or_path: str | Path) -> Preset:
     datasets = raw.get("datasets") or {}
     if not isinstance(datasets, dict):
         raise LeaderboardError(f"{where}: datasets must map dataset names to {{path: DIR}} or {{generate: {{...}}}}")
-    from envs.catalogue import all_tasks
+    from fidec_gym.envs.catalogue import all_tasks
 
     dataset_names = {spec.dataset for spec in all_tasks().values()}
     for dataset, entry in datasets.items():

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
-from envs.catalogue import TaskSpec, task_info
+from fidec_gym.envs.catalogue import TaskSpec, task_info
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -47,7 +47,7 @@ class EvaluationInfo(gym.Wrapper):
 
 def _make_env(env_id: str, env_kwargs: dict) -> gym.Env:
     # Runs inside worker processes too, where the fidec IDs must be registered first.
-    from envs.registration import register_all
+    from fidec_gym.envs.registration import register_all
 
     register_all()
     return EvaluationInfo(gym.make(env_id, **env_kwargs))
@@ -281,7 +281,7 @@ def evaluate(
             raise ValueError("video_episodes > 0 needs a video_dir to write the mp4 files to")
         if not isinstance(env_id, str):
             raise ValueError("videos need a task ID (the environment is re-made with render_mode='rgb_array')")
-        from eval.video import record_episodes
+        from fidec_gym.eval.run.video import record_episodes
 
         paths = record_episodes(
             make_policy(agent, seed + 1, temperature), env_id, video_episodes, video_dir, seed=seed,

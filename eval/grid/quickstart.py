@@ -20,11 +20,11 @@ def quickstart(out_dir: str | Path = "results/quickstart", workers: Optional[int
                preset: str = "quick", progress: bool = True, reps: int = 1000) -> Path:
     """Run ``preset`` into ``out_dir``, compare with the paper and write the report; returns index.html's path."""
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # inherited by the spawned cell workers
-    from eval.compare import compare
-    from eval.leaderboard import load_preset, run_leaderboard
-    from eval.published import load_published
-    from eval.report import build_report
-    from eval.store import ResultsStore
+    from fidec_gym.eval.paper.compare import compare
+    from fidec_gym.eval.grid.leaderboard import load_preset, run_leaderboard
+    from fidec_gym.eval.paper.published import load_published
+    from fidec_gym.eval.paper.report import build_report
+    from fidec_gym.eval.store import ResultsStore
 
     spec = load_preset(preset)
     out = Path(out_dir).expanduser()

@@ -26,7 +26,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from eval.compare import (
+from fidec_gym.eval.paper.compare import (
     AGGREGATE_METRICS, Comparison, aggregate_rows, category_rows, compare, markdown_table, task_rows,
 )
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from envs.catalogue import TaskSpec
+from fidec_gym.envs.catalogue import TaskSpec
 
 EVAL_METRICS = ("success", "normalized_score", "return", "length", "success_std", "normalized_score_std",
                 "return_std", "length_std", "num_episodes")

@@ -42,8 +42,8 @@ def measure(env_id: str, episodes: int, workers: int, seed: int = 0, repeats: in
     """
     import time
 
-    from envs.catalogue import task_info
-    from eval.evaluate import Evaluator
+    from fidec_gym.envs.catalogue import task_info
+    from fidec_gym.eval.run.evaluate import Evaluator
 
     action_dim = task_info(env_id).action_shape[0]
     setups, evaluators = {}, {}
@@ -76,7 +76,7 @@ def run(args) -> int:
     if args.episodes < 1 or args.workers < 1:
         raise ValueError("--episodes and --workers must be >= 1")
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from envs.registration import register_all
+    from fidec_gym.envs.registration import register_all
 
     register_all()
     rows = measure(args.env, args.episodes, args.workers, args.seed, args.repeats)

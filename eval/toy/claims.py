@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from eval.toy_study import LANDSCAPE_KEYS
+from fidec_gym.eval.toy.study import LANDSCAPE_KEYS
 
 FIDEC_MAIN = ("fidec-paper", "fidec-official", "fidec-local", "fidec-isotropic")
 BOOTSTRAP_REPS = 10_000

@@ -111,7 +111,7 @@ def bench_one(name: str, overrides: dict, size: dict, steps: int, fused: int, se
     import jax
     import numpy as np
 
-    import agents
+    from fidec_gym import agents
 
     rng = np.random.default_rng(0)
     batch_size = size["batch_size"]
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     import jax
     from tqdm import tqdm
 
-    import agents
+    from fidec_gym import agents
 
     sizes = [size.strip() for size in args.sizes.split(",") if size.strip()]
     unknown_sizes = [size for size in sizes if size not in SIZES]

@@ -1,7 +1,7 @@
 """The toy study: do the paper's geometric claims (Figures 3 and 7) hold on the six 2-D landscapes?
 
-Every agent is trained by the ordinary :func:`eval.train.train` loop on the bandit datasets of ``fidec/toy-*``,
-then its own ``sample_actions`` draws 10,000 actions that :func:`eval.toy_metrics.toy_metrics` scores against the
+Every agent is trained by the ordinary :func:`fidec_gym.eval.run.trainer.train` loop on the bandit datasets of ``fidec/toy-*``,
+then its own ``sample_actions`` draws 10,000 actions that :func:`fidec_gym.eval.toy.metrics.toy_metrics` scores against the
 analytic behaviour density and value (docs/toy_landscapes.md §3). Two critic modes are run: ``learned`` (the agents'
 normal critic fitted to the bandit rewards) and ``oracle`` (the analytic Q passed as ``q_fn``; no critic is
 trained). BC has no critic and runs once (critic ``none``).
@@ -33,7 +33,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from eval.toy_preset_metrics import PAPER_FISHER_TIMES, trained_preset_metric_rows
+from fidec_gym.eval.toy.preset_metrics import PAPER_FISHER_TIMES, trained_preset_metric_rows
 
 LANDSCAPE_KEYS = ("T1", "T2", "T3", "T4", "T5", "T6")
 TOY_ENV_IDS = {
@@ -187,7 +187,7 @@ def oracle_q_fn(landscape: str):
     """
     import jax.numpy as jnp
 
-    from envs.toy import get_landscape
+    from fidec_gym.envs.toy import get_landscape
 
     land = get_landscape(landscape)
 
@@ -210,11 +210,11 @@ def samples_path(out_dir: Path, task: StudyTask) -> Path:
 
 # ================================================================================================ one run
 def run_task(task: StudyTask, config: ToyStudyConfig, store) -> dict:
-    """Train one task with :func:`eval.train.train`, score 10,000 of its actions and append the metrics row."""
+    """Train one task with :func:`fidec_gym.eval.run.trainer.train`, score 10,000 of its actions and append the metrics row."""
     import jax
 
-    from eval.toy_metrics import toy_metrics
-    from eval.train import TrainConfig, code_version, train
+    from fidec_gym.eval.toy.metrics import toy_metrics
+    from fidec_gym.eval.run.trainer import TrainConfig, code_version, train
 
     variant = VARIANTS[task.variant]
     env_id = TOY_ENV_IDS[task.landscape]
@@ -287,7 +287,7 @@ def _trust_region_values(agent, env_id: str, seed: int, num_batches: int = 8) ->
     Averaged over several batches of the validation split with the agent's own ``validation_info`` (the loss
     terms at the final parameters, nothing is updated). Agents without a trust region report NaN.
     """
-    from envs.datasets import BatchSampler, load_dataset
+    from fidec_gym.envs.datasets import BatchSampler, load_dataset
 
     if "target_divergence" not in agent.config:
         return {"final_divergence": math.nan, "final_alpha": math.nan}
@@ -307,7 +307,7 @@ def _record_preset_metrics(agent, task: StudyTask, store, num_samples: int) -> N
 
 def _run_group(tasks: Sequence[StudyTask], config: ToyStudyConfig, out_dir: str) -> list[tuple[StudyTask, str]]:
     """Run tasks one after another in this process (they share compiled programs); returns (task, error) pairs."""
-    from eval.store import ResultsStore
+    from fidec_gym.eval.store import ResultsStore
 
     store = ResultsStore(out_dir)
     failures = []
@@ -403,7 +403,7 @@ def run_toy_study(config: ToyStudyConfig, out_dir: str | Path, compile_cache: Op
     """
     from tqdm.auto import tqdm
 
-    from eval.store import ResultsStore
+    from fidec_gym.eval.store import ResultsStore
 
     config.validate()
     out = Path(out_dir).expanduser()
@@ -440,7 +440,7 @@ def run_toy_study(config: ToyStudyConfig, out_dir: str | Path, compile_cache: Op
         bar.close()
     result = StudyResult(out, ran=len(tasks) - len(failures), skipped=skipped, failures=failures)
     if build_outputs:
-        from eval.toy_figures import write_study_outputs
+        from fidec_gym.eval.toy.figures import write_study_outputs
 
         result.files = write_study_outputs(store)
     return result

@@ -21,8 +21,8 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from envs.catalogue import task_info
-from eval.published import PublishedResults, method_name
+from fidec_gym.envs.catalogue import task_info
+from fidec_gym.eval.paper.published import PublishedResults, method_name
 
 CONFIDENCE = 0.95
 DEFAULT_REPS = 1000
@@ -33,7 +33,7 @@ AGGREGATE_METRICS = ("IQM", "Mean", "Median", "Optimality Gap")
 def collect_scores(store, preset: Optional[str] = None, statuses: Sequence[str] = ("done",)) -> pd.DataFrame:
     """One row per finished run: agent, env_id, seed, score (table scale, 0–100) and its protocol facts.
 
-    Reads ``summary["score"]`` (the reported score by the paper's rule, computed by ``eval.train``) and what the run
+    Reads ``summary["score"]`` (the reported score by the paper's rule, computed by ``fidec_gym.eval.run.trainer``) and what the run
     recorded about its protocol: offline steps, evaluation episodes, the averaged evaluation steps, the data
     provenance and the OGBench success timing. Runs without a score are skipped.
     """
@@ -391,7 +391,7 @@ class Comparison:
         """Write every table as CSV (atomically) under ``directory``; returns the paths."""
         from pathlib import Path
 
-        from eval.leaderboard import atomic_write_text
+        from fidec_gym.eval.grid.leaderboard import atomic_write_text
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)

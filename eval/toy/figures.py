@@ -1,4 +1,4 @@
-"""Outputs of the toy study: CSV tables, the claims table (``eval.toy_claims``), findings and matplotlib figures.
+"""Outputs of the toy study: CSV tables, the claims table (``fidec_gym.eval.toy.claims``), findings and matplotlib figures.
 
 Everything here reads the study's results store (tables ``toy_metrics`` and ``toy_preset_metrics``) and the saved
 policy samples, so the outputs can be rebuilt at any time without training (``fidec toy-study --outputs-only``).
@@ -15,9 +15,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from eval.toy_claims import claims_frame, study_findings
-from eval.toy_preset_metrics import analytic_preset_metric_rows
-from eval.toy_study import LANDSCAPE_KEYS, METRICS_TABLE, PRESET_TABLE, TOY_ENV_IDS, VARIANTS, StudyTask, samples_path
+from fidec_gym.eval.toy.claims import claims_frame, study_findings
+from fidec_gym.eval.toy.preset_metrics import analytic_preset_metric_rows
+from fidec_gym.eval.toy.study import LANDSCAPE_KEYS, METRICS_TABLE, PRESET_TABLE, TOY_ENV_IDS, VARIANTS, StudyTask, samples_path
 
 SUMMARY_COLUMNS = ("sf1", "mq", "sv", "ni", "final_divergence")
 
@@ -70,7 +70,7 @@ def summary_frame(frame):
 @functools.lru_cache(maxsize=8)
 def _background_grids(landscape: str, grid_points: int = 201) -> tuple:
     """Q and log π_β on a grid over A and τ₁, computed once per landscape (T3's density is a quadrature)."""
-    from envs.toy import get_landscape, reference_statistics
+    from fidec_gym.envs.toy import get_landscape, reference_statistics
 
     land = get_landscape(landscape)
     axis = np.linspace(-1.0, 1.0, grid_points)
@@ -113,7 +113,7 @@ def landscape_figure(out_dir: Path, landscape: str, agents: Sequence[str], criti
     """One row per critic mode: behaviour samples, then each agent's samples, over the Q map and support contour."""
     import matplotlib.pyplot as plt
 
-    from envs.toy import get_landscape
+    from fidec_gym.envs.toy import get_landscape
 
     behaviour = get_landscape(landscape).sample(num_behaviour, np.random.default_rng(1))
     columns = ["behaviour", *agents]
@@ -275,7 +275,7 @@ def report_section(ctx):
     ``fidec leaderboard report`` shows the study's figures (summary and preset-metric tables included) through the
     report's figure artefacts even without this section.
     """
-    from eval.report import Section, Table
+    from fidec_gym.eval.paper.report import Section, Table
 
     out = Path(ctx.store.root)
     claims_path, preset_path = out / "toy_claims.csv", out / "toy_preset_metrics.csv"

@@ -4,10 +4,10 @@ A *cell* is one (agent, task) pair; its seeds run inside it, one after another. 
 (``concurrent.futures`` with the ``spawn`` start method, so JAX never sees a forked process) or as Ray tasks on a
 cluster. Every run is registered in the results store before anything trains, so the grid can be inspected with
 :func:`leaderboard_status` at any time; re-running a preset after an interruption (even ``kill -9``) skips finished
-cells and resumes unfinished runs from their last checkpoint (``eval.train.train(..., resume=True)``), and a cell
+cells and resumes unfinished runs from their last checkpoint (``fidec_gym.eval.run.trainer.train(..., resume=True)``), and a cell
 that fails is recorded as failed while the rest of the grid goes on.
 
-Presets (``eval.presets``) are YAML files in ``leaderboards/presets``; see that folder's README for the schema.
+Presets (``fidec_gym.eval.grid.presets``) are YAML files in ``leaderboards/presets``; see that folder's README for the schema.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from eval.presets import (  # noqa: F401  (re-exported: the leaderboard's public API)
+from fidec_gym.eval.grid.presets import (  # noqa: F401  (re-exported: the leaderboard's public API)
     AGENT_NAMES, PRESET_DIR, RUN_DEFAULTS, RUN_SETTINGS, Cell, LeaderboardError, Preset, available_presets,
     load_preset,
 )
@@ -53,7 +53,7 @@ def prepare_datasets(preset: Preset, data_dir: Path, progress: bool = True) -> l
             continue
         if (data_dir / f"{dataset}.npz").is_file():
             continue
-        from envs.generate import generate_manipulation_dataset
+        from fidec_gym.envs.generate import generate_manipulation_dataset
 
         options = entry["generate"] or {}
         name = dataset.removesuffix("-v0")
@@ -69,7 +69,7 @@ def prepare_datasets(preset: Preset, data_dir: Path, progress: bool = True) -> l
 
 # ============================================================================ running one cell
 def _train_config(cell: Cell, seed: int, out_dir: Path):
-    from eval.train import TrainConfig
+    from fidec_gym.eval.run.trainer import TrainConfig
 
     return TrainConfig(
         agent=cell.agent, env_id=cell.env_id, seed=seed, agent_overrides=copy.deepcopy(cell.agent_overrides),
@@ -79,7 +79,7 @@ def _train_config(cell: Cell, seed: int, out_dir: Path):
 
 def register_cells(store, preset: Preset, cells: list[Cell], out_dir: Path) -> dict[str, list[int]]:
     """Create (or find) every run of every cell in the store, status ``pending``; returns cell -> run ids."""
-    from eval.train import code_version
+    from fidec_gym.eval.run.trainer import code_version
 
     version = code_version()
     run_ids = {}
@@ -101,9 +101,9 @@ def run_cell(cell: Cell, out_dir: str, run_ids: list[int]) -> dict:
     Runs in a worker process (local pool or Ray). Returns {"cell", "statuses": {seed: status}, "messages"}.
     """
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    from envs.registration import register_all
-    from eval.store import ResultsStore
-    from eval.train import train
+    from fidec_gym.envs.registration import register_all
+    from fidec_gym.eval.store import ResultsStore
+    from fidec_gym.eval.run.trainer import train
 
     register_all()  # a fresh worker process knows no fidec/* IDs yet
 
@@ -203,7 +203,7 @@ def run_leaderboard(
         retry_failed: also re-run cells that failed before (they are skipped by default).
         progress: show a progress bar of cells done/total.
     """
-    from eval.store import ResultsStore
+    from fidec_gym.eval.store import ResultsStore
 
     if backend not in ("local", "ray"):
         raise LeaderboardError(f"unknown backend {backend!r}; valid: 'local', 'ray'")
@@ -264,7 +264,7 @@ def _cell_error(cell: Cell, error: BaseException) -> dict:
 
 
 def _mark_failed(out: Path, run_ids: list[int], message: str) -> None:
-    from eval.store import ResultsStore
+    from fidec_gym.eval.store import ResultsStore
 
     store = ResultsStore(out)
     for run_id in run_ids:
@@ -351,7 +351,7 @@ def leaderboard_status(out_dir: str | Path, preset: Optional[str] = None) -> tup
     A ``running`` run whose process no longer exists (on this host) is reported as ``interrupted``; re-running the
     preset resumes it.
     """
-    from eval.store import DB_FILENAME, ResultsStore
+    from fidec_gym.eval.store import DB_FILENAME, ResultsStore
 
     out = Path(out_dir).expanduser()
     if not (out / DB_FILENAME).is_file():

@@ -33,7 +33,7 @@ def run(args) -> int:
     import numpy as np
     import pandas as pd
 
-    from envs.generate import generate_manipulation_dataset
+    from fidec_gym.envs.generate import generate_manipulation_dataset
 
     rows = []
     reference = None

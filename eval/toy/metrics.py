@@ -41,7 +41,7 @@ from typing import Optional
 import numpy as np
 from scipy.spatial import cKDTree
 
-from envs.toy import get_landscape, reference_samples, reference_statistics
+from fidec_gym.envs.toy import get_landscape, reference_samples, reference_statistics
 
 NUM_POLICY_SAMPLES = 10_000
 NUM_NEIGHBOUR_REFERENCE = 100_000

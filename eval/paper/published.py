@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import functools
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Optional
 
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-PUBLISHED_ROOT = Path(__file__).resolve().parent.parent / "leaderboards" / "published"
+PUBLISHED_ROOT = Path(str(resources.files("fidec_gym.leaderboards") / "published"))
 PUBLISHED_SETS = {"fidec-paper": PUBLISHED_ROOT}
 
 # fidec-gym agent names -> the paper's column names.

@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from envs.catalogue import TaskSpec, task_hyperparameters, task_info
-from eval.checkpoint import latest_checkpoint, load_trainer_state, remove_stale_temporaries, save_checkpoint
-from eval.logging_utils import CsvLogger, MetricLogger, TensorBoardLogger, WandbLogger, require_logging_packages
-from eval.scoring import EVAL_METRICS, reported_score
-from eval.store import ResultsStore, to_json
+from fidec_gym.envs.catalogue import TaskSpec, task_hyperparameters, task_info
+from fidec_gym.eval.run.checkpoint import latest_checkpoint, load_trainer_state, remove_stale_temporaries, save_checkpoint
+from fidec_gym.eval.run.loggers import CsvLogger, MetricLogger, TensorBoardLogger, WandbLogger, require_logging_packages
+from fidec_gym.eval.run.scoring import EVAL_METRICS, reported_score
+from fidec_gym.eval.store import ResultsStore, to_json
 
 # Config fields that define what is trained; a checkpoint may only be resumed when they are unchanged.
 IDENTITY_FIELDS = ("agent", "env_id", "seed", "agent_overrides", "use_task_hyperparameters", "divergence_table",
@@ -71,7 +71,7 @@ class TrainConfig:
         return self.offline_steps + self.online_steps
 
     def validate(self) -> None:
-        from agents import AGENTS
+        from fidec_gym.agents import AGENTS
 
         if self.agent not in AGENTS:
             raise ValueError(f"unknown agent {self.agent!r}; valid agents: {sorted(AGENTS)}")
@@ -124,7 +124,7 @@ def code_version() -> str:
 def resolve_agent_overrides(cfg: TrainConfig) -> dict:
     """The run's offline step count, catalogue per-task hyperparameters (only keys this agent has), then the user's
     overrides."""
-    from agents import get_config
+    from fidec_gym.agents import get_config
 
     known = get_config(cfg.agent)
     overrides: dict = {}
@@ -174,7 +174,7 @@ class _Trainer:
         if cfg.online_steps and self.spec.suite == "visual":
             raise ValueError(f"online fine-tuning is not supported for pixel tasks ({cfg.env_id}); the paper has no "
                              "visual offline-to-online runs; set online_steps=0")
-        from agents import make_config
+        from fidec_gym.agents import make_config
 
         self.overrides = resolve_agent_overrides(cfg)
         make_config(cfg.agent, self.overrides)  # unknown keys fail here, before anything is written
@@ -214,7 +214,7 @@ class _Trainer:
         return run["id"], None
 
     def _load_data(self) -> None:
-        from envs.datasets import DatasetError, load_dataset
+        from fidec_gym.envs.datasets import DatasetError, load_dataset
 
         cfg = self.cfg
         self.val_note = ""
@@ -230,9 +230,9 @@ class _Trainer:
                                                           "success_timing", "num_transitions") if key in meta}
 
     def _make_agent(self) -> Any:
-        from envs.datasets import BatchSampler
+        from fidec_gym.envs.datasets import BatchSampler
 
-        from agents import AGENTS
+        from fidec_gym.agents import AGENTS
 
         # A throwaway sampler gives an example batch with the training layout (e.g. frame-stacked pixels) without
         # touching the training sampler's generator.
@@ -242,7 +242,7 @@ class _Trainer:
 
     # ------------------------------------------------------------------ run
     def run(self) -> TrainResult:
-        from envs.datasets import BatchSampler
+        from fidec_gym.envs.datasets import BatchSampler
 
         cfg, store = self.cfg, self.store
         agent = self.agent
@@ -293,7 +293,7 @@ class _Trainer:
         return self._finish(agent, status)
 
     def _restore(self, checkpoint: Path, agent: Any) -> tuple[Any, int]:
-        from envs.replay_buffer import ReplayBuffer
+        from fidec_gym.envs.replay_buffer import ReplayBuffer
 
         state = load_trainer_state(checkpoint)
         saved = state["train_config"]
@@ -416,7 +416,7 @@ class _Trainer:
     def _start_online(self, step: int) -> tuple[Any, np.ndarray]:
         import gymnasium as gym
 
-        from envs.replay_buffer import ReplayBuffer
+        from fidec_gym.envs.replay_buffer import ReplayBuffer
 
         if self.replay is None:
             self.replay = ReplayBuffer.from_dataset(self.dataset)
@@ -457,7 +457,7 @@ class _Trainer:
         self.logger.log(step, metrics)
 
     def _evaluate(self, agent, step: int) -> None:
-        from eval.evaluate import Evaluator, default_num_workers, make_policy
+        from fidec_gym.eval.run.evaluate import Evaluator, default_num_workers, make_policy
 
         cfg = self.cfg
         if self.evaluator is None:
@@ -516,8 +516,8 @@ class _Trainer:
         return TrainResult(agent=agent, summary=summary, run_dir=self.run_dir, status=status)
 
     def _record_videos(self, agent) -> list[str]:
-        from eval.evaluate import make_policy
-        from eval.video import VideoUnavailableError, record_episodes
+        from fidec_gym.eval.run.evaluate import make_policy
+        from fidec_gym.eval.run.video import VideoUnavailableError, record_episodes
 
         step = self.cfg.total_steps
         try:

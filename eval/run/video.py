@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import gymnasium as gym
 import numpy as np
 
-from envs.catalogue import task_info
+from fidec_gym.envs.catalogue import task_info
 
 
 class VideoUnavailableError(ValueError):

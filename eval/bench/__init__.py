@@ -1,0 +1,1 @@
+"""Speed benchmarks (`fidec bench agents|data|eval`)."""

@@ -1,0 +1,1 @@
+"""Many runs: leaderboard presets, the grid runner (local processes or Ray) and the quickstart."""

@@ -1,0 +1,1 @@
+"""One training run: its configuration, the trainer loop, checkpoints, evaluation, videos, loggers and the reported score."""

@@ -1,0 +1,1 @@
+"""The toy-landscape study: runner, metrics, claims and figures."""
