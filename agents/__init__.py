@@ -33,6 +33,7 @@ from fidec_gym.agents.fidec import FiDecAgent
 from fidec_gym.agents.fql import FQLAgent
 from fidec_gym.agents.iql import IQLAgent
 from fidec_gym.agents.rebrac import ReBRACAgent
+from fidec_gym.errors import ConfigError, UnknownNameError
 
 AGENTS: dict[str, type[Agent]] = {
     "bc": BCAgent,
@@ -62,7 +63,7 @@ __all__ = [
 def agent_class(name: str) -> type[Agent]:
     """The class registered as ``name``; an unknown name is an error listing the valid ones."""
     if name not in AGENTS:
-        raise KeyError(f"unknown agent {name!r}; valid agents: {sorted(AGENTS)}")
+        raise UnknownNameError(f"unknown agent {name!r}; valid agents: {sorted(AGENTS)}")
     return AGENTS[name]
 
 
@@ -96,7 +97,7 @@ def load_agent(path: str) -> Agent:
     config = FrozenConfig(payload["config"])
     missing = [key for key in ("observation_shape", "observation_dtype", "action_dim") if key not in config]
     if missing:
-        raise ValueError(f"{path} lacks the config keys {missing} needed to rebuild the agent")
+        raise ConfigError(f"{path} lacks the config keys {missing} needed to rebuild the agent")
     example_batch = example_batch_from_config(config)
     rng = np.asarray(payload["state"]["rng"])
     if rng.ndim == 2:

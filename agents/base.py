@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any, Callable, ClassVar, Dict, Optional, Sequence
 
@@ -33,6 +32,8 @@ from fidec_gym.agents.seeds import (
     vmapped_update,
     vmapped_update_n,
 )
+from fidec_gym.files import atomic_write_bytes
+from fidec_gym.errors import ConfigError, DataNotFoundError, UnknownNameError
 
 __all__ = [
     "DERIVED_KEYS",
@@ -86,10 +87,10 @@ class ModuleDict(nn.Module):
     def __call__(self, *args: Any, name: Optional[str] = None, **kwargs: Any) -> Any:
         if name is not None:
             if name not in self.modules:
-                raise KeyError(f"no module named {name!r}; this network has {sorted(self.modules)}")
+                raise UnknownNameError(f"no module named {name!r}; this network has {sorted(self.modules)}")
             return self.modules[name](*args, **kwargs)
         if set(kwargs) != set(self.modules):
-            raise ValueError(
+            raise ConfigError(
                 f"initialisation needs example inputs for every module {sorted(self.modules)}, got {sorted(kwargs)}"
             )
         outputs = {}
@@ -190,9 +191,9 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def clip_by_global_norm(max_norm: float, eps: float = 1e-6) -> optax.GradientTransformation:
-    """g <- g * min(1, max_norm / (||g||_2 + eps)) with the norm over all leaves together (spec §3.2).
+    """g <- g * min(1, max_norm / (||g||_2 + eps)) with the norm over all leaves together (docs/algorithms.md §3.2).
 
-    ``optax.clip_by_global_norm`` rescales by max_norm/||g|| without the eps; the spec fixes this form.
+    ``optax.clip_by_global_norm`` rescales by max_norm/||g|| without the eps; docs/algorithms.md §3.2 fixes this form.
     """
 
     def clip(updates: Any, params: Any = None) -> Any:
@@ -257,17 +258,17 @@ class Agent(flax.struct.PyTreeNode):
             return merged
         for key in ("observations", "actions"):
             if key not in example_batch:
-                raise KeyError(f"example_batch needs {key!r}; it has {sorted(example_batch)}")
+                raise UnknownNameError(f"example_batch needs {key!r}; it has {sorted(example_batch)}")
         observations = np.asarray(jax.device_get(example_batch["observations"]))
         actions = np.asarray(jax.device_get(example_batch["actions"]))
         if actions.ndim != 2:
-            raise ValueError(f"example actions must be shaped (batch, action_dim), got {actions.shape}")
+            raise ConfigError(f"example actions must be shaped (batch, action_dim), got {actions.shape}")
         if observations.shape[:1] != actions.shape[:1]:
-            raise ValueError(
+            raise ConfigError(
                 f"example observations {observations.shape} and actions {actions.shape} differ in batch size"
             )
         if observations.dtype == np.uint8 and merged.get("encoder") is None:
-            raise ValueError(
+            raise ConfigError(
                 "observations are uint8 images but config 'encoder' is None; set encoder='impala_small' "
                 "(or another of agents.encoders.ENCODERS) for pixel tasks"
             )
@@ -311,7 +312,8 @@ class Agent(flax.struct.PyTreeNode):
 
     @classmethod
     def optimizer(cls, config: FrozenConfig) -> optax.GradientTransformation:
-        """One Adam over every parameter (spec §3.2); an agent may split it (ReBRAC's separate-optimiser option)."""
+        """One Adam over every parameter (docs/algorithms.md §3.2); an agent may split it (ReBRAC's
+        separate-optimiser option)."""
         return make_optimizer(float(config["lr"]), config.get("grad_clip"))
 
     # ---- losses and updates ----------------------------------------------------------------------------------
@@ -324,18 +326,18 @@ class Agent(flax.struct.PyTreeNode):
         """Raise a clear error when ``batch`` misses keys or its shapes do not match the agent's."""
         missing = [key for key in self.required_batch_keys if key not in batch]
         if missing:
-            raise KeyError(f"{self.name} batch is missing {missing}; it has {sorted(batch)}")
+            raise UnknownNameError(f"{self.name} batch is missing {missing}; it has {sorted(batch)}")
         obs_shape = tuple(self.config.get("observation_shape") or ())
         for key in ("observations", "next_observations"):
             if key in batch and obs_shape and tuple(batch[key].shape[1:]) != obs_shape:
-                raise ValueError(
+                raise ConfigError(
                     f"batch[{key!r}] has shape {tuple(batch[key].shape)} but this agent was built for "
                     f"observations shaped (batch, *{obs_shape}); create the agent from an example batch of this task"
                 )
         action_dim = self.config.get("action_dim")
         for key in ("actions", "next_actions"):
             if key in batch and action_dim and tuple(batch[key].shape[1:]) != (action_dim,):
-                raise ValueError(
+                raise ConfigError(
                     f"batch[{key!r}] has shape {tuple(batch[key].shape)}; expected (batch, {action_dim})"
                 )
 
@@ -343,7 +345,7 @@ class Agent(flax.struct.PyTreeNode):
                       tau: float | Array) -> TrainState:
         """Polyak-average ``source`` into ``target`` using the source parameters from *before* this step.
 
-        The one-step lag reproduces the reference implementation (spec §3.2).
+        The one-step lag reproduces the reference implementation (docs/algorithms.md §3.2).
         """
         params = dict(new_network.params)
         params[f"modules_{target}"] = polyak_update(
@@ -413,24 +415,13 @@ class Agent(flax.struct.PyTreeNode):
             ),
         }
         data = flax.serialization.msgpack_serialize(jax.device_get(payload))
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        handle, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".msgpack")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
-            os.replace(tmp_path, path)
-        except BaseException:
-            if os.path.exists(tmp_path):
-                os.unlink(tmp_path)
-            raise
+        atomic_write_bytes(path, data)
 
     def load(self, path: str | os.PathLike) -> "Agent":
         """This agent with the state stored at ``path``; the file's agent and config must match this one."""
         payload = read_checkpoint(path)
         if payload["agent"] != self.name:
-            raise ValueError(
+            raise ConfigError(
                 f"{path} holds a {payload['agent']!r} agent, not {self.name!r}; load it with agents.load_agent(path)"
             )
         stored = FrozenConfig(payload["config"])
@@ -442,7 +433,7 @@ class Agent(flax.struct.PyTreeNode):
                 if stored.get(key, "<missing>") != self.config.get(key, "<missing>")
             }
             details = ", ".join(f"{key}: file={a!r} agent={b!r}" for key, (a, b) in differing.items())
-            raise ValueError(
+            raise ConfigError(
                 f"config of {path} differs from this agent's in {sorted(differing)} ({details}); create the agent "
                 "with the stored config or use agents.load_agent(path)"
             )
@@ -452,9 +443,9 @@ class Agent(flax.struct.PyTreeNode):
         try:
             found = jax.tree_util.tree_map(np.shape, payload["state"])
         except Exception as error:  # pragma: no cover - defensive, msgpack already validated the structure
-            raise ValueError(f"{path} has a malformed state: {error}") from error
+            raise ConfigError(f"{path} has a malformed state: {error}") from error
         if expected != found:
-            raise ValueError(
+            raise ConfigError(
                 f"{path} stores parameters with different structure or shapes than this agent "
                 "(another task, network size or number of seeds); use agents.load_agent(path)"
             )
@@ -471,18 +462,18 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     """The raw payload of an agent checkpoint, after checking its format and version."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no agent checkpoint at {path}; check the path or train an agent first")
+        raise DataNotFoundError(f"no agent checkpoint at {path}; check the path or train an agent first")
     with open(path, "rb") as stream:
         data = stream.read()
     try:
         payload = flax.serialization.msgpack_restore(data)
     except Exception as error:
-        raise ValueError(f"{path} is not a readable agent checkpoint ({error}); it may be truncated or corrupt") from error
+        raise ConfigError(f"{path} is not a readable agent checkpoint ({error}); it may be truncated or corrupt") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path} is not a fidec-gym agent checkpoint (missing format marker {FORMAT_NAME!r})")
+        raise ConfigError(f"{path} is not a fidec-gym agent checkpoint (missing format marker {FORMAT_NAME!r})")
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
-        raise ValueError(
+        raise ConfigError(
             f"{path} uses checkpoint format version {version}; this fidec-gym reads version {FORMAT_VERSION}"
         )
     return payload

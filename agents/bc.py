@@ -1,4 +1,4 @@
-"""Gaussian behaviour cloning (spec §4, decision D3).
+"""Gaussian behaviour cloning (docs/algorithms.md §4, D3).
 
 A Gaussian policy with fixed unit standard deviation trained by maximum likelihood on dataset actions:
 L = mean_batch[-log N(a; mu(s), I)], i.e. 0.5 ||a - mu(s)||^2 up to a constant. No critic, no targets.
@@ -17,14 +17,23 @@ from fidec_gym.agents.encoders import make_encoder
 from fidec_gym.agents.networks import GaussianActor
 
 
+def get_config() -> dict:
+    """Defaults of the BC agent (docs/algorithms.md D3: Gaussian BC with sigma = 1; no per-task settings)."""
+    return {
+        "agent_name": "bc",  # registry name, stored with the config (FQL code convention)
+        "lr": 3e-4,  # Adam learning rate (as every agent; docs/algorithms.md §4, §10.1)
+        "batch_size": 256,  # transitions per update (docs/algorithms.md §4, §10.1)
+        "actor_hidden_dims": (512, 512, 512, 512),  # Gaussian actor MLP (docs/algorithms.md §1 D3, §4)
+        "actor_layer_norm": False,  # no LayerNorm in the actor (docs/algorithms.md §4, §10.1)
+        "encoder": None,  # observation encoder; "impala_small" would serve pixel tasks (docs/algorithms.md §3.1, §4)
+    }
+
+
 class BCAgent(Agent):
     """Behaviour cloning with a unit-variance Gaussian policy."""
 
     name = "bc"
-
-    @classmethod
-    def get_config(cls) -> dict:
-        return get_config()
+    get_config = staticmethod(get_config)
 
     def actor_loss(self, batch: Batch, grad_params: Any) -> tuple[Array, Info]:
         dist = self.network.select("actor")(batch["observations"], params=grad_params)
@@ -55,15 +64,3 @@ class BCAgent(Agent):
         )
         networks = {"actor": (actor, (example_batch["observations"],))}
         return cls.build(seed, config, networks)
-
-
-def get_config() -> dict:
-    """Defaults of the BC agent."""
-    return {
-        "agent_name": "bc",
-        "lr": 3e-4,
-        "batch_size": 256,
-        "actor_hidden_dims": (512, 512, 512, 512),
-        "actor_layer_norm": False,
-        "encoder": None,
-    }

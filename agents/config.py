@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any, Iterator, Optional
 
 import numpy as np
+from fidec_gym.errors import UnknownNameError
 
 # Config keys filled in by ``create`` from the example batch; they let ``load_agent`` rebuild an agent from a file.
 DERIVED_KEYS = ("observation_shape", "observation_dtype", "action_dim")
@@ -74,7 +75,7 @@ def merge_config(agent_name: str, defaults: Mapping[str, Any], overrides: Option
     allowed = set(defaults) | set(DERIVED_KEYS)
     unknown = sorted(set(overrides) - allowed)
     if unknown:
-        raise KeyError(
+        raise UnknownNameError(
             f"unknown config key(s) {unknown} for agent {agent_name!r}; valid keys: {sorted(defaults)}"
         )
     return FrozenConfig({**defaults, **overrides})
@@ -87,3 +88,53 @@ def make_config(agent_name: str, overrides: Optional[Mapping[str, Any]] = None) 
     from fidec_gym.agents import agent_class
 
     return agent_class(agent_name).make_config(overrides)
+
+
+def default_config(agent_name: str) -> dict:
+    """The defaults of a registered agent (its ``get_config()``)."""
+    from fidec_gym.agents import agent_class
+
+    return dict(agent_class(agent_name).get_config())
+
+
+def check_overrides(agent_name: str, overrides: Mapping[str, Any]) -> None:
+    """Check each override's key and value type against the agent's defaults, naming the key and the fix.
+
+    A number where the default is a number, a whole number where it is an int (never 1.5 for a batch size), a list of
+    positive whole numbers where it is a tuple of layer widths, a bool where it is a bool, a string where it is a
+    string; keys whose default is ``None`` take any value the agent itself validates.
+    """
+    from fidec_gym.errors import ConfigError
+
+    defaults = default_config(agent_name)
+    merge_config(agent_name, defaults, overrides)  # unknown keys
+    for key, value in overrides.items():
+        if key not in defaults or defaults[key] is None:
+            continue
+        default = defaults[key]
+        where = f"{agent_name} config {key}={value!r}"
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: expected true or false (e.g. --set {key}=true)")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ConfigError(f"{where}: expected a whole number like {default}")
+            if key in ("batch_size", "flow_steps", "num_fisher_samples", "actor_freq") and value < 1:
+                raise ConfigError(f"{where}: must be >= 1")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                raise ConfigError(f"{where}: expected a number like {default}")
+            if not np.isfinite(value):
+                raise ConfigError(f"{where}: must be finite")
+            if key in ("lr", "tau") and not value > 0:
+                raise ConfigError(f"{where}: must be > 0")
+            if key == "discount" and not 0 < value <= 1:
+                raise ConfigError(f"{where}: the discount must lie in (0, 1]")
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}: expected a string like {default!r}")
+        elif isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)) or not value or not all(
+                    isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in value):
+                example = ",".join(str(v) for v in default)
+                raise ConfigError(f"{where}: expected a list of positive whole numbers, e.g. --set {key}=[{example}]")

@@ -1,4 +1,4 @@
-"""DeFlow: a residual refinement of the BC flow under a Lagrangian trust region (spec §8, decision D2).
+"""DeFlow: a residual refinement of the BC flow under a Lagrangian trust region (docs/algorithms.md §8, D2).
 
 Policy: a_base = ODE(s, z) (10 Euler steps of the BC flow, clipped), a = clip(a_base + f(s, a_base)).
 
@@ -19,14 +19,17 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Optional
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from fidec_gym.agents.base import Array, Batch, FrozenConfig, Info
-from fidec_gym.agents.encoders import make_encoder
-from fidec_gym.agents.flow import DEFAULT_FLOW_STEPS, FlowAgent, LogMultiplier, normalized_q_loss
-from fidec_gym.agents.networks import ActorVectorField
+from fidec_gym.agents.flow import (
+    DEFAULT_FLOW_STEPS,
+    RefinedFlowAgent,
+    bc_flow_weight,
+    normalized_q_loss,
+    trust_region_terms,
+)
 
 DEFLOW_VARIANTS: dict[str, dict[str, Any]] = {
     "official": {"log_alpha_init": 1.0, "grad_clip": None},
@@ -34,28 +37,49 @@ DEFLOW_VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-class DeFlowAgent(FlowAgent):
+def get_config() -> dict:
+    """Defaults of DeFlow (official variant); ``target_divergence``, discount and q_agg are set per task."""
+    return {
+        "agent_name": "deflow",  # registry name, stored with the config (FQL/DeFlow code convention)
+        "lr": 3e-4,  # Adam learning rate (DeFlow code; docs/algorithms.md §8, §10.1)
+        "batch_size": 256,  # transitions per update (DeFlow code; docs/algorithms.md §10.1)
+        "actor_hidden_dims": (512, 512, 512, 512),  # BC flow and refinement MLPs (docs/algorithms.md §8, §10.1)
+        "value_hidden_dims": (512, 512, 512, 512),  # critic MLP, 2 heads (docs/algorithms.md §8, §10.1)
+        "layer_norm": True,  # LayerNorm in the critic (docs/algorithms.md §3.1, §10.1)
+        "actor_layer_norm": False,  # no LayerNorm in BC flow / refinement net (docs/algorithms.md §10.1)
+        "discount": 0.99,  # gamma; 0.995 on long horizons (docs/algorithms.md §10.3, envs/task_hyperparameters.csv)
+        "tau": 0.005,  # Polyak rate of the target critic (docs/algorithms.md §3.2, §10.1)
+        "q_agg": "mean",  # target-head aggregation; "min" per task (docs/algorithms.md §10.3, task_hyperparameters.csv)
+        "flow_steps": DEFAULT_FLOW_STEPS,  # Euler steps of the BC-flow ODE, 10 (docs/algorithms.md §7, §10.1)
+        "normalize_q_loss": True,  # Q term / mean|Q|; on in every DeFlow run command (docs/algorithms.md §1 D2, §10.5)
+        "deflow_variant": "official",  # official DeFlow code or its FiDec-repo copy (docs/algorithms.md §1 D2)
+        # log alpha_0 = 1 (alpha_0 = e), from the variant (official DeFlow code; docs/algorithms.md §1 D2)
+        "log_alpha_init": DEFLOW_VARIANTS["official"]["log_alpha_init"],
+        # global-norm gradient clip; none in the official variant (docs/algorithms.md §1 D2, §3.2)
+        "grad_clip": DEFLOW_VARIANTS["official"]["grad_clip"],
+        "use_lagrange": True,  # tune alpha by the Lagrangian towards delta (DeFlow code; docs/algorithms.md §1 D2, §8)
+        # delta, the trust-region budget; 0.001 = DeFlow code default, per task from the FiDec appendix table
+        # (docs/algorithms.md §1 D4, §10.2; envs/task_hyperparameters.csv, alternatives via divergence_table)
+        "target_divergence": 0.001,
+        "alpha": 10.0,  # fixed multiplier, used only when use_lagrange is False (DeFlow code; docs/algorithms.md §1 D2)
+        "fix_bc_flow_online": False,  # zero the BC-flow loss online (DeFlow code default; docs/algorithms.md §3.4, §8)
+        # where the online phase starts, for fix_bc_flow_online; set from the run's schedule (docs/algorithms.md §3.6)
+        "offline_steps": 1_000_000,
+        "critic": "learned",  # "oracle" = analytic q_fn for the toy study (fidec-gym option; docs/toy_landscapes.md §4)
+        "encoder": None,  # observation encoder; "impala_small" on pixel tasks (docs/algorithms.md §3.1, §10.3)
+    }
+
+
+class DeFlowAgent(RefinedFlowAgent):
     """BC flow + residual refinement net, with an isotropic trust region tuned by a Lagrange multiplier."""
 
     name = "deflow"
-
-    @classmethod
-    def get_config(cls) -> dict:
-        return get_config()
+    get_config = staticmethod(get_config)
 
     @classmethod
     def make_config(cls, config: Optional[Mapping[str, Any]] = None, example_batch: Optional[Batch] = None) -> FrozenConfig:
         """Resolve ``deflow_variant`` into explicit values, then let explicit keys override them."""
         return super().make_config(cls.expand_named_settings(config, "deflow_variant", DEFLOW_VARIANTS), example_batch)
-
-    @classmethod
-    def policy_networks(cls, config: FrozenConfig, example_batch: Batch) -> dict[str, tuple[nn.Module, Any]]:
-        return refinement_networks(config, example_batch)
-
-    def policy_actions(self, observations: Array, rng: Array) -> Array:
-        base_actions = self.behaviour_actions(self.bc_features(observations), rng)
-        residual = self.network.select("actor_refinement")(observations, base_actions)
-        return jnp.clip(base_actions + residual, -1.0, 1.0)
 
     def actor_loss(self, batch: Batch, grad_params: Any, rng: Array) -> tuple[Array, Info]:
         observations = batch["observations"]
@@ -93,69 +117,3 @@ class DeFlowAgent(FlowAgent):
             "actor/q_scale": q_scale,
             "actor/residual_norm": jnp.sqrt(jnp.sum(residual**2, axis=-1)).mean(),
         }
-
-
-# ---- pieces shared with FiDec ----------------------------------------------------------------------------------
-
-
-def refinement_networks(config: FrozenConfig, example_batch: Batch) -> dict[str, tuple[nn.Module, Any]]:
-    """The residual net f(s, a_base) (no time input, unbounded output) and the scalar log alpha."""
-    refinement = ActorVectorField(config["actor_hidden_dims"], config["action_dim"],
-                                  layer_norm=config["actor_layer_norm"], encoder=make_encoder(config["encoder"]))
-    return {
-        "actor_refinement": (refinement, (example_batch["observations"], example_batch["actions"])),
-        "log_alpha": (LogMultiplier(float(config["log_alpha_init"])), ()),
-    }
-
-
-def trust_region_terms(config: FrozenConfig, divergence: Array, grad_params: Any) -> tuple[Array, Array, Array]:
-    """(penalty, L_alpha, alpha) for the divergence D.
-
-    Lagrangian mode: alpha = exp(log alpha), penalty = stop_grad(alpha) * D, L_alpha = -log alpha * (stop_grad(D)
-    - delta). Fixed mode: penalty = alpha_config * D and L_alpha = 0.
-    """
-    if not config["use_lagrange"]:
-        alpha = jnp.asarray(config["alpha"], dtype=jnp.float32)
-        return alpha * divergence, jnp.zeros((), dtype=jnp.float32), alpha
-    log_alpha = grad_params["modules_log_alpha"]["log_value"][0]
-    alpha = jnp.exp(log_alpha)
-    # alpha is a constant of the penalty: the refinement net sees a fixed weight, it cannot lower alpha itself.
-    penalty = jax.lax.stop_gradient(alpha) * divergence
-    # D is a constant of the dual loss: the multiplier reacts to the constraint, it does not shape the residual.
-    alpha_loss = -log_alpha * (jax.lax.stop_gradient(divergence) - config["target_divergence"])
-    return penalty, alpha_loss, alpha
-
-
-def bc_flow_weight(config: FrozenConfig, step: Array) -> Array:
-    """1, or 0 during the online phase (step > offline_steps) when ``fix_bc_flow_online`` is set."""
-    if not config["fix_bc_flow_online"]:
-        return jnp.ones((), dtype=jnp.float32)
-    return jnp.where(step > config["offline_steps"], 0.0, 1.0)
-
-
-def get_config() -> dict:
-    """Defaults of DeFlow (official variant); ``target_divergence``, discount and q_agg are set per task."""
-    return {
-        "agent_name": "deflow",
-        "lr": 3e-4,
-        "batch_size": 256,
-        "actor_hidden_dims": (512, 512, 512, 512),
-        "value_hidden_dims": (512, 512, 512, 512),
-        "layer_norm": True,
-        "actor_layer_norm": False,
-        "discount": 0.99,
-        "tau": 0.005,
-        "q_agg": "mean",
-        "flow_steps": DEFAULT_FLOW_STEPS,
-        "normalize_q_loss": True,
-        "deflow_variant": "official",
-        "log_alpha_init": DEFLOW_VARIANTS["official"]["log_alpha_init"],
-        "grad_clip": DEFLOW_VARIANTS["official"]["grad_clip"],
-        "use_lagrange": True,
-        "target_divergence": 0.001,
-        "alpha": 10.0,  # the fixed multiplier, used only when use_lagrange is False
-        "fix_bc_flow_online": False,
-        "offline_steps": 1_000_000,  # where the online phase starts, for fix_bc_flow_online
-        "critic": "learned",
-        "encoder": None,
-    }

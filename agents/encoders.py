@@ -1,4 +1,4 @@
-"""IMPALA convolutional encoders for pixel observations (spec §3.1).
+"""IMPALA convolutional encoders for pixel observations (docs/algorithms.md §3.1).
 
 Inputs are uint8 images of shape ``(..., H, W, C)`` (frame-stacked on the channel axis); outputs are feature
 vectors. ``impala_small`` is the variant used by every pixel task in the benchmark.
@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from fidec_gym.agents.networks import MLP, default_init
+from fidec_gym.errors import ConfigError
 
 
 class ResidualBlock(nn.Module):
@@ -56,7 +57,7 @@ class ImpalaEncoder(nn.Module):
     @nn.compact
     def __call__(self, observations: jax.Array) -> jax.Array:
         if observations.ndim < 3:
-            raise ValueError(
+            raise ConfigError(
                 f"ImpalaEncoder expects images shaped (..., H, W, C), got shape {observations.shape}; "
                 "use encoder=None for state observations"
             )
@@ -80,5 +81,5 @@ def make_encoder(name: str | None) -> nn.Module | None:
     if name is None:
         return None
     if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; set config 'encoder' to one of {sorted(ENCODERS)} or None")
+        raise ConfigError(f"unknown encoder {name!r}; set config 'encoder' to one of {sorted(ENCODERS)} or None")
     return ENCODERS[name]()

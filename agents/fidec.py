@@ -1,4 +1,4 @@
-"""FiDec, the Fisher Decorator (spec §9, decision D1).
+"""FiDec, the Fisher Decorator (docs/algorithms.md §9, D1).
 
 FiDec refines a flow behaviour policy with a local transport map T(a) = a + Delta(s, a) and keeps the refined
 policy close to the behaviour policy in KL, which to second order is a Fisher quadratic form of the residual.
@@ -27,7 +27,7 @@ Presets (config ``preset``; any key given explicitly overrides its preset value)
 
 ``state`` metrics average K fresh, re-noised BC-flow samples per state, so M depends on s only. ``local`` builds
 M from the one score at a_base (``local_eval_point="scaled"`` evaluates at t_f * a_base instead, removing the
-1/t location shift of the noised law; see spec §9.6).
+1/t location shift of the noised law; see docs/algorithms.md §9.6).
 """
 
 from __future__ import annotations
@@ -35,14 +35,19 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Optional
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from fidec_gym.agents import fisher
 from fidec_gym.agents.base import Array, Batch, FrozenConfig, Info
-from fidec_gym.agents.deflow import bc_flow_weight, refinement_networks, trust_region_terms
-from fidec_gym.agents.flow import DEFAULT_FLOW_STEPS, FlowAgent, normalized_q_loss
+from fidec_gym.agents.flow import (
+    DEFAULT_FLOW_STEPS,
+    RefinedFlowAgent,
+    bc_flow_weight,
+    normalized_q_loss,
+    trust_region_terms,
+)
+from fidec_gym.errors import ConfigError
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"fisher_mode": "state", "score_estimator": "marginal", "fisher_t": 0.8, "fisher_t_width": 0.0,
@@ -59,14 +64,62 @@ PRESETS: dict[str, dict[str, Any]] = {
 LOCAL_EVAL_POINTS = ("base", "scaled")
 
 
-class FiDecAgent(FlowAgent):
+def get_config() -> dict:
+    """Defaults of FiDec (``paper`` preset); ``target_divergence``, discount and q_agg are set per task."""
+    return {
+        "agent_name": "fidec",  # registry name, stored with the config (FQL/FiDec code convention)
+        "lr": 3e-4,  # Adam learning rate; lost from the paper, FiDec code value (docs/algorithms.md §9.5, §10.1)
+        "batch_size": 256,  # transitions per update (FiDec paper Table 6; docs/algorithms.md §9.5, §10.1)
+        # BC flow and refinement MLPs; lost from the paper, FiDec code value (docs/algorithms.md §9.1, §9.5)
+        "actor_hidden_dims": (512, 512, 512, 512),
+        "value_hidden_dims": (512, 512, 512, 512),  # critic MLP, 2 heads (FiDec code; docs/algorithms.md §9.1)
+        "layer_norm": True,  # LayerNorm in the critic (FiDec paper Table 6; docs/algorithms.md §9.5)
+        "actor_layer_norm": False,  # no LayerNorm in the actor nets (FiDec paper Table 6; docs/algorithms.md §9.5)
+        "discount": 0.99,  # gamma; 0.995 on long horizons (docs/algorithms.md §10.3, envs/task_hyperparameters.csv)
+        "tau": 0.005,  # Polyak rate of the target critic (FiDec paper Table 6; docs/algorithms.md §9.1, §9.5)
+        "q_agg": "mean",  # target-head aggregation; "min" per task (docs/algorithms.md §10.3, task_hyperparameters.csv)
+        "flow_steps": DEFAULT_FLOW_STEPS,  # Euler steps of the BC flow (FiDec paper Table 6; docs/algorithms.md §9.5)
+        "preset": "paper",  # named group of metric settings, expanded at creation (docs/algorithms.md §1 D1)
+        # The `paper` preset's metric settings (docs/algorithms.md §1 D1, §9.3):
+        #   fisher_mode "state": metric averaged over K re-noised BC-flow samples per state
+        #     (FiDec code; docs/algorithms.md §9.8 row 4)
+        #   score_estimator "marginal": sigma = (t v - x)/(1 - t)
+        #     (FiDec paper Lemma B.4; docs/algorithms.md §9.6, §9.8 row 1)
+        #   fisher_t 0.8: Fisher time t_f (FiDec paper Table 6 and appendix table;
+        #     docs/algorithms.md §9.8 row 2, §10.2)
+        #   fisher_t_width 0.0: t_f ~ U[fisher_t - width, fisher_t]; 0 = fixed, as in the paper
+        #     (docs/algorithms.md §9.3, §9.8 row 2)
+        #   num_fisher_samples 4: K samples per state (FiDec code default; docs/algorithms.md §9.8 row 3)
+        **PRESETS["paper"],
+        # lambda_d = 1e-3, added to F before trace normalisation (FiDec code; docs/algorithms.md §1 D1, §9.3)
+        "fisher_damping": fisher.DEFAULT_DAMPING,
+        # where the `local` metric reads the score: a_base itself, or "scaled" = t_f * a_base
+        # (docs/algorithms.md §1 D1, §9.6)
+        "local_eval_point": "base",
+        # Q term / mean|Q|; FiDec paper Table 6 (the code default is off) (docs/algorithms.md §1 D1, §9.8 row 9)
+        "normalize_q_loss": True,
+        "grad_clip": 5.0,  # global-norm gradient clip (FiDec paper Table 6 and code; docs/algorithms.md §1 D1, §3.2)
+        "log_alpha_init": math.log(10.0),  # alpha_0 = 10 (FiDec paper Table 6 and code; docs/algorithms.md §9.8 row 8)
+        "use_lagrange": True,  # Lagrangian tuning of alpha towards delta (FiDec paper Table 6; docs/algorithms.md §9.4)
+        # delta, the trust-region budget; 0.001 = FiDec code default, per task from the FiDec appendix table
+        # (docs/algorithms.md §1 D4, §10.2; envs/task_hyperparameters.csv, alternatives via divergence_table)
+        "target_divergence": 0.001,
+        "alpha": 10.0,  # fixed multiplier, used only when use_lagrange is False (FiDec code; docs/algorithms.md §9.2)
+        "fix_bc_flow_online": False,  # zero the BC-flow loss online (FiDec paper Table 6; docs/algorithms.md §9.2)
+        # where the online phase starts, for fix_bc_flow_online; set from the run's schedule (docs/algorithms.md §3.6)
+        "offline_steps": 1_000_000,
+        # log the MSE of one extra policy sample, as the FiDec code does; logging only (docs/algorithms.md §9.2)
+        "log_sample_mse": False,
+        "critic": "learned",  # "oracle" = analytic q_fn for the toy study (fidec-gym option; docs/toy_landscapes.md §4)
+        "encoder": None,  # observation encoder; "impala_small" on pixel tasks (docs/algorithms.md §3.1, §9.1)
+    }
+
+
+class FiDecAgent(RefinedFlowAgent):
     """BC flow + residual transport map under a Fisher trust region tuned by a Lagrange multiplier."""
 
     name = "fidec"
-
-    @classmethod
-    def get_config(cls) -> dict:
-        return get_config()
+    get_config = staticmethod(get_config)
 
     @classmethod
     def make_config(cls, config: Optional[Mapping[str, Any]] = None, example_batch: Optional[Batch] = None) -> FrozenConfig:
@@ -77,30 +130,20 @@ class FiDecAgent(FlowAgent):
     def validate_config(cls, config: FrozenConfig) -> None:
         super().validate_config(config)
         if config["fisher_mode"] not in fisher.FISHER_MODES:
-            raise ValueError(f"fidec: unknown fisher_mode {config['fisher_mode']!r}; valid: {list(fisher.FISHER_MODES)}")
+            raise ConfigError(f"fidec: unknown fisher_mode {config['fisher_mode']!r}; valid: {list(fisher.FISHER_MODES)}")
         fisher.get_score_estimator(config["score_estimator"])
         if config["local_eval_point"] not in LOCAL_EVAL_POINTS:
-            raise ValueError(
+            raise ConfigError(
                 f"fidec: unknown local_eval_point {config['local_eval_point']!r}; valid: {list(LOCAL_EVAL_POINTS)}"
             )
         if not 0.0 < config["fisher_t"] < 1.0:
-            raise ValueError(f"fidec: fisher_t must lie in (0, 1), got {config['fisher_t']}")
+            raise ConfigError(f"fidec: fisher_t must lie in (0, 1), got {config['fisher_t']}")
         if config["fisher_t_width"] < 0:
-            raise ValueError(f"fidec: fisher_t_width must be >= 0, got {config['fisher_t_width']}")
+            raise ConfigError(f"fidec: fisher_t_width must be >= 0, got {config['fisher_t_width']}")
         if int(config["num_fisher_samples"]) < 1:
-            raise ValueError(f"fidec: num_fisher_samples must be >= 1, got {config['num_fisher_samples']}")
+            raise ConfigError(f"fidec: num_fisher_samples must be >= 1, got {config['num_fisher_samples']}")
         if config["fisher_damping"] < 0:
-            raise ValueError(f"fidec: fisher_damping must be >= 0, got {config['fisher_damping']}")
-
-    @classmethod
-    def policy_networks(cls, config: FrozenConfig, example_batch: Batch) -> dict[str, tuple[nn.Module, Any]]:
-        return refinement_networks(config, example_batch)
-
-    def policy_actions(self, observations: Array, rng: Array) -> Array:
-        """a = clip(a_base + Delta(s, a_base)), a_base = ODE(s, z): one sample, the temperature plays no part."""
-        base_actions = self.behaviour_actions(self.bc_features(observations), rng)
-        residual = self.network.select("actor_refinement")(observations, base_actions)
-        return jnp.clip(base_actions + residual, -1.0, 1.0)
+            raise ConfigError(f"fidec: fisher_damping must be >= 0, got {config['fisher_damping']}")
 
     # ---- the algorithm ---------------------------------------------------------------------------------------
 
@@ -182,35 +225,3 @@ class FiDecAgent(FlowAgent):
         x = (1.0 - t) * jax.random.normal(noise_rng, samples.shape) + t * samples
         velocity = jax.lax.stop_gradient(self.bc_velocity(repeated)(x, t))
         return score(velocity, x, t).reshape(batch_size, num_samples, action_dim)
-
-
-def get_config() -> dict:
-    """Defaults of FiDec (``paper`` preset); ``target_divergence``, discount and q_agg are set per task."""
-    return {
-        "agent_name": "fidec",
-        "lr": 3e-4,
-        "batch_size": 256,
-        "actor_hidden_dims": (512, 512, 512, 512),
-        "value_hidden_dims": (512, 512, 512, 512),
-        "layer_norm": True,
-        "actor_layer_norm": False,
-        "discount": 0.99,
-        "tau": 0.005,
-        "q_agg": "mean",
-        "flow_steps": DEFAULT_FLOW_STEPS,
-        "preset": "paper",
-        **PRESETS["paper"],
-        "fisher_damping": fisher.DEFAULT_DAMPING,
-        "local_eval_point": "base",
-        "normalize_q_loss": True,
-        "grad_clip": 5.0,
-        "log_alpha_init": math.log(10.0),
-        "use_lagrange": True,
-        "target_divergence": 0.001,
-        "alpha": 10.0,  # the fixed multiplier, used only when use_lagrange is False
-        "fix_bc_flow_online": False,
-        "offline_steps": 1_000_000,  # where the online phase starts, for fix_bc_flow_online
-        "log_sample_mse": False,
-        "critic": "learned",
-        "encoder": None,
-    }

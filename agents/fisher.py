@@ -26,6 +26,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from fidec_gym.errors import ConfigError
 
 SCORE_EPS = 1e-6
 TRACE_EPS = 1e-6
@@ -64,7 +65,7 @@ def get_score_estimator(name: str) -> Callable[..., jax.Array]:
     try:
         return SCORE_ESTIMATORS[name]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown score_estimator {name!r}; valid: {sorted(SCORE_ESTIMATORS)}"
         ) from None
 
@@ -75,7 +76,7 @@ def sample_fisher_times(rng: jax.Array, shape: tuple[int, ...], t_nominal: float
     ``width`` is a static config value, so the branch is resolved at trace time.
     """
     if width < 0:
-        raise ValueError(f"fisher_t_width must be >= 0, got {width}")
+        raise ConfigError(f"fisher_t_width must be >= 0, got {width}")
     if width == 0:
         return jnp.full(shape, t_nominal, dtype=jnp.float32)
     low = max(_MIN_FISHER_T, t_nominal - width)
@@ -101,7 +102,7 @@ def fisher_quadratic_form(
       (quad, trace_scale), both (B,): quad_b = Delta_b^T M_b Delta_b / d and trace_scale_b = tr(F_b) / d.
     """
     if scores.ndim != 3 or delta.ndim != 2 or scores.shape[0] != delta.shape[0] or scores.shape[2] != delta.shape[1]:
-        raise ValueError(
+        raise ConfigError(
             f"expected scores (B, K, d) and delta (B, d) with matching B and d, got {scores.shape} and {delta.shape}"
         )
     action_dim = delta.shape[-1]

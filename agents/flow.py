@@ -1,4 +1,5 @@
-"""Flow-matching building blocks and the common skeleton (``FlowAgent``) of FQL, DeFlow and FiDec.
+"""Flow-matching building blocks and the common skeleton (``FlowAgent``) of FQL, DeFlow and FiDec, plus the
+residual-refinement policy and trust-region terms that DeFlow and FiDec share (``RefinedFlowAgent``).
 
 The sampler and loss functions take the velocity field as a plain callable ``velocity(x, t) -> v`` with ``x`` of
 shape (N, d) and ``t`` a raw time column of shape (N, 1). Observations (already encoded where an encoder exists)
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 from fidec_gym.agents.base import Agent, Array, Batch, FrozenConfig, Info, nonpytree_field
 from fidec_gym.agents.encoders import make_encoder
 from fidec_gym.agents.networks import ActorVectorField, Value
+from fidec_gym.errors import ConfigError
 
 VelocityFn = Callable[[jax.Array, jax.Array], jax.Array]
 QFunction = Callable[[jax.Array, jax.Array], jax.Array]
@@ -42,9 +44,9 @@ def euler_sample(velocity: VelocityFn, noise: jax.Array, num_steps: int = DEFAUL
     call site, where the reason is stated.
     """
     if noise.ndim < 2:
-        raise ValueError(f"noise must have shape (batch, action_dim), got {noise.shape}")
+        raise ConfigError(f"noise must have shape (batch, action_dim), got {noise.shape}")
     if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        raise ConfigError(f"num_steps must be >= 1, got {num_steps}")
     x = noise
     dt = 1.0 / num_steps
     time_column = jnp.ones((*noise.shape[:-1], 1), dtype=noise.dtype)
@@ -77,7 +79,7 @@ def aggregate_heads(q: jax.Array, how: str) -> jax.Array:
         return q.mean(axis=0)
     if how == "min":
         return q.min(axis=0)
-    raise ValueError(f"unknown q_agg {how!r}; use 'mean' or 'min'")
+    raise ConfigError(f"unknown q_agg {how!r}; use 'mean' or 'min'")
 
 
 def normalized_q_loss(q: jax.Array, normalize: bool) -> tuple[jax.Array, jax.Array]:
@@ -143,7 +145,7 @@ class FlowAgent(Agent):
         config = dict(config or {})
         name = config.get(key, cls.get_config()[key])
         if name not in table:
-            raise ValueError(f"{cls.name}: unknown {key} {name!r}; valid: {list(table)}")
+            raise ConfigError(f"{cls.name}: unknown {key} {name!r}; valid: {list(table)}")
         return {**table[name], **config}
 
     @classmethod
@@ -152,7 +154,7 @@ class FlowAgent(Agent):
         _check_choice(cls.name, config, "critic", CRITIC_MODES)
         _check_choice(cls.name, config, "q_agg", Q_AGGREGATIONS)
         if int(config["flow_steps"]) < 1:
-            raise ValueError(f"{cls.name}: flow_steps must be >= 1, got {config['flow_steps']}")
+            raise ConfigError(f"{cls.name}: flow_steps must be >= 1, got {config['flow_steps']}")
 
     @property
     def uses_oracle_critic(self) -> bool:
@@ -171,12 +173,12 @@ class FlowAgent(Agent):
         """Build the agent from example arrays; ``q_fn`` is required exactly when ``config["critic"] == "oracle"``."""
         config = cls.make_config(config, example_batch)
         if config["critic"] == "oracle" and q_fn is None:
-            raise ValueError(
+            raise ConfigError(
                 f"{cls.name}: critic='oracle' needs the analytic Q; pass create(..., q_fn=fn) with "
                 "fn(observations, actions) -> (batch,) (q_fn is never saved, so pass it again when loading)"
             )
         if config["critic"] == "learned" and q_fn is not None:
-            raise ValueError(f"{cls.name}: q_fn is only used with critic='oracle'; set that config key or drop q_fn")
+            raise ConfigError(f"{cls.name}: q_fn is only used with critic='oracle'; set that config key or drop q_fn")
         return _initialise(cls, config, seed).replace(q_fn=q_fn)
 
     @classmethod
@@ -240,7 +242,7 @@ class FlowAgent(Agent):
         raise NotImplementedError
 
     def total_loss(self, batch: Batch, grad_params: Any, rng: Array) -> tuple[Array, Info]:
-        """Critic plus actor terms: one summed loss, one Adam step (spec §2)."""
+        """Critic plus actor terms: one summed loss, one Adam step (docs/algorithms.md §2)."""
         critic_rng, actor_rng = jax.random.split(rng)
         critic_loss, critic_info = self.critic_loss(batch, grad_params, critic_rng)
         actor_loss, actor_info = self.actor_loss(batch, grad_params, actor_rng)
@@ -288,6 +290,66 @@ class FlowAgent(Agent):
         return actions[0] if single else actions
 
 
+
+# --------------------------------------------------------------------------------------------------------------
+# The residual-refinement policy shared by DeFlow and FiDec
+# --------------------------------------------------------------------------------------------------------------
+
+
+class RefinedFlowAgent(FlowAgent):
+    """DeFlow's and FiDec's policy: a = clip(a_base + f(s, a_base)), a_base = ODE(s, z), under a trust region.
+
+    Adds the residual net ``actor_refinement`` f(s, a_base) and the scalar ``log_alpha`` to the flow skeleton.
+    Subclasses define :meth:`actor_loss`, built from :func:`bc_flow_weight` and :func:`trust_region_terms`; they
+    differ only in the divergence D the trust region bounds.
+    """
+
+    @classmethod
+    def policy_networks(cls, config: FrozenConfig, example_batch: Batch) -> dict[str, tuple[nn.Module, Any]]:
+        return refinement_networks(config, example_batch)
+
+    def policy_actions(self, observations: Array, rng: Array) -> Array:
+        """a = clip(a_base + Delta(s, a_base)), a_base = ODE(s, z): one sample, the temperature plays no part."""
+        base_actions = self.behaviour_actions(self.bc_features(observations), rng)
+        residual = self.network.select("actor_refinement")(observations, base_actions)
+        return jnp.clip(base_actions + residual, -1.0, 1.0)
+
+
+def refinement_networks(config: FrozenConfig, example_batch: Batch) -> dict[str, tuple[nn.Module, Any]]:
+    """The residual net f(s, a_base) (no time input, unbounded output) and the scalar log alpha."""
+    refinement = ActorVectorField(config["actor_hidden_dims"], config["action_dim"],
+                                  layer_norm=config["actor_layer_norm"], encoder=make_encoder(config["encoder"]))
+    return {
+        "actor_refinement": (refinement, (example_batch["observations"], example_batch["actions"])),
+        "log_alpha": (LogMultiplier(float(config["log_alpha_init"])), ()),
+    }
+
+
+def trust_region_terms(config: FrozenConfig, divergence: Array, grad_params: Any) -> tuple[Array, Array, Array]:
+    """(penalty, L_alpha, alpha) for the divergence D.
+
+    Lagrangian mode: alpha = exp(log alpha), penalty = stop_grad(alpha) * D, L_alpha = -log alpha * (stop_grad(D)
+    - delta). Fixed mode: penalty = alpha_config * D and L_alpha = 0.
+    """
+    if not config["use_lagrange"]:
+        alpha = jnp.asarray(config["alpha"], dtype=jnp.float32)
+        return alpha * divergence, jnp.zeros((), dtype=jnp.float32), alpha
+    log_alpha = grad_params["modules_log_alpha"]["log_value"][0]
+    alpha = jnp.exp(log_alpha)
+    # alpha is a constant of the penalty: the refinement net sees a fixed weight, it cannot lower alpha itself.
+    penalty = jax.lax.stop_gradient(alpha) * divergence
+    # D is a constant of the dual loss: the multiplier reacts to the constraint, it does not shape the residual.
+    alpha_loss = -log_alpha * (jax.lax.stop_gradient(divergence) - config["target_divergence"])
+    return penalty, alpha_loss, alpha
+
+
+def bc_flow_weight(config: FrozenConfig, step: Array) -> Array:
+    """1, or 0 during the online phase (step > offline_steps) when ``fix_bc_flow_online`` is set."""
+    if not config["fix_bc_flow_online"]:
+        return jnp.ones((), dtype=jnp.float32)
+    return jnp.where(step > config["offline_steps"], 0.0, 1.0)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _initialise(cls: type[FlowAgent], config: FrozenConfig, seed: Array) -> FlowAgent:
     """Initialise an agent in one compiled program, cached per (agent class, config).
@@ -304,4 +366,4 @@ def _initialise(cls: type[FlowAgent], config: FrozenConfig, seed: Array) -> Flow
 
 def _check_choice(agent_name: str, config: Mapping[str, Any], key: str, choices: tuple) -> None:
     if config[key] not in choices:
-        raise ValueError(f"{agent_name}: unknown {key} {config[key]!r}; valid: {list(choices)}")
+        raise ConfigError(f"{agent_name}: unknown {key} {config[key]!r}; valid: {list(choices)}")

@@ -1,4 +1,4 @@
-"""Flow Q-learning (FQL; spec §7).
+"""Flow Q-learning (FQL; docs/algorithms.md §7).
 
 A BC flow v(s, x, t) models the behaviour policy; a one-step policy mu(s, z) is distilled from its 10-step Euler
 roll-out and pushed up the critic, so acting costs one network call:
@@ -25,14 +25,37 @@ from fidec_gym.agents.flow import DEFAULT_FLOW_STEPS, FlowAgent, euler_sample, n
 from fidec_gym.agents.networks import ActorVectorField
 
 
+def get_config() -> dict:
+    """Defaults of FQL; ``alpha`` (and discount, q_agg) are set per task by the catalogue."""
+    return {
+        "agent_name": "fql",  # registry name, stored with the config (FQL code convention)
+        "lr": 3e-4,  # Adam learning rate (FQL code; docs/algorithms.md §3.2, §10.1)
+        "batch_size": 256,  # transitions per update (FQL code; docs/algorithms.md §10.1)
+        # BC flow and one-step policy MLPs (FQL code; docs/algorithms.md §7, §10.1)
+        "actor_hidden_dims": (512, 512, 512, 512),
+        "value_hidden_dims": (512, 512, 512, 512),  # critic MLP, 2 heads (FQL code; docs/algorithms.md §7, §10.1)
+        "layer_norm": True,  # LayerNorm in the critic (FQL code; docs/algorithms.md §7, §10.1)
+        "actor_layer_norm": False,  # no LayerNorm in BC flow / one-step policy (FQL code; docs/algorithms.md §7)
+        "discount": 0.99,  # gamma; 0.995 on long horizons (docs/algorithms.md §10.3, envs/task_hyperparameters.csv)
+        "tau": 0.005,  # Polyak rate of the target critic (FQL code; docs/algorithms.md §7, §10.1)
+        "q_agg": "mean",  # target-head aggregation; "min" per task (docs/algorithms.md §10.3, task_hyperparameters.csv)
+        # distillation weight; 10 = FQL code default (docs/algorithms.md §7), set per task via
+        # envs/task_hyperparameters.csv from the FiDec appendix table (offline, docs/algorithms.md §10.2) and the
+        # FQL README (offline-to-online, docs/algorithms.md §10.4)
+        "alpha": 10.0,
+        "flow_steps": DEFAULT_FLOW_STEPS,  # Euler steps of the BC-flow ODE, 10 (FQL code; docs/algorithms.md §7)
+        "normalize_q_loss": False,  # Q term / mean|Q|; off in all FQL paper runs (docs/algorithms.md §7, §10.5)
+        "grad_clip": None,  # no gradient clipping, as the FQL code (docs/algorithms.md §3.2, §7)
+        "critic": "learned",  # "oracle" = analytic q_fn for the toy study (fidec-gym option; docs/toy_landscapes.md §4)
+        "encoder": None,  # observation encoder; "impala_small" on pixel tasks (docs/algorithms.md §3.1, §7)
+    }
+
+
 class FQLAgent(FlowAgent):
     """FQL with a one-step policy distilled from the BC flow."""
 
     name = "fql"
-
-    @classmethod
-    def get_config(cls) -> dict:
-        return get_config()
+    get_config = staticmethod(get_config)
 
     @classmethod
     def policy_networks(cls, config: FrozenConfig, example_batch: Batch) -> dict[str, tuple[nn.Module, Any]]:
@@ -74,25 +97,3 @@ class FQLAgent(FlowAgent):
             "actor/q_scale": q_scale,
             "actor/mse": jnp.mean((jnp.clip(onestep_actions, -1, 1) - batch["actions"]) ** 2),
         }
-
-
-def get_config() -> dict:
-    """Defaults of FQL; ``alpha`` (and discount, q_agg) are set per task by the catalogue."""
-    return {
-        "agent_name": "fql",
-        "lr": 3e-4,
-        "batch_size": 256,
-        "actor_hidden_dims": (512, 512, 512, 512),
-        "value_hidden_dims": (512, 512, 512, 512),
-        "layer_norm": True,
-        "actor_layer_norm": False,
-        "discount": 0.99,
-        "tau": 0.005,
-        "q_agg": "mean",
-        "alpha": 10.0,
-        "flow_steps": DEFAULT_FLOW_STEPS,
-        "normalize_q_loss": False,
-        "grad_clip": None,
-        "critic": "learned",
-        "encoder": None,
-    }

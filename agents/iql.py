@@ -1,4 +1,4 @@
-"""Implicit Q-learning with an advantage-weighted (AWR) actor (spec §5).
+"""Implicit Q-learning with an advantage-weighted (AWR) actor (docs/algorithms.md §5).
 
 Per step, summed and optimised by one Adam step:
 
@@ -28,16 +28,33 @@ def expectile_loss(diff: Array, expectile: float) -> Array:
     return weight * jnp.square(diff)
 
 
+def get_config() -> dict:
+    """Defaults of the IQL agent (per-task ``alpha`` and ``discount`` come from the task catalogue)."""
+    return {
+        "agent_name": "iql",  # registry name, stored with the config (FQL code convention)
+        "lr": 3e-4,  # Adam learning rate (FQL code; docs/algorithms.md §5, §10.1)
+        "batch_size": 256,  # transitions per update (FQL code; docs/algorithms.md §5, §10.1)
+        "actor_hidden_dims": (512, 512, 512, 512),  # Gaussian actor MLP (FQL code; docs/algorithms.md §5)
+        "value_hidden_dims": (512, 512, 512, 512),  # value net and 2-head critic MLPs (FQL code; docs/algorithms.md §5)
+        "layer_norm": True,  # LayerNorm in value and critic (FQL code; docs/algorithms.md §5, §10.1)
+        "actor_layer_norm": False,  # no LayerNorm in the actor (FQL code; docs/algorithms.md §5, §10.1)
+        "discount": 0.99,  # gamma; 0.995 on long horizons (docs/algorithms.md §10.3, envs/task_hyperparameters.csv)
+        "tau": 0.005,  # Polyak rate of the target critic (FQL code; docs/algorithms.md §5, §10.1)
+        "expectile": 0.9,  # expectile of the value regression (FQL code; docs/algorithms.md §5)
+        # AWR inverse temperature; per task from the FiDec appendix table (docs/algorithms.md §10.2,
+        # envs/task_hyperparameters.csv); 10 = FQL code default (docs/algorithms.md §5)
+        "alpha": 10.0,
+        "encoder": None,  # observation encoder; "impala_small" on pixel tasks (docs/algorithms.md §3.1, §5)
+    }
+
+
 class IQLAgent(Agent):
     """Implicit Q-learning (Kostrikov et al.) as in the FQL reference code."""
 
     name = "iql"
     target_modules = (("target_critic", "critic"),)
     required_batch_keys = ("observations", "actions", "rewards", "masks", "next_observations")
-
-    @classmethod
-    def get_config(cls) -> dict:
-        return get_config()
+    get_config = staticmethod(get_config)
 
     def value_loss(self, batch: Batch, grad_params: Any) -> tuple[Array, Info]:
         # The regression target comes from the target critic's parameters and is a constant for this loss.
@@ -109,21 +126,3 @@ class IQLAgent(Agent):
             "actor": (actor, (observations,)),
         }
         return cls.build(seed, config, networks, targets=cls.target_modules)
-
-
-def get_config() -> dict:
-    """Defaults of the IQL agent (per-task ``alpha`` and ``discount`` come from the task catalogue)."""
-    return {
-        "agent_name": "iql",
-        "lr": 3e-4,
-        "batch_size": 256,
-        "actor_hidden_dims": (512, 512, 512, 512),
-        "value_hidden_dims": (512, 512, 512, 512),
-        "layer_norm": True,
-        "actor_layer_norm": False,
-        "discount": 0.99,
-        "tau": 0.005,
-        "expectile": 0.9,
-        "alpha": 10.0,
-        "encoder": None,
-    }

@@ -1,4 +1,4 @@
-"""Network building blocks shared by every agent (spec §3.1).
+"""Network building blocks shared by every agent (docs/algorithms.md §3.1).
 
 All modules are Flax Linen modules. Observations may be raw vectors or, when an ``encoder`` module is given,
 uint8 images that the encoder turns into a feature vector. Each network that reads observations owns its own

@@ -1,10 +1,11 @@
-"""ReBRAC: TD3+BC with behaviour-regularised actor and critic (spec §6, decision D5).
+"""ReBRAC: TD3+BC with behaviour-regularised actor and critic (docs/algorithms.md §6, D5).
 
 * Critic (every step): a' = clip(mu_target(s') + clip(eps, +-0.5)), eps ~ N(0, 0.2^2 I);
   q' = min_i Q_target,i(s', a') - alpha_critic * ||a' - a'_D||^2; L_Q = mean over (heads x batch) of (Q_i - y)^2.
 * Actor (only when ``step % actor_freq == 0``): a_pi = tanh(mean(s)); q = min_i Q_i(s, a_pi) with frozen critic
   parameters; L_pi = -mean(lambda q) + alpha_actor * mean ||a_pi - a||^2 with lambda = 1 / mean|q| (constant).
-* On other steps the actor loss is exactly zero, yet the shared Adam's momentum still moves the actor (D5).
+* On other steps the actor loss is exactly zero, yet the shared Adam's momentum still moves the
+  actor (docs/algorithms.md D5).
   ``rebrac_separate_optimizers=True`` (off by default, a deviation) gives the actor its own Adam that steps only on
   actor steps.
   Target actor and target critic are Polyak-averaged only on actor steps.
@@ -24,16 +25,42 @@ from fidec_gym.agents.encoders import make_encoder
 from fidec_gym.agents.networks import GaussianActor, Value
 
 
+def get_config() -> dict:
+    """Defaults of ReBRAC; ``alpha_actor``/``alpha_critic`` must be set per task (task catalogue)."""
+    return {
+        "agent_name": "rebrac",  # registry name, stored with the config (FQL code convention)
+        "lr": 3e-4,  # Adam learning rate (FQL code; docs/algorithms.md §6, §10.1)
+        "batch_size": 256,  # transitions per update (FQL code; docs/algorithms.md §10.1)
+        "actor_hidden_dims": (512, 512, 512, 512),  # actor MLP (FQL code; docs/algorithms.md §6, §10.1)
+        "value_hidden_dims": (512, 512, 512, 512),  # critic MLP, 2 heads (FQL code; docs/algorithms.md §6, §10.1)
+        "layer_norm": True,  # LayerNorm in the critic (FQL code; docs/algorithms.md §6, §10.1)
+        "actor_layer_norm": False,  # no LayerNorm in the actor (FQL code; docs/algorithms.md §6, §10.1)
+        "discount": 0.99,  # gamma; 0.995 on long horizons (docs/algorithms.md §10.3, envs/task_hyperparameters.csv)
+        "tau": 0.005,  # Polyak rate of both targets, on actor steps only (FQL code; docs/algorithms.md §6)
+        "tanh_squash": True,  # deterministic policy tanh(mean(s)) (FQL code; docs/algorithms.md §6)
+        "actor_freq": 2,  # actor and target updates every 2nd step (FQL code; docs/algorithms.md §6, §10.1)
+        # actor BC weight alpha_actor; FQL code default 0, per task from the FiDec appendix table
+        # (docs/algorithms.md §6, §10.2; envs/task_hyperparameters.csv)
+        "alpha_actor": 0.0,
+        # critic penalty on the next action, alpha_critic; FQL code default 0, per task as alpha_actor
+        # (docs/algorithms.md §6, §10.2; envs/task_hyperparameters.csv)
+        "alpha_critic": 0.0,
+        # std of the target-smoothing noise and, times temperature, of acting noise (FQL code; docs/algorithms.md §6)
+        "actor_noise": 0.2,
+        "actor_noise_clip": 0.5,  # clip of that noise (FQL code; docs/algorithms.md §6)
+        # one shared Adam, the reference behaviour; True = the untested own-Adam deviation (docs/algorithms.md §1 D5)
+        "rebrac_separate_optimizers": False,
+        "encoder": None,  # observation encoder; "impala_small" on pixel tasks (docs/algorithms.md §3.1)
+    }
+
+
 class ReBRACAgent(Agent):
     """Revisited behaviour-regularised actor-critic (Tarasov et al.) as in the FQL reference code."""
 
     name = "rebrac"
     target_modules = (("target_critic", "critic"), ("target_actor", "actor"))
     required_batch_keys = ("observations", "actions", "rewards", "masks", "next_observations", "next_actions")
-
-    @classmethod
-    def get_config(cls) -> dict:
-        return get_config()
+    get_config = staticmethod(get_config)
 
     def is_actor_step(self, step: Array) -> Array:
         """Whether training-state step ``step`` (counting from 1) updates the actor and the targets."""
@@ -140,26 +167,3 @@ class ReBRACAgent(Agent):
             "target_actor": (copy.deepcopy(actor), (observations,)),
         }
         return cls.build(seed, config, networks, targets=cls.target_modules)
-
-
-def get_config() -> dict:
-    """Defaults of ReBRAC; ``alpha_actor``/``alpha_critic`` must be set per task (task catalogue)."""
-    return {
-        "agent_name": "rebrac",
-        "lr": 3e-4,
-        "batch_size": 256,
-        "actor_hidden_dims": (512, 512, 512, 512),
-        "value_hidden_dims": (512, 512, 512, 512),
-        "layer_norm": True,
-        "actor_layer_norm": False,
-        "discount": 0.99,
-        "tau": 0.005,
-        "tanh_squash": True,
-        "actor_freq": 2,
-        "alpha_actor": 0.0,
-        "alpha_critic": 0.0,
-        "actor_noise": 0.2,
-        "actor_noise_clip": 0.5,
-        "rebrac_separate_optimizers": False,  # D5: one shared Adam is the reference behaviour
-        "encoder": None,
-    }

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+from fidec_gym.errors import ConfigError
 
 if TYPE_CHECKING:
     from fidec_gym.agents.base import Agent
@@ -24,7 +25,7 @@ def create_vmapped(agent_cls: type[Agent], seeds: Sequence[int] | Array, example
     """One agent per seed, stacked on a leading axis (every leaf gains a dimension of size ``len(seeds)``)."""
     seeds = jnp.asarray(seeds, dtype=jnp.uint32)
     if seeds.ndim != 1 or seeds.shape[0] == 0:
-        raise ValueError(f"seeds must be a non-empty 1-D sequence, got shape {tuple(seeds.shape)}")
+        raise ConfigError(f"seeds must be a non-empty 1-D sequence, got shape {tuple(seeds.shape)}")
     frozen = agent_cls.make_config(config, example_batch)
     return jax.vmap(lambda seed: agent_cls.create(seed, example_batch, frozen))(seeds)
 
@@ -39,11 +40,11 @@ def _batch_axis(agents: Agent, batch: Batch, extra_axes: int) -> Optional[int]:
     if ndim == shared_ndim + 1:
         num_seeds = jax.tree_util.tree_leaves(agents.rng)[0].shape[0]
         if batch["observations"].shape[0] != num_seeds:
-            raise ValueError(
+            raise ConfigError(
                 f"a per-seed batch needs a leading axis of {num_seeds} seeds, got {batch['observations'].shape[0]}"
             )
         return 0
-    raise ValueError(
+    raise ConfigError(
         f"batch observations have {ndim} dimensions; expected {shared_ndim} (shared by all seeds) or "
         f"{shared_ndim + 1} (one batch per seed)"
     )

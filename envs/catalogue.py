@@ -13,6 +13,7 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
+from fidec_gym.errors import ConfigError, UnknownNameError
 
 NAMESPACE = "fidec"
 
@@ -35,7 +36,7 @@ OGBENCH_BASES = (
 VISUAL_OBSERVATION_SHAPE = (64, 64, 3)
 MANIPULATION_CATEGORIES = ("cube-single", "cube-double", "scene", "puzzle-3x3", "puzzle-4x4")
 
-# D4RL reference returns for the normalised score 100 (R - min) / (max - min) (datasets.md §4.6).
+# D4RL reference returns for the normalised score 100 (R - min) / (max - min) (docs/datasets.md §4.6).
 D4RL_REFERENCE = {
     "antmaze": (0.0, 1.0),
     "pen": (96.262799, 3076.8331017826877),
@@ -185,7 +186,7 @@ def all_tasks() -> dict[str, TaskSpec]:
     return {spec.env_id: spec for spec in _ogbench_specs() + _d4rl_specs() + _toy_specs()}
 
 
-class UnknownTaskError(KeyError):
+class UnknownTaskError(UnknownNameError):
     """An ID that is not in the catalogue; the message suggests the closest names."""
 
     def __str__(self) -> str:  # KeyError would print the message quoted
@@ -215,11 +216,11 @@ def list_tasks(suite: Optional[str] = None, category: Optional[str] = None) -> l
     tasks = all_tasks().values()
     suites = {spec.suite for spec in tasks}
     if suite is not None and suite not in suites:
-        raise ValueError(f"unknown suite {suite!r}; valid suites: {sorted(suites)}")
+        raise ConfigError(f"unknown suite {suite!r}; valid suites: {sorted(suites)}")
     categories = {spec.category for spec in tasks} | {spec.table_category for spec in tasks}
     if category is not None and category not in categories:
         close = difflib.get_close_matches(category, sorted(categories), n=3)
-        raise ValueError(f"unknown category {category!r}; closest: {close}; valid: {sorted(categories)}")
+        raise ConfigError(f"unknown category {category!r}; closest: {close}; valid: {sorted(categories)}")
     return [
         spec.env_id
         for spec in tasks
@@ -255,11 +256,12 @@ def task_hyperparameters(
 ) -> dict:
     """Config overrides of ``agent`` for task ``env_id`` from the paper's appendix and the official run commands.
 
-    ``divergence_table`` picks the δ table (spec D4); ``offline_to_online`` picks the FQL α of §10.4 where it differs.
+    ``divergence_table`` picks the δ table (docs/algorithms.md D4); ``offline_to_online`` picks the FQL α of
+    docs/algorithms.md §10.4 where it differs.
     Later rows override earlier ones, so the file lists general patterns first.
     """
     if divergence_table not in DIVERGENCE_TABLES:
-        raise ValueError(f"unknown divergence_table {divergence_table!r}; valid: {list(DIVERGENCE_TABLES)}")
+        raise ConfigError(f"unknown divergence_table {divergence_table!r}; valid: {list(DIVERGENCE_TABLES)}")
     name = task_info(env_id).name
     wanted_variants = {"", divergence_table if divergence_table != "paper" else ""}
     if offline_to_online:

@@ -19,8 +19,9 @@ import numpy as np
 from fidec_gym.envs.catalogue import TaskSpec, all_tasks, task_info
 from fidec_gym.envs.datasets import Dataset, DatasetError, dataset_problems, load_dataset
 from fidec_gym.envs.readers import trajectory_starts
+from fidec_gym.errors import DataNotFoundError
 
-# Physics state sizes stored with OGBench data (nq, nv), from the environments (datasets.md §1.2).
+# Physics state sizes stored with OGBench data (nq, nv), from the environments (docs/datasets.md §1.2).
 OGBENCH_QPOS_QVEL = {
     "antmaze-large-navigate": (15, 14), "antmaze-giant-navigate": (15, 14),
     "humanoidmaze-medium-navigate": (28, 27), "humanoidmaze-large-navigate": (28, 27),
@@ -243,7 +244,7 @@ def check_dataset(path_or_id: str, split: str = "train") -> CheckReport:
     path = Path(target).expanduser()
     if target.endswith((".npz", ".hdf5", ".h5")):
         if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist; pass an existing dataset file or a task ID")
+            raise DataNotFoundError(f"{path} does not exist; pass an existing dataset file or a task ID")
         report = CheckReport(target, "ogbench-npz" if path.suffix == ".npz" else "d4rl-hdf5")
         spec = _check_file(path, report)
         if spec is not None and report.ok:

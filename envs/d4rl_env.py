@@ -1,6 +1,6 @@
 """D4RL antmaze-v2 and Adroit-v1 tasks rebuilt on Gymnasium-Robotics with D4RL's evaluation semantics.
 
-The legacy ``d4rl`` package cannot be installed on a current stack (datasets.md §4.1), so the simulators come from
+The legacy ``d4rl`` package cannot be installed on a current stack (docs/datasets.md §4.1), so the simulators come from
 Gymnasium-Robotics and the D4RL behaviour is restored here (every remaining difference is listed in
 ``docs/d4rl_differences.md``):
 
@@ -44,6 +44,7 @@ from gymnasium.wrappers import TimeLimit
 
 from fidec_gym.envs.catalogue import TaskSpec, task_info
 from fidec_gym.envs.wrappers import ClipAction, EpisodeScore, Float32Observation, SuccessAsFloat
+from fidec_gym.errors import ConfigError
 
 # D4RL's evaluation maps for the v2 tasks (maze_env.U_MAZE_TEST, BIG_MAZE_TEST, HARDEST_MAZE_TEST), rows in
 # D4RL's order: '#' wall, '.' free, 'r' start cell, 'g' evaluation goal cell.
@@ -105,7 +106,7 @@ def _find_cell(layout: tuple, symbol: str) -> tuple[int, int]:
         col = line.find(symbol)
         if col >= 0:
             return row, col
-    raise ValueError(f"maze layout has no {symbol!r} cell")
+    raise ConfigError(f"maze layout has no {symbol!r} cell")
 
 
 class D4RLAntMazeEnv(gym.Env):
@@ -131,11 +132,11 @@ class D4RLAntMazeEnv(gym.Env):
         height: int = 480,
     ):
         if maze not in D4RL_MAZES:
-            raise ValueError(f"unknown maze {maze!r}; valid: {sorted(D4RL_MAZES)}")
+            raise ConfigError(f"unknown maze {maze!r}; valid: {sorted(D4RL_MAZES)}")
         if frame not in FRAMES:
-            raise ValueError(f"unknown frame {frame!r}; valid: {FRAMES} (d4rl: legacy hdf5 data, minari: Minari data)")
+            raise ConfigError(f"unknown frame {frame!r}; valid: {FRAMES} (d4rl: legacy hdf5 data, minari: Minari data)")
         if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+            raise ConfigError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         from gymnasium_robotics.envs.maze.ant_maze_v4 import AntMazeEnv  # heavy: only when an env is made
 
         self.maze_name = maze
@@ -292,10 +293,10 @@ def make_d4rl_env(
     """
     spec = task_info(task)
     if spec.suite != "d4rl":
-        raise ValueError(f"{spec.env_id} is a {spec.suite!r} task, not a D4RL one; make it with gym.make(...)")
+        raise ConfigError(f"{spec.env_id} is a {spec.suite!r} task, not a D4RL one; make it with gym.make(...)")
     horizon = spec.horizon if horizon is None else int(horizon)
     if horizon < 1:
-        raise ValueError(f"horizon must be a positive number of steps, got {horizon}")
+        raise ConfigError(f"horizon must be a positive number of steps, got {horizon}")
     if spec.category == "d4rl-antmaze":
         env: gym.Env = D4RLAntMazeEnv(maze=_antmaze_name(spec), frame=frame, render_mode=render_mode, **kwargs)
         env = TimeLimit(env, max_episode_steps=horizon)

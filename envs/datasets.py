@@ -32,6 +32,7 @@ from fidec_gym.envs.readers import (
     sha256_arrays,
     trajectory_starts,
 )
+from fidec_gym.errors import DataError, DataNotFoundError, UnknownNameError
 
 __all__ = [
     "BatchSampler",
@@ -48,7 +49,7 @@ TOY_TRAIN_SAMPLES, TOY_TRAIN_SEED = 50_000, 0
 TOY_VAL_SAMPLES, TOY_VAL_SEED = 5_000, 1
 
 
-class DatasetNotFoundError(DatasetError, FileNotFoundError):
+class DatasetNotFoundError(DatasetError, DataNotFoundError):
     """No data for the task was found; the message lists every place looked at and how to make or fetch it."""
 
 
@@ -81,7 +82,7 @@ class Dataset(Mapping):
         try:
             return self._arrays[key]
         except KeyError:
-            raise KeyError(f"dataset has no array {key!r}; available: {sorted(self._arrays)}") from None
+            raise UnknownNameError(f"dataset has no array {key!r}; available: {sorted(self._arrays)}") from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._arrays)
@@ -223,9 +224,9 @@ def load_dataset(
     """
     spec = task_info(env_id)
     if split not in ("train", "val"):
-        raise ValueError(f"unknown split {split!r}; use 'train' or 'val'")
+        raise DataError(f"unknown split {split!r}; use 'train' or 'val'")
     if compact and spec.suite not in ("ogbench", "visual"):
-        raise ValueError(f"compact=True applies to OGBench datasets only; {spec.env_id} is a {spec.suite} task")
+        raise DataError(f"compact=True applies to OGBench datasets only; {spec.env_id} is a {spec.suite} task")
     suffixes = {"ogbench": (".npz",), "visual": (".npz",), "d4rl": (".hdf5", ".h5")}.get(spec.suite, ())
     if path is not None and Path(path).expanduser().is_file() and Path(path).suffix not in suffixes:
         raise DatasetError(
@@ -239,6 +240,35 @@ def load_dataset(
     else:
         arrays, metadata = _load_toy(spec, split)
     return Dataset(arrays, metadata).validate()
+
+
+def locate_dataset(env_id: str, path: Optional[os.PathLike | str] = None) -> tuple[Optional[str], str]:
+    """Where ``load_dataset(env_id, path=path)`` would read its data from, without reading it, and how to get the
+    data when it is missing: ``(file or Minari ID, or None; a command)``."""
+    from fidec_gym.envs.readers import find_file, minari_reader, ogbench_npz, search_dirs
+    from fidec_gym.envs.readers.d4rl_hdf5 import DEFAULT_D4RL_DIR
+
+    spec = task_info(env_id)
+    if spec.suite == "toy":
+        return "sampled from the analytic law", ""
+    if spec.suite in ("ogbench", "visual"):
+        file, _ = ogbench_npz.locate(spec.dataset, "train", path)
+        base = spec.dataset.removeprefix("visual-")
+        if base.startswith(ogbench_npz.GENERATABLE_PREFIXES):
+            visual = " --visual" if spec.suite == "visual" else ""
+            how = f"fidec data generate {base.removesuffix('-v0')}{visual} --out $FIDEC_DATA_DIR  (or fidec data " \
+                  f"download {spec.dataset} --out $FIDEC_DATA_DIR, needs network)"
+        else:
+            how = f"fidec data download {spec.dataset} --out $FIDEC_DATA_DIR  (needs network)"
+        return (str(file) if file else None), how
+    file, _ = find_file([f"{spec.dataset}.hdf5"], search_dirs(path, None, DEFAULT_D4RL_DIR))
+    minari_id = spec.extra["minari_id"]
+    if file is not None:
+        return str(file), ""
+    if minari_reader.is_available(minari_id):
+        return f"minari:{minari_id}", ""
+    return None, f"pip install 'minari[hf]' && minari download {minari_id}  (or copy {spec.dataset}.hdf5 into " \
+                 "$FIDEC_DATA_DIR)"
 
 
 def _load_ogbench(spec: TaskSpec, path, split, data_dir, compact, allow_download, timeout):
@@ -319,7 +349,7 @@ def _load_toy(spec: TaskSpec, split: str):
 # ----------------------------------------------------------------------------------------------------------------
 # Sampling
 # ----------------------------------------------------------------------------------------------------------------
-CROP_PADDING = 3  # edge-pad 3 pixels, then crop back to the original size (algorithms.md §3.3)
+CROP_PADDING = 3  # edge-pad 3 pixels, then crop back to the original size (docs/algorithms.md §3.3)
 
 
 def random_crop(images: np.ndarray, offsets: np.ndarray, padding: int = CROP_PADDING) -> np.ndarray:
@@ -356,15 +386,15 @@ class BatchSampler:
         frame_stack: Optional[int] = None,
     ):
         if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise DataError(f"batch_size must be positive, got {batch_size}")
         if not 0.0 <= crop_augment_prob <= 1.0:
-            raise ValueError(f"crop_augment_prob must lie in [0, 1], got {crop_augment_prob}")
+            raise DataError(f"crop_augment_prob must lie in [0, 1], got {crop_augment_prob}")
         pixel = dataset["observations"].ndim == 4
         if crop_augment_prob > 0 and not pixel:
-            raise ValueError("crop augmentation needs image observations (N, H, W, C); this dataset has "
+            raise DataError("crop augmentation needs image observations (N, H, W, C); this dataset has "
                              f"observations of shape {dataset.observation_shape}")
         if frame_stack is not None and (frame_stack < 1 or dataset.is_compact):
-            raise ValueError("frame_stack needs a positive stack size and a regular (non-compact) dataset")
+            raise DataError("frame_stack needs a positive stack size and a regular (non-compact) dataset")
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.crop_augment_prob = float(crop_augment_prob)
@@ -398,7 +428,7 @@ class BatchSampler:
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("num_transitions") != self.dataset.num_transitions:
-            raise ValueError(
+            raise DataError(
                 f"sampler state was saved for a dataset of {state.get('num_transitions')} transitions, this one has "
                 f"{self.dataset.num_transitions}; resume with the same dataset"
             )

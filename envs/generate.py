@@ -1,6 +1,6 @@
 """Regenerate OGBench manipulation "play" datasets locally with the plan oracles shipped in the ogbench package.
 
-The recipe is OGBench's (datasets.md §2.1): the goal-conditioned environment in data-collection mode without
+The recipe is OGBench's (docs/datasets.md §2.1): the goal-conditioned environment in data-collection mode without
 termination at the goal, 1001-step episodes, the non-Markovian plan oracles (cube, button, drawer, window; puzzle
 presses buttons with the gripper closed), a new random target whenever the oracle's plan is finished, and the scene
 health check. Two things are added: every episode is seeded from ``SeedSequence(seed, spawn_key=(episode,))`` (the
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
+from fidec_gym.errors import ConfigError
 
 GENERATOR_VERSION = "1.0"
 DEFAULT_MAX_EPISODE_STEPS = 1001
@@ -40,17 +41,17 @@ def parse_play_dataset(name: str, visual: bool = False) -> tuple[str, str, bool]
     words = stem.split("-")
     if len(words) < 2 or not stem.startswith(GENERATABLE_BASES):
         if "navigate" in words or stem.startswith(("antmaze", "humanoidmaze", "antsoccer", "pointmaze")):
-            raise ValueError(
+            raise ConfigError(
                 f"{name!r}: locomotion datasets cannot be generated locally (OGBench's expert policies come from "
                 "checkpoints that the package does not ship; docs/datasets.md §2.2). Fetch the official files with "
                 f"`fidec data download {stem if stem.endswith('-v0') else stem + '-v0'}`."
             )
-        raise ValueError(
+        raise ConfigError(
             f"{name!r} is not a manipulation dataset; use one of cube-single-play, cube-double-play, scene-play, "
             "puzzle-3x3-play, puzzle-4x4-play (optionally with a visual- prefix)"
         )
     if words[-1] != "play":
-        raise ValueError(f"{name!r}: only 'play' datasets are generated (plan oracles); got dataset type {words[-1]!r}")
+        raise ConfigError(f"{name!r}: only 'play' datasets are generated (plan oracles); got dataset type {words[-1]!r}")
     base = "-".join(words[:-1])
     prefix = "visual-" if visual else ""
     return f"{prefix}{base}-play-v0", f"{prefix}{base}-v0", visual
@@ -101,7 +102,7 @@ class EpisodeGenerator:
 
         self.env_name = env_name
         with warnings.catch_warnings():
-            # Gymnasium notes that the float64 Box bounds are cast to float32: harmless (datasets.md §1.2).
+            # Gymnasium notes that the float64 Box bounds are cast to float32: harmless (docs/datasets.md §1.2).
             warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32.*")
             self.env = gymnasium.make(env_name, terminate_at_goal=False, mode="data_collection",
                                       max_episode_steps=max_episode_steps)
@@ -259,7 +260,7 @@ def generate_manipulation_dataset(
     from tqdm import tqdm
 
     if num_episodes < 1 or workers < 1 or max_episode_steps < 2:
-        raise ValueError(
+        raise ConfigError(
             f"need num_episodes >= 1, workers >= 1 and max_episode_steps >= 2 "
             f"(got {num_episodes}, {workers}, {max_episode_steps})"
         )
@@ -268,7 +269,7 @@ def generate_manipulation_dataset(
     import ogbench.manipspace  # noqa: F401
 
     if env_name not in gymnasium.registry:
-        raise ValueError(f"{name!r}: OGBench has no environment {env_name!r} to generate it from")
+        raise ConfigError(f"{name!r}: OGBench has no environment {env_name!r} to generate it from")
     num_val_episodes = max(1, num_episodes // 10)
     total = num_episodes + num_val_episodes
     out_dir = Path(out_dir).expanduser()

@@ -20,6 +20,7 @@ import gymnasium as gym
 
 from fidec_gym.envs.catalogue import TaskSpec, task_info
 from fidec_gym.envs.wrappers import ClipAction, EpisodeScore, Float32Observation, SeededGlobalRandom, SuccessAsFloat
+from fidec_gym.errors import ConfigError, FidecError
 
 SUCCESS_TIMINGS = ("pre", "post")
 GL_HELP = (
@@ -31,7 +32,7 @@ GL_HELP = (
 _GL_ERROR_MARKERS = ("opengl", "egl", "osmesa", "glfw", "gladload", "platform library", "gl context")
 
 
-class RenderBackendError(RuntimeError):
+class RenderBackendError(FidecError, RuntimeError):
     """No working GL backend for MuJoCo's offscreen renderer."""
 
 
@@ -72,13 +73,13 @@ def make_ogbench_env(
     """
     spec: TaskSpec = task_info(task)
     if spec.suite not in ("ogbench", "visual"):
-        raise ValueError(f"{spec.env_id} is a {spec.suite!r} task, not an OGBench one; make it with gym.make(...)")
+        raise ConfigError(f"{spec.env_id} is a {spec.suite!r} task, not an OGBench one; make it with gym.make(...)")
     if success_timing not in SUCCESS_TIMINGS:
-        raise ValueError(f"success_timing must be one of {SUCCESS_TIMINGS}, got {success_timing!r}")
+        raise ConfigError(f"success_timing must be one of {SUCCESS_TIMINGS}, got {success_timing!r}")
     if render_mode not in (None, "rgb_array"):
-        raise ValueError(f"render_mode must be None or 'rgb_array' (offscreen), got {render_mode!r}")
+        raise ConfigError(f"render_mode must be None or 'rgb_array' (offscreen), got {render_mode!r}")
     if spec.suite == "visual" and (width, height) != (64, 64):
-        raise ValueError(f"{spec.env_id} observes 64x64 frames (the datasets' size); width/height must be 64")
+        raise ConfigError(f"{spec.env_id} observes 64x64 frames (the datasets' size); width/height must be 64")
 
     needs_gl = spec.suite == "visual" or render_mode is not None
     if needs_gl:
@@ -88,7 +89,7 @@ def make_ogbench_env(
 
     horizon = spec.horizon if horizon is None else int(horizon)
     if horizon < 1:
-        raise ValueError(f"horizon must be a positive number of steps, got {horizon}")
+        raise ConfigError(f"horizon must be a positive number of steps, got {horizon}")
     env_kwargs = dict(success_timing=success_timing, width=width, height=height, max_episode_steps=horizon, **kwargs)
     if render_mode is not None:
         env_kwargs["render_mode"] = render_mode

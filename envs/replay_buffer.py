@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from fidec_gym.envs.datasets import Dataset
+from fidec_gym.errors import DataError
 
 BUFFER_KEYS = ("observations", "actions", "rewards", "masks", "terminals", "next_observations", "next_actions")
 DEFAULT_BUFFER_CAPACITY = 2_000_000
@@ -23,7 +24,7 @@ class ReplayBuffer:
     def __init__(self, observation_shape: Sequence[int], action_dim: int, capacity: int,
                  observation_dtype=np.float32, initial_rows: int = 1024):
         if capacity < 1:
-            raise ValueError(f"capacity must be positive, got {capacity}")
+            raise DataError(f"capacity must be positive, got {capacity}")
         self.capacity = int(capacity)
         self._shapes = {
             "observations": (tuple(observation_shape), np.dtype(observation_dtype)),
@@ -47,11 +48,11 @@ class ReplayBuffer:
     def from_dataset(cls, dataset: Dataset, capacity: Optional[int] = None) -> "ReplayBuffer":
         """A buffer holding ``dataset`` with room for online data: capacity max(2,000,000, N + 1) by default."""
         if dataset.is_compact:
-            raise ValueError("the replay buffer needs next_observations; load the dataset with compact=False")
+            raise DataError("the replay buffer needs next_observations; load the dataset with compact=False")
         n = dataset.num_transitions
         capacity = max(DEFAULT_BUFFER_CAPACITY, n + 1) if capacity is None else int(capacity)
         if capacity < n + 1:
-            raise ValueError(f"capacity {capacity} cannot hold the {n} dataset transitions plus online data")
+            raise DataError(f"capacity {capacity} cannot hold the {n} dataset transitions plus online data")
         buffer = cls(dataset.observation_shape, dataset.action_dim, capacity,
                      observation_dtype=dataset["observations"].dtype, initial_rows=n + 1024)
         for key in BUFFER_KEYS:
@@ -102,7 +103,7 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         if self.size == 0:
-            raise ValueError("cannot sample from an empty replay buffer")
+            raise DataError("cannot sample from an empty replay buffer")
         index = rng.integers(0, self.size, size=batch_size)
         return {key: array[index] for key, array in self._storage.items()}
 
@@ -130,7 +131,7 @@ class ReplayBuffer:
         """Restore :meth:`online_state` into a buffer freshly built from the same dataset and capacity."""
         for key in ("num_offline", "capacity", "dataset_sha256"):
             if state[key] != getattr(self, key):
-                raise ValueError(
+                raise DataError(
                     f"replay state has {key}={state[key]!r} but this buffer has {getattr(self, key)!r}; rebuild the "
                     "buffer with ReplayBuffer.from_dataset on the same dataset and capacity before loading"
                 )

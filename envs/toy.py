@@ -2,10 +2,11 @@
 
 The landscape definitions live in :mod:`envs.toy_landscapes` and are re-exported here. This module adds
 
-* the reference quantities of ``docs/toy_landscapes.md`` §2 (reference samples, support thresholds τ, best supported
+* the reference quantities of docs/toy_landscapes.md §2 (reference samples, support thresholds τ, best supported
   value, extremes of Q on the 801² grid),
-* the exact marginals of the flow-matching path x_t = (1 - t) x0 + t x1 (algorithms.md §9.6): log p_t, the score,
-  the ideal velocity and the trace-normalised ``state`` metric FiDec would see with an ideal velocity (doc §5),
+* the exact marginals of the flow-matching path x_t = (1 - t) x0 + t x1 (docs/algorithms.md §9.6): log p_t, the
+  score, the ideal velocity and the trace-normalised ``state`` metric FiDec would see with an ideal velocity
+  (docs/toy_landscapes.md §5),
 * :class:`ToyLandscapeEnv`, a one-step contextual bandit (constant observation, reward Q(a), episode over), its
   Gymnasium entry point :func:`make_toy_env` and the bandit dataset :func:`toy_dataset_arrays`.
 """
@@ -37,6 +38,7 @@ from fidec_gym.envs.toy_landscapes import (
     as_actions,
     get_landscape,
 )
+from fidec_gym.errors import ConfigError
 
 __all__ = [
     "LANDSCAPES", "Landscape", "GaussianMixture", "GaussianMixtureLandscape", "BimodalLandscape", "SaddleLandscape",
@@ -48,7 +50,8 @@ __all__ = [
 
 REFERENCE_SIZE = 1_000_000
 REFERENCE_SEED = 12345
-# T3's log-density is a 4,001-node quadrature per point; its thresholds use fewer reference samples (as the doc does).
+# T3's log-density is a 4,001-node quadrature per point; its thresholds use fewer reference samples
+# (as docs/toy_landscapes.md §2.7 does).
 REFERENCE_SIZE_T3 = 200_000
 GRID_POINTS = 801  # reference grid over A for Q maxima / minima
 
@@ -97,7 +100,7 @@ def support_threshold(key, q: float = 1.0, num_samples: Optional[int] = None, se
     """
     land = get_landscape(key)
     if not 0.0 <= q <= 100.0:
-        raise ValueError(f"percentile q must lie in [0, 100], got {q}")
+        raise ConfigError(f"percentile q must lie in [0, 100], got {q}")
     if num_samples is None and seed == REFERENCE_SEED and (land.key, q) in REFERENCE_THRESHOLDS:
         # The reference percentiles are deterministic; every process (and every vector-env worker) would otherwise
         # spend seconds recomputing them. tests/test_toy.py recomputes the table to keep it honest.
@@ -105,13 +108,13 @@ def support_threshold(key, q: float = 1.0, num_samples: Optional[int] = None, se
     default = REFERENCE_SIZE_T3 if land.key == "T3" else REFERENCE_SIZE
     n = default if num_samples is None else int(num_samples)
     if n <= 0:
-        raise ValueError(f"num_samples must be positive, got {num_samples}")
+        raise ConfigError(f"num_samples must be positive, got {num_samples}")
     return float(np.percentile(_threshold_log_density(land.key, n, int(seed)), q))
 
 
 @dataclass(frozen=True)
 class ReferenceStatistics:
-    """The reference statistics of one landscape (doc §2 table)."""
+    """The reference statistics of one landscape (docs/toy_landscapes.md §2.7)."""
 
     key: str
     tau_1: float
@@ -146,7 +149,7 @@ def best_supported_action(key, tau: float, points: int = GRID_POINTS) -> tuple[f
         if len(supported):
             best = supported[np.argmax(q[supported])]
             return float(q[best]), grid[best]
-    raise ValueError(f"no grid point of {land.key} has log π_β >= {tau}")
+    raise ConfigError(f"no grid point of {land.key} has log π_β >= {tau}")
 
 
 def reference_statistics(key) -> ReferenceStatistics:
@@ -175,14 +178,14 @@ def _reference_statistics(key: str) -> ReferenceStatistics:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# The flow-matching path x_t = (1 - t) x0 + t x1, x0 ~ N(0, I), x1 ~ π_β (algorithms.md §9.6)
+# The flow-matching path x_t = (1 - t) x0 + t x1, x0 ~ N(0, I), x1 ~ π_β (docs/algorithms.md §9.6)
 # ------------------------------------------------------------------------------------------------------------------
 
 
 def _check_time(t: float) -> float:
     t = float(t)
     if not 0.0 <= t < 1.0:
-        raise ValueError(f"flow time t must lie in [0, 1) (the marginal degenerates at t = 1), got {t}")
+        raise ConfigError(f"flow time t must lie in [0, 1) (the marginal degenerates at t = 1), got {t}")
     return t
 
 
@@ -256,10 +259,10 @@ def state_metric(
     """The trace-normalised per-state Fisher metric that FiDec's ``state`` mode estimates, with an ideal velocity.
 
     F = E[σσᵀ] + damping·I over x ~ p_t, normalised to trace 2, where σ is the ``marginal`` estimator
-    (t·u - x)/(1 - t) (= ∇log p_t) or the ``velocity`` estimator u/(1 - t) (algorithms.md §9.3).
+    (t·u - x)/(1 - t) (= ∇log p_t) or the ``velocity`` estimator u/(1 - t) (docs/algorithms.md §9.3).
     """
     if estimator not in ("marginal", "velocity"):
-        raise ValueError(f"estimator must be 'marginal' or 'velocity', got {estimator!r}")
+        raise ConfigError(f"estimator must be 'marginal' or 'velocity', got {estimator!r}")
     t = _check_time(t)
     x, velocity = _path_samples(get_landscape(key).key, t, int(n), int(seed))  # shared by both estimators
     sigma = (t * velocity - x) / (1.0 - t) if estimator == "marginal" else velocity / (1.0 - t)
@@ -283,7 +286,7 @@ class ToyLandscapeEnv(gym.Env):
 
     def __init__(self, landscape="T1", render_mode: Optional[str] = None, support_threshold: Optional[float] = None):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+            raise ConfigError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.landscape = get_landscape(landscape)
         self.render_mode = render_mode
         self.observation_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)  # always 0
@@ -315,7 +318,7 @@ class ToyLandscapeEnv(gym.Env):
     def step(self, action):
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (2,) or not np.all(np.isfinite(action)):
-            raise ValueError(f"action must be 2 finite numbers, got {action!r}")
+            raise ConfigError(f"action must be 2 finite numbers, got {action!r}")
         action = np.clip(action, -1.0, 1.0)
         self._last_action = action
         q = float(self.landscape.q_value(action))
@@ -350,19 +353,19 @@ def make_toy_env(task: str, **kwargs) -> gym.Env:
 
     spec = task_info(task)
     if spec.suite != "toy":
-        raise ValueError(f"{spec.env_id} is not a toy task; toy IDs: {', '.join('fidec/' + n for n in TOY_LANDSCAPES)}")
+        raise ConfigError(f"{spec.env_id} is not a toy task; toy IDs: {', '.join('fidec/' + n for n in TOY_LANDSCAPES)}")
     return EpisodeScore(ToyLandscapeEnv(spec.source_name, **kwargs), spec)
 
 
 def toy_dataset_arrays(landscape_key, num_samples: int, seed: int) -> dict[str, np.ndarray]:
-    """A bandit dataset of ``num_samples`` behaviour actions (datasets.md §5), deterministic in ``seed``.
+    """A bandit dataset of ``num_samples`` behaviour actions (docs/datasets.md §5), deterministic in ``seed``.
 
     Every transition starts and ends at the constant observation 0 with mask 0 and terminal 1, so a critic's target
     is the reward Q(a) itself.
     """
     land = get_landscape(landscape_key)
     if int(num_samples) <= 0:
-        raise ValueError(f"num_samples must be positive, got {num_samples}")
+        raise ConfigError(f"num_samples must be positive, got {num_samples}")
     actions = land.sample(int(num_samples), np.random.default_rng(seed)).astype(np.float32)
     zeros = np.zeros((len(actions), 1), dtype=np.float32)
     return {

@@ -20,6 +20,7 @@ from scipy.spatial import cKDTree
 from scipy.special import logsumexp
 
 from fidec_gym.envs.catalogue import TOY_LANDSCAPES
+from fidec_gym.errors import ConfigError, UnknownNameError
 
 CHUNK_ELEMENTS = 2_000_000  # points x quadrature nodes evaluated at once (bounds memory to tens of MB)
 LOG_2PI = math.log(2.0 * math.pi)
@@ -35,7 +36,7 @@ def as_actions(a) -> np.ndarray:
     """``a`` as a float64 array of 2-D actions (shape (..., 2)), or a ValueError that names the shape."""
     arr = np.asarray(a, dtype=np.float64)
     if arr.ndim == 0 or arr.shape[-1] != 2:
-        raise ValueError(f"actions must have shape (..., 2), got {arr.shape}; toy landscapes have 2-D actions")
+        raise ConfigError(f"actions must have shape (..., 2), got {arr.shape}; toy landscapes have 2-D actions")
     return arr
 
 
@@ -124,14 +125,15 @@ class Landscape(abc.ABC):
         """π_β as a Gaussian mixture accurate at the blur scale (1 - t) / t of the flow path at time t."""
 
     def support_distance(self, a) -> Optional[np.ndarray]:
-        """Closed-form distance from the support (doc metric M9), or None where the doc defines none (T1, T2, T5)."""
+        """Closed-form distance from the support (M9 of docs/toy_landscapes.md §3), or None where the page defines
+        none (T1, T2, T5)."""
         return None
 
     def sample(self, n: int, rng=None, within_box: bool = True) -> np.ndarray:
         """``n`` behaviour actions, shape (n, 2); draws outside A are rejected (never clipped) unless ``within_box``
         is False, which returns draws from the definition itself (the law that ``log_density`` describes)."""
         if n < 0:
-            raise ValueError(f"number of samples must be >= 0, got {n}")
+            raise ConfigError(f"number of samples must be >= 0, got {n}")
         rng = np.random.default_rng(rng)
         parts, count = [], 0
         while count < n:
@@ -248,7 +250,7 @@ class ThinManifoldLandscape(Landscape):
         if len(flat) == 0:
             return out.reshape(a.shape[:-1])
         if not np.all(np.isfinite(flat)):
-            raise ValueError("actions contain NaN or inf; log π_β is only defined for finite actions")
+            raise ConfigError("actions contain NaN or inf; log π_β is only defined for finite actions")
         # Terms with (a_x - u)² > d_min² + 80 s² are below e^-40 times the largest term, so each point only needs the
         # nodes within that half-width of a_x (the node's x coordinate is u itself). d_min is the exact distance to the
         # nearest node. Sorting by a_x keeps the windows of a block of points together.
@@ -454,7 +456,7 @@ def get_landscape(key) -> Landscape:
     name = text.split("/", 1)[-1]
     if name in TOY_LANDSCAPES:
         return LANDSCAPES[TOY_LANDSCAPES[name][0]]
-    raise KeyError(
+    raise UnknownNameError(
         f"unknown toy landscape {key!r}; use one of {sorted(LANDSCAPES)} or a toy task ID "
         f"({', '.join('fidec/' + n for n in TOY_LANDSCAPES)})"
     )

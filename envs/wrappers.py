@@ -18,9 +18,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.wrappers import ClipAction as _GymClipAction
-from gymnasium.wrappers import DtypeObservation
 
 from fidec_gym.envs.catalogue import TaskSpec
+from fidec_gym.errors import ConfigError
 
 __all__ = ["ClipAction", "EpisodeScore", "Float32Observation", "FrameStack", "SeededGlobalRandom"]
 
@@ -28,11 +28,17 @@ __all__ = ["ClipAction", "EpisodeScore", "Float32Observation", "FrameStack", "Se
 class EpisodeScore(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Accumulate return and length; at the end of an episode report its score in ``info["episode"]``.
 
-    The dict holds ``r`` (return), ``l`` (length), ``success`` (the last step's ``info["success"]`` as a float,
-    NaN for tasks without a success signal), ``metric`` (the value that ``spec.metric`` names: success, return, or
-    the toy Q value, which is the one-step return) and ``normalized_score`` = ``spec.normalized_score(metric)``
-    (OGBench: 100 x success; D4RL: 100 (R - min) / (max - min); toy: the toy normaliser applied to Q(a)).
-    ``info["episode_end"]`` is set to True on the same step.
+    The dict holds ``r`` (return), ``l`` (length), ``success`` (the last step's ``info["success"]`` as a float),
+    ``metric`` (the value that ``spec.metric`` names: success, return, or the toy Q value, which is the one-step
+    return) and ``normalized_score`` = ``spec.normalized_score(metric)`` (OGBench: 100 x success; D4RL:
+    100 (R - min) / (max - min); toy: the toy normaliser applied to Q(a)). ``info["episode_end"]`` is set to True on
+    the same step.
+
+    A value that is not known is left out rather than set to NaN (NaN never equals itself, so infos holding it are
+    never equal, e.g. in Gymnasium's determinism check): ``success`` is absent for tasks without a success signal
+    (the toy bandits), and where the metric is success, ``metric`` and ``normalized_score`` are absent with it.
+    Readers treat an absent value as NaN (``info["episode"].get("success", nan)``; the vector env's
+    ``_success`` mask is False), so evaluation aggregates are those of a NaN entry.
 
     Every value is a plain number so that ``SyncVectorEnv``/``AsyncVectorEnv`` batch it into arrays with an
     ``_episode`` mask, like :class:`gymnasium.wrappers.RecordEpisodeStatistics`.
@@ -48,7 +54,7 @@ class EpisodeScore(gym.Wrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(self, spec=spec, metadata=metadata)
         gym.Wrapper.__init__(self, env)
         if spec.metric not in ("success", "normalized_return", "value"):
-            raise ValueError(f"task {spec.env_id} has unknown metric {spec.metric!r}; fix its catalogue entry")
+            raise ConfigError(f"task {spec.env_id} has unknown metric {spec.metric!r}; fix its catalogue entry")
         self.task_spec = spec
         self.task_metadata = {"env_id": spec.env_id, **(metadata or {})}
         self._episode_return = 0.0
@@ -70,37 +76,40 @@ class EpisodeScore(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return observation, reward, terminated, truncated, info
 
     def episode_summary(self, success: Any = None) -> dict:
-        """The ``info["episode"]`` dict for the episode so far, given the last step's success flag (or None)."""
-        success = math.nan if success is None else float(success)
+        """The ``info["episode"]`` dict for the episode so far, given the last step's success flag (or None).
+
+        Unknown values are omitted, never NaN: no ``success`` without a success flag, and no ``metric`` or
+        ``normalized_score`` either when the task's metric is success.
+        """
+        summary: dict[str, Any] = {"r": self._episode_return, "l": self._episode_length}
+        if success is not None and not math.isnan(float(success)):
+            summary["success"] = float(success)
         if self.task_spec.metric == "success":
-            metric = success
+            metric = summary.get("success")
         else:  # "normalized_return" (D4RL) and "value" (toy: the return of the single step is Q(a))
             metric = self._episode_return
-        return {
-            "r": self._episode_return,
-            "l": self._episode_length,
-            "success": success,
-            "metric": metric,
-            "normalized_score": self.task_spec.normalized_score(metric),
-        }
+        if metric is not None:
+            summary["metric"] = metric
+            summary["normalized_score"] = self.task_spec.normalized_score(metric)
+        return summary
 
 
 class FrameStack(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Stack the last ``num_frames`` uint8 frames on the channel axis: (H, W, C) -> (H, W, C * num_frames).
 
     Frames are ordered oldest first and the reset frame is repeated to fill the stack, which is how the pixel
-    datasets are stacked (algorithms.md §3.3). Gymnasium's FrameStackObservation stacks on a new leading axis
+    datasets are stacked (docs/algorithms.md §3.3). Gymnasium's FrameStackObservation stacks on a new leading axis
     instead, (k, H, W, C); the channel layout is what the image encoders take.
     """
 
     def __init__(self, env: gym.Env, num_frames: int = 3):
         space = env.observation_space
         if not isinstance(space, spaces.Box) or len(space.shape) != 3:
-            raise ValueError(
+            raise ConfigError(
                 f"FrameStack needs (H, W, C) image observations, got {space}; use it only on pixel (visual-*) tasks"
             )
         if num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+            raise ConfigError(f"num_frames must be >= 1, got {num_frames}")
         gym.utils.RecordConstructorArgs.__init__(self, num_frames=num_frames)
         gym.Wrapper.__init__(self, env)
         self.num_frames = num_frames
@@ -136,15 +145,28 @@ class ClipAction(_GymClipAction):
         self.action_space = env.action_space
 
 
-class Float32Observation(DtypeObservation):
-    """Cast float64 state observations to float32 (the datasets' dtype), with the observation space to match."""
+class Float32Observation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """Cast float64 state observations to float32 (the datasets' dtype), with the observation space to match.
+
+    Gymnasium's ``DtypeObservation`` builds the float32 box from the float64 bounds, which warns "Box low's precision
+    lowered by casting to float32" on every ``gym.make``; the bounds are cast here first, which is the same box
+    without the warning. Each observation is a new array (``np.float32(x)`` would return ``x`` itself when it is
+    already float32, sharing the inner environment's buffer).
+    """
 
     def __init__(self, env: gym.Env):
-        if not isinstance(env.observation_space, spaces.Box):
-            raise ValueError(f"Float32Observation needs a Box observation space, got {env.observation_space}")
+        space = env.observation_space
+        if not isinstance(space, spaces.Box):
+            raise ConfigError(f"Float32Observation needs a Box observation space, got {space}")
         # Record no constructor arguments: the dtype is fixed, so the wrapper is recreated from ``env`` alone.
         gym.utils.RecordConstructorArgs.__init__(self)
-        super().__init__(env, np.float32)
+        gym.ObservationWrapper.__init__(self, env)
+        self.observation_space = spaces.Box(
+            low=space.low.astype(np.float32), high=space.high.astype(np.float32), shape=space.shape, dtype=np.float32
+        )
+
+    def observation(self, observation) -> np.ndarray:
+        return np.array(observation, dtype=np.float32)
 
 
 class SeededGlobalRandom(gym.Wrapper, gym.utils.RecordConstructorArgs):

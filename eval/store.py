@@ -24,6 +24,7 @@ import re
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
+from fidec_gym.errors import ConfigError, ResultsError, ResultsPermissionError, UnknownNameError
 
 DB_FILENAME = "results.sqlite"
 RUN_STATUSES = ("pending", "running", "done", "failed")
@@ -32,7 +33,7 @@ RUN_FILTERS = ("id", "agent", "env_id", "seed", "cell", "preset", "status", "cod
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class SchemaError(RuntimeError, ValueError):
+class SchemaError(ResultsError):
     """The results database was written by a newer fidec-gym (or is not a fidec-gym database).
 
     It is also a ``ValueError`` so that the command line reports it as bad input, without a traceback.
@@ -65,7 +66,7 @@ def _scalar(value: Any) -> Any:
         value = value.item()  # numpy scalar / 0-d array
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise ValueError(
+    raise ConfigError(
         f"extra-table values must be numbers, strings or None, got {type(value).__name__} ({value!r}); "
         "encode structured values yourself, e.g. json.dumps(value)"
     )
@@ -133,12 +134,12 @@ class ResultsStore:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise PermissionError(
+            raise ResultsPermissionError(
                 f"cannot create the results directory {self.root}: {error.strerror or error}; "
                 "choose a writable directory with --out (or fix its permissions)"
             ) from None
         if self.root.is_dir() and not os.access(self.root, os.W_OK | os.X_OK):
-            raise PermissionError(self._read_only_message())
+            raise ResultsPermissionError(self._read_only_message())
         self._initialise()
 
     # ------------------------------------------------------------------ connection handling
@@ -158,7 +159,7 @@ class ResultsStore:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA foreign_keys = ON")
             except sqlite3.OperationalError as error:
-                raise PermissionError(self._read_only_message(str(error))) from None
+                raise ResultsPermissionError(self._read_only_message(str(error))) from None
             except sqlite3.DatabaseError as error:
                 raise SchemaError(
                     f"{self.db_path} is not a fidec-gym results database ({error}); "
@@ -176,7 +177,7 @@ class ResultsStore:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as error:
             if "readonly" in str(error) or "read-only" in str(error) or "unable to open" in str(error):
-                raise PermissionError(self._read_only_message(str(error))) from None
+                raise ResultsPermissionError(self._read_only_message(str(error))) from None
             raise
         try:
             yield conn
@@ -209,7 +210,7 @@ class ResultsStore:
                     )
         except sqlite3.DatabaseError as error:
             if isinstance(error, sqlite3.OperationalError) and "readonly" in str(error):
-                raise PermissionError(self._read_only_message(str(error))) from None
+                raise ResultsPermissionError(self._read_only_message(str(error))) from None
             raise SchemaError(
                 f"{self.db_path} is not a readable fidec-gym results database ({error}); "
                 "point --out at another directory or move the file away"
@@ -265,7 +266,7 @@ class ResultsStore:
                 if existing["config"] != config_text:
                     old, new = json.loads(existing["config"]), json.loads(config_text)
                     differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-                    raise ValueError(
+                    raise ConfigError(
                         f"run {existing['id']} ({agent}, {env_id}, seed {seed}, cell {cell!r}) already exists in "
                         f"{self.root} with a different config (keys {differing}); use another results directory "
                         "(--out) or cell name to keep both"
@@ -291,7 +292,7 @@ class ResultsStore:
         """The run with id ``run_id``; KeyError if there is none."""
         row = self._connection().execute("SELECT * FROM runs WHERE id = ?", (int(run_id),)).fetchone()
         if row is None:
-            raise KeyError(f"no run with id {run_id} in {self.db_path}; list runs with ResultsStore.runs()")
+            raise UnknownNameError(f"no run with id {run_id} in {self.db_path}; list runs with ResultsStore.runs()")
         return self._run_dict(row)
 
     def _update_run(self, run_id: int, **columns: Any) -> None:
@@ -302,12 +303,12 @@ class ResultsStore:
                 (*columns.values(), _now(), int(run_id)),
             )
             if cursor.rowcount == 0:
-                raise KeyError(f"no run with id {run_id} in {self.db_path}; create it with create_run()")
+                raise UnknownNameError(f"no run with id {run_id} in {self.db_path}; create it with create_run()")
 
     def set_status(self, run_id: int, status: str, message: str = "", last_good_step: int | None = None) -> None:
         """Set a run's status (pending/running/done/failed), its message and, if given, its last good step."""
         if status not in RUN_STATUSES:
-            raise ValueError(f"unknown run status {status!r}; valid: {list(RUN_STATUSES)}")
+            raise ConfigError(f"unknown run status {status!r}; valid: {list(RUN_STATUSES)}")
         columns: dict[str, Any] = {"status": status, "message": str(message)}
         if last_good_step is not None:
             columns["last_good_step"] = int(last_good_step)
@@ -342,7 +343,7 @@ class ResultsStore:
         """
         unknown = sorted(set(filters) - set(RUN_FILTERS))
         if unknown:
-            raise ValueError(f"unknown run filter(s) {unknown}; valid: {list(RUN_FILTERS)}")
+            raise ConfigError(f"unknown run filter(s) {unknown}; valid: {list(RUN_FILTERS)}")
         clauses, params = [], []
         for name, value in filters.items():
             if isinstance(value, (list, tuple, set, frozenset)):
@@ -400,7 +401,7 @@ class ResultsStore:
     def add_artefact(self, run_id: int, kind: str, path: str, step: int | None = None) -> None:
         """Record a file that belongs to a run (registering the same path twice updates its step)."""
         if kind not in ARTEFACT_KINDS:
-            raise ValueError(f"unknown artefact kind {kind!r}; valid: {list(ARTEFACT_KINDS)}")
+            raise ConfigError(f"unknown artefact kind {kind!r}; valid: {list(ARTEFACT_KINDS)}")
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO artefacts (run_id, kind, path, step, created) VALUES (?, ?, ?, ?, ?) "
@@ -416,7 +417,7 @@ class ResultsStore:
             params.append(int(run_id))
         if kind is not None:
             if kind not in ARTEFACT_KINDS:
-                raise ValueError(f"unknown artefact kind {kind!r}; valid: {list(ARTEFACT_KINDS)}")
+                raise ConfigError(f"unknown artefact kind {kind!r}; valid: {list(ARTEFACT_KINDS)}")
             clauses.append("kind = ?")
             params.append(kind)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
@@ -427,7 +428,7 @@ class ResultsStore:
     @staticmethod
     def _check_table(table: str) -> None:
         if not _IDENTIFIER.match(table) or table in _CORE_TABLES or table.startswith("sqlite_"):
-            raise ValueError(
+            raise ConfigError(
                 f"invalid extra table name {table!r}: use letters, digits and underscores, not starting with a "
                 f"digit, and not one of {sorted(_CORE_TABLES)}"
             )
@@ -445,7 +446,7 @@ class ResultsStore:
         for row in rows:
             for key in row:
                 if not _IDENTIFIER.match(str(key)):
-                    raise ValueError(f"invalid column name {key!r} for table {table!r}: use letters, digits, _")
+                    raise ConfigError(f"invalid column name {key!r} for table {table!r}: use letters, digits, _")
                 if key not in columns:
                     columns.append(key)
         values = [[_scalar(row.get(key)) for key in columns] for row in rows]

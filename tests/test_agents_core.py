@@ -1,6 +1,9 @@
 """Agent core: networks, distributions, optimiser, config handling, fused/vmapped updates and checkpoints."""
 
+import ast
+import importlib
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -342,3 +345,69 @@ def test_loading_into_a_different_config_or_agent_fails_clearly(bc_agent, tmp_pa
     corrupt.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match="truncated or corrupt"):
         agents.load_agent(str(corrupt))
+
+
+# ---- module structure and default configs ------------------------------------------------------------------------
+
+AGENT_MODULES = ("bc", "iql", "rebrac", "fql", "deflow", "fidec")
+
+
+def imported_modules(tree: ast.Module, package: str = "fidec_gym.agents") -> set[str]:
+    """Every module (and ``module.name`` for ``from module import name``) an agent file imports, made absolute."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:  # relative: from .x import y / from . import x (agents/ is the package fidec_gym.agents)
+                module = ".".join(filter(None, [package.rsplit(".", node.level - 1)[0], module]))
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_no_agent_file_imports_another_agent():
+    """Agents share code through base.py, flow.py, networks.py (and fisher.py), never through another agent file."""
+    agents_dir = Path(agents.__file__).parent
+    for name in AGENT_MODULES:
+        imported = imported_modules(ast.parse((agents_dir / f"{name}.py").read_text()))
+        for other in AGENT_MODULES:
+            if other == name:
+                continue
+            offending = sorted(module for module in imported
+                               for prefix in (f"fidec_gym.agents.{other}", f"agents.{other}")
+                               if module == prefix or module.startswith(prefix + "."))
+            assert not offending, f"agents/{name}.py imports agent {other!r}: {offending}"
+
+
+def test_the_import_check_sees_every_import_form():
+    source = "import fidec_gym.agents.fql\nfrom fidec_gym.agents import deflow\nfrom .iql import IQLAgent\n"
+    imported = imported_modules(ast.parse(source))
+    assert {"fidec_gym.agents.fql", "fidec_gym.agents.deflow", "fidec_gym.agents.iql"} <= imported
+
+
+@pytest.mark.parametrize("name", AGENT_MODULES)
+def test_class_and_registry_defaults_are_the_module_get_config(name):
+    module = importlib.import_module(f"fidec_gym.agents.{name}")
+    cls = agents.AGENTS[name]
+    assert cls.get_config() == module.get_config() == agents.get_config(name)
+    assert cls.get_config()["agent_name"] == name
+    # A fresh dict on every call: editing a returned config never changes the defaults.
+    cls.get_config()["lr"] = -1.0
+    assert cls.get_config()["lr"] == module.get_config()["lr"] != -1.0
+
+
+@pytest.mark.parametrize("name", AGENT_MODULES)
+def test_every_default_config_key_is_commented(name):
+    """Each key of ``get_config()`` says what it means and where its default comes from (same line or just above)."""
+    path = Path(agents.__file__).parent / f"{name}.py"
+    lines = path.read_text().splitlines()
+    function = next(node for node in ast.parse("\n".join(lines)).body
+                    if isinstance(node, ast.FunctionDef) and node.name == "get_config")
+    returned = next(node.value for node in ast.walk(function) if isinstance(node, ast.Return))
+    assert isinstance(returned, ast.Dict)
+    uncommented = [key.value for key in returned.keys
+                   if isinstance(key, ast.Constant)
+                   and "#" not in lines[key.lineno - 1] and not lines[key.lineno - 2].lstrip().startswith("#")]
+    assert not uncommented, f"agents/{name}.py get_config keys without a comment: {uncommented}"

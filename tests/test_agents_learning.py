@@ -27,7 +27,7 @@ CONFIGS = {
     "deflow": {**NETS, **CRITIC, "target_divergence": 0.05},
     "fidec": {**NETS, **CRITIC, "target_divergence": 0.05},
 }
-DETERMINISTIC = ("bc", "iql", "rebrac")  # evaluated at temperature 0 (spec §1 conventions)
+DETERMINISTIC = ("bc", "iql", "rebrac")  # evaluated at temperature 0 (docs/algorithms.md §1.6)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Gaussian BC (spec §4): loss formula, learning a known mean, deterministic evaluation."""
+"""Gaussian BC (docs/algorithms.md §4): loss formula, learning a known mean, deterministic evaluation."""
 
 import math
 

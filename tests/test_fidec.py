@@ -88,7 +88,8 @@ def test_networks_and_actions(agent, batch):
 
 
 def test_gradient_routing(agent, batch):
-    """§9.2: L_Q -> critic; L_BC -> BC flow; penalty and L_Qpi -> refinement only; L_alpha -> log alpha only."""
+    """docs/algorithms.md §9.2: L_Q -> critic; L_BC -> BC flow; penalty and L_Qpi -> refinement only;
+    L_alpha -> log alpha only."""
     checks.assert_gradient_routing(agent, batch, {
         "critic/loss": {"critic"},
         "actor/bc_flow_loss": {"actor_bc_flow"},

@@ -1,4 +1,5 @@
-"""Known answers for the FiDec metric: score identities, the closed forms of §9.6, the efficient quadratic form."""
+"""Known answers for the FiDec metric: score identities, the closed forms of docs/algorithms.md §9.6, the efficient
+quadratic form."""
 
 from __future__ import annotations
 
@@ -98,7 +99,8 @@ def test_velocity_estimator_matches_closed_form(gaussian_case):
 
 
 def test_mixture_numbers_of_the_analysis_section():
-    """§9.6 worked example: code metric [[1.20, -0.13], [-0.13, 0.80]] vs true [[0.995, 0.007], [0.007, 1.005]]."""
+    """docs/algorithms.md §9.6 worked example: code metric [[1.20, -0.13], [-0.13, 0.80]] vs true
+    [[0.995, 0.007], [0.007, 1.005]]."""
     means, stds, t = [[-0.5, 0.2], [0.5, -0.1]], [[0.25, 0.05], [0.05, 0.3]], 0.9
     x = sample_noised_mixture(np.random.default_rng(2), 400_000, t, means, stds)
     v = jnp.asarray(gaussian_mixture_velocity(x, t, means, stds))

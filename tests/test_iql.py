@@ -1,4 +1,4 @@
-"""IQL (spec §5): loss formulas and reductions, gradient routing, target update, pixel encoders."""
+"""IQL (docs/algorithms.md §5): loss formulas and reductions, gradient routing, target update, pixel encoders."""
 
 import math
 

@@ -1,4 +1,5 @@
-"""ReBRAC (spec §6, D5): actor and targets only on actor steps, loss formulas, routing, resumable state."""
+"""ReBRAC (docs/algorithms.md §6, D5): actor and targets only on actor steps, loss formulas, routing, resumable
+state."""
 
 import jax
 import jax.numpy as jnp
@@ -65,7 +66,7 @@ def test_actor_and_targets_update_only_on_actor_steps(trajectory):
         for got, want in zip(jax.tree.leaves(params[2][target]), jax.tree.leaves(expected)):
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
-    # Step 3: actor loss is zero again, yet the shared Adam's momentum keeps moving the actor (decision D5).
+    # Step 3: actor loss is zero again, yet the shared Adam's momentum keeps moving the actor (docs/algorithms.md D5).
     assert float(infos[2]["actor/loss"]) == 0.0
     assert tree_diff(params[3]["modules_actor"], params[2]["modules_actor"]) > 0.0
     for target in ("modules_target_critic", "modules_target_actor"):
@@ -91,7 +92,7 @@ def test_separate_optimizers_keep_the_actor_still_between_actor_steps(trajectory
 
 @jax.jit
 def losses_and_expectations(agent, batch, rng):
-    """The agent's losses next to the same quantities written out from the spec's formulas."""
+    """The agent's losses next to the same quantities written out from the formulas of docs/algorithms.md §6."""
     config, select = agent.config, agent.network.select
     critic_loss, _ = agent.critic_loss(batch, agent.network.params, rng)
     actor_loss, _ = agent.actor_loss(batch, agent.network.params)

@@ -18,7 +18,8 @@ from fidec_gym.eval.run.checkpoint import list_checkpoints, load_trainer_state
 from fidec_gym.eval.run.loggers import CsvLogger, MissingDependencyError, TensorBoardLogger, read_metrics_csv
 from fidec_gym.eval.run.scoring import reported_score
 from fidec_gym.eval.store import ResultsStore
-from fidec_gym.eval.run.trainer import TrainConfig, train
+from fidec_gym.eval.run.config import TrainConfig
+from fidec_gym.eval.run.trainer import train
 
 TOY = "fidec/toy-bimodal-v0"
 SMALL = {"actor_hidden_dims": (64, 64), "batch_size": 64}
@@ -26,7 +27,7 @@ SMALL = {"actor_hidden_dims": (64, 64), "batch_size": 64}
 
 def _config(out_dir, **changes) -> TrainConfig:
     base = TrainConfig(agent="bc", env_id=TOY, seed=0, offline_steps=120, eval_interval=50, eval_episodes=8,
-                       log_interval=40, checkpoint_interval=60, agent_overrides=dict(SMALL), out_dir=str(out_dir))
+                       log_interval=40, checkpoint_interval=60, agent_overrides=dict(SMALL), results_dir=str(out_dir))
     return dataclasses.replace(base, **changes)
 
 
@@ -34,7 +35,7 @@ def _config(out_dir, **changes) -> TrainConfig:
 def toy_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("train")
     store = ResultsStore(out)
-    result = train(_config(out / "runs"), store=store, progress=False)
+    result = train(_config(out), store=store, progress=False)
     return out, store, result
 
 
@@ -59,7 +60,7 @@ def test_toy_run_end_to_end(toy_run):
     logged = [r["step"] for r in rows if "train/actor/loss" in r]
     assert logged == [40, 80, 120] and all("val/actor/loss" in r for r in rows if "train/actor/loss" in r)
     # Only the newest checkpoint is kept, and it is registered with the run.
-    assert [step for step, _ in list_checkpoints(result.run_dir)] == [120]
+    assert [step for step, _ in list_checkpoints(result.run_dir)] == [60, 120]
     kinds = {a["kind"] for a in store.artefacts(run["id"])}
     assert kinds == {"checkpoint", "metrics"}
     # The returned agent is the checkpointed one.
@@ -70,8 +71,8 @@ def test_toy_run_end_to_end(toy_run):
 def test_resume_refuses_a_different_config_and_silent_overwrites(toy_run):
     out, store, _ = toy_run
     with pytest.raises(ValueError, match="already holds a run"):
-        train(_config(out / "runs"), store=store, resume=False, progress=False)
-    changed = _config(out / "runs", agent_overrides={**SMALL, "lr": 1e-3}, offline_steps=180)
+        train(_config(out), store=store, resume=False, progress=False)
+    changed = _config(out, agent_overrides={**SMALL, "lr": 1e-3}, offline_steps=180)
     with pytest.raises(ValueError, match="agent_overrides"):
         train(changed, store=store, resume=True, progress=False)
     run = store.runs()[0]
@@ -105,7 +106,7 @@ class ExplodingBC(BCAgent):
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setitem(agents.AGENTS, "bc", ExplodingBC)
     store = ResultsStore(tmp_path)
-    cfg = _config(tmp_path / "runs", offline_steps=50, checkpoint_interval=4, eval_interval=100, log_interval=100)
+    cfg = _config(tmp_path, offline_steps=50, checkpoint_interval=4, eval_interval=100, log_interval=100)
     result = train(cfg, store=store, progress=False)
     assert result.status == "failed"
     run = store.runs()[0]
@@ -128,7 +129,7 @@ def jax_leaves(tree):
 
 def test_offline_to_online_and_online_resume(tmp_path):
     store = ResultsStore(tmp_path)
-    cfg = _config(tmp_path / "runs", offline_steps=30, online_steps=20, eval_interval=100, log_interval=10,
+    cfg = _config(tmp_path, offline_steps=30, online_steps=20, eval_interval=100, log_interval=10,
                   checkpoint_interval=25)
     result = train(cfg, store=store, progress=False)
     assert result.status == "done"
@@ -209,7 +210,7 @@ def test_wandb_logger_writes_an_offline_run(tmp_path, monkeypatch):
 
 
 def test_offline_steps_reach_the_flow_agents_config():
-    from fidec_gym.eval.run.trainer import resolve_agent_overrides
+    from fidec_gym.eval.run.config import resolve_agent_overrides
 
     cfg = TrainConfig(agent="deflow", env_id="fidec/toy-bimodal-v0", offline_steps=321, online_steps=50)
     assert resolve_agent_overrides(cfg)["offline_steps"] == 321  # fix_bc_flow_online switches at this step

@@ -36,7 +36,7 @@ def test_episode_score_formulas_per_metric():
     d4rl.reset(seed=0)
     d4rl._episode_return = 1586.548  # halfway between pen's references (96.26, 3076.83) after the last step adds 0
     summary = d4rl.episode_summary(success=None)
-    assert np.isnan(summary["success"]) and summary["metric"] == pytest.approx(1586.548)
+    assert "success" not in summary and summary["metric"] == pytest.approx(1586.548)  # unknown: absent, never NaN
     assert summary["normalized_score"] == pytest.approx(100 * (1586.548 - 96.262799) / (3076.8331017826877 - 96.262799))
 
     toy_spec = fidec_gym.task_info("toy-saddle-v0")  # normaliser (behaviour mean Q, best in-support Q)
@@ -46,6 +46,14 @@ def test_episode_score_formulas_per_metric():
     assert toy.episode_summary()["normalized_score"] == pytest.approx(100.0)
     toy._episode_return = toy_spec.normalizer[0]
     assert toy.episode_summary()["normalized_score"] == pytest.approx(0.0)
+
+    ogbench = EpisodeScore(TimeLimit(D4RLAntMazeEnv("umaze"), 2), fidec_gym.task_info("cube-single-play-singletask-v0"))
+    ogbench.reset(seed=0)
+    assert ogbench.episode_summary(success=True) == {"r": 0.0, "l": 0, "success": 1.0, "metric": 1.0,
+                                                     "normalized_score": 100.0}
+    # A success metric without a success flag: the metric and the score are unknown too, so all three are absent.
+    assert ogbench.episode_summary(success=None) == {"r": 0.0, "l": 0}
+    assert ogbench.episode_summary(success=float("nan")) == {"r": 0.0, "l": 0}
 
     with pytest.raises(ValueError, match="unknown metric"):
         EpisodeScore(D4RLAntMazeEnv("umaze"), toy_spec.__class__(**{**toy_spec.__dict__, "metric": "reward"}))

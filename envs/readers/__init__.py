@@ -16,18 +16,19 @@ from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
+from fidec_gym.errors import DataError
 
 # The fidec Dataset layout version; bump when keys or conventions change.
 DATASET_FORMAT_VERSION = 1
 
 # Dataset actions are clipped just inside the box so that tanh-squashed and flow policies see no boundary values
-# (official FQL convention, algorithms.md §3.3).
+# (official FQL convention, docs/algorithms.md §3.3).
 ACTION_CLIP = 1.0 - 1e-5
 
 DATA_DIR_ENV = "FIDEC_DATA_DIR"
 
 
-class DatasetError(ValueError):
+class DatasetError(DataError):
     """A dataset file or array that is missing, corrupt or inconsistent; the message names the file and the fix."""
 
 
@@ -87,7 +88,7 @@ def next_actions_within_trajectories(actions: np.ndarray, trajectory_ends: np.nd
     """The dataset's next action a'_D: the following row's action, or the row's own action where a trajectory ends.
 
     ReBRAC regularises the target action towards a'_D; at a trajectory end the following row belongs to another
-    episode, so the official FiDec/DeFlow dataset code falls back to the current action there (algorithms.md §3.3).
+    episode, so the official FiDec/DeFlow dataset code falls back to the current action there (docs/algorithms.md §3.3).
     """
     ends = np.asarray(trajectory_ends).astype(bool)
     following = np.concatenate([actions[1:], actions[-1:]], axis=0)

@@ -1,6 +1,6 @@
 """Legacy D4RL hdf5 files (``<name>.hdf5``) in the q-learning view used by the official FQL code.
 
-The view (datasets.md §4.5): next observations come from shifting the stored observations; the last transition of a
+The view (docs/datasets.md §4.5): next observations come from shifting the stored observations; the last transition of a
 time-out episode has no stored next state and is dropped; ``terminals`` of the file is the done flag. On top of it
 the FQL conventions: mask = 1 - done, antmaze rewards r - 1, and a trajectory-end flag wherever the next row does not
 continue the transition (obs[i + 1] != next_obs[i]); for Adroit also where the episode terminated. The flag is what

@@ -2,7 +2,7 @@
 
 Minari stores whole episodes with T + 1 observations, so every transition has its true next observation and no
 time-out transition needs to be dropped. Antmaze observations are dicts; ``concat(achieved_goal, observation)`` gives
-D4RL's 29-d order (x, y, then the rest of qpos, then qvel; datasets.md §4.3). Conventions match the hdf5 reader:
+D4RL's 29-d order (x, y, then the rest of qpos, then qvel; docs/datasets.md §4.3). Conventions match the hdf5 reader:
 antmaze rewards r - 1, mask = 1 - termination, ``terminals`` = trajectory end (last step of each episode, and any
 termination).
 """

@@ -2,7 +2,7 @@
 
 Loading and relabelling are OGBench's own (``ogbench.utils.load_dataset`` and ``ogbench.relabel_utils``), so the
 rewards and masks are exactly the benchmark's: r = r(s) and mask = 1 - success(s) for the row's own state s
-(datasets.md §1.5). This module adds the file search, clear errors for bad files, the fidec conventions (clipped
+(docs/datasets.md §1.5). This module adds the file search, clear errors for bad files, the fidec conventions (clipped
 actions, next actions) and provenance: a ``<dataset>.meta.json`` sidecar written by ``envs.generate`` marks
 locally generated data, everything else is reported as official.
 """
@@ -50,7 +50,8 @@ def ogbench_version() -> str:
 
 
 def success_timing() -> str:
-    """Dataset labels use the row's state s; environments from ogbench >= 1.2 agree by default (datasets.md §1.5)."""
+    """Dataset labels use the row's state s; environments from ogbench >= 1.2 agree by default
+    (docs/datasets.md §1.5)."""
     major, minor = (int(part) for part in ogbench_version().split(".")[:2])
     return "pre" if (major, minor) >= (1, 2) else "post"
 
@@ -230,7 +231,7 @@ def read_ogbench(spec, file: Path, split: str = "train", compact: bool = False) 
     position = words.index("singletask")
     env_name = "-".join(words[: position - 1] + words[position:])
     with warnings.catch_warnings():
-        # Gymnasium notes that the float64 Box bounds are cast to float32: harmless (datasets.md §1.2).
+        # Gymnasium notes that the float64 Box bounds are cast to float32: harmless (docs/datasets.md §1.2).
         warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32.*")
         relabel_dataset(env_name, _task_environment(state_name), arrays)
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import time
 from typing import Any
+from fidec_gym.files import atomic_write_text
+from fidec_gym.errors import ConfigError
 
 SIZES = {
     "paper": {"hidden_dims": (512, 512, 512, 512), "batch_size": 256},
@@ -177,14 +178,6 @@ def _goals(rows: list[dict], seeds: int) -> dict:
     return goals
 
 
-def _write_atomically(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(tmp_path, path)
-
-
 def run(args: argparse.Namespace) -> int:
     import csv
     import io
@@ -197,14 +190,14 @@ def run(args: argparse.Namespace) -> int:
     sizes = [size.strip() for size in args.sizes.split(",") if size.strip()]
     unknown_sizes = [size for size in sizes if size not in SIZES]
     if unknown_sizes:
-        raise ValueError(f"unknown size(s) {unknown_sizes}; use --sizes with values from {sorted(SIZES)}")
+        raise ConfigError(f"unknown size(s) {unknown_sizes}; use --sizes with values from {sorted(SIZES)}")
     names = list(agents.AGENTS) if not args.agents else [name.strip() for name in args.agents.split(",")]
     unknown_agents = [name for name in names if name not in agents.AGENTS]
     if unknown_agents:
-        raise ValueError(f"unknown agent(s) {unknown_agents}; use --agents with names from {sorted(agents.AGENTS)}")
+        raise ConfigError(f"unknown agent(s) {unknown_agents}; use --agents with names from {sorted(agents.AGENTS)}")
     for flag in ("steps", "fused", "seeds", "rounds"):
         if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+            raise ConfigError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
 
     os.makedirs(args.out, exist_ok=True)
     csv_path = os.path.join(args.out, "bench_agents.csv")
@@ -214,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-        _write_atomically(csv_path, buffer.getvalue())
+        atomic_write_text(csv_path, buffer.getvalue())
 
     def format_row(row: dict) -> str:
         return (f"{row['size']:6} {row['agent']:7} {row['variant']:9} {row['single_ms']:8.2f} "
@@ -243,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     meta = {"device": str(jax.devices()[0]), "platform": jax.devices()[0].platform, "steps": args.steps,
             "rounds": args.rounds,
             "fused": args.fused, "seeds": args.seeds, "observation_dim": OBSERVATION_DIM, "action_dim": ACTION_DIM}
-    _write_atomically(os.path.join(args.out, "bench_agents.json"),
+    atomic_write_text(os.path.join(args.out, "bench_agents.json"),
                       json.dumps({"meta": meta, "rows": rows, "goals": goals}, indent=2))
     print(f"wrote {csv_path} and bench_agents.json")
     return 0

@@ -8,6 +8,8 @@ training run builds its evaluation environments once and reuses them.
 from __future__ import annotations
 
 import argparse
+from fidec_gym.files import atomic_path
+from fidec_gym.errors import ConfigError
 
 DEFAULT_ENV = "fidec/cube-single-play-singletask-task2-v0"
 
@@ -74,7 +76,7 @@ def run(args) -> int:
     from pathlib import Path
 
     if args.episodes < 1 or args.workers < 1:
-        raise ValueError("--episodes and --workers must be >= 1")
+        raise ConfigError("--episodes and --workers must be >= 1")
     os.environ.setdefault("MUJOCO_GL", "egl")
     from fidec_gym.envs.registration import register_all
 
@@ -95,9 +97,8 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, write in (("bench_eval.csv", _write_csv), ("bench_eval.json", _write_json)):
-        tmp = out / f".{name}.tmp"
-        write(tmp, rows)
-        os.replace(tmp, out / name)
+        with atomic_path(out / name) as tmp:
+            write(tmp, rows)
     print(f"wrote {out / 'bench_eval.csv'} and {out / 'bench_eval.json'}")
     return 0
 

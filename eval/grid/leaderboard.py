@@ -17,31 +17,15 @@ import copy
 import multiprocessing
 import os
 import socket
-import tempfile
-import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from fidec_gym.errors import ResultsNotFoundError
 from fidec_gym.eval.grid.presets import (  # noqa: F401  (re-exported: the leaderboard's public API)
     AGENT_NAMES, PRESET_DIR, RUN_DEFAULTS, RUN_SETTINGS, Cell, LeaderboardError, Preset, available_presets,
     load_preset,
 )
-
-
-# ============================================================================ small utilities
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ============================================================================ datasets
@@ -69,17 +53,17 @@ def prepare_datasets(preset: Preset, data_dir: Path, progress: bool = True) -> l
 
 # ============================================================================ running one cell
 def _train_config(cell: Cell, seed: int, out_dir: Path):
-    from fidec_gym.eval.run.trainer import TrainConfig
+    from fidec_gym.eval.run.config import TrainConfig
 
     return TrainConfig(
         agent=cell.agent, env_id=cell.env_id, seed=seed, agent_overrides=copy.deepcopy(cell.agent_overrides),
-        dataset_path=cell.dataset_path, out_dir=str(out_dir / "runs"), **cell.settings,
+        dataset_path=cell.dataset_path, results_dir=str(out_dir), **cell.settings,
     )
 
 
 def register_cells(store, preset: Preset, cells: list[Cell], out_dir: Path) -> dict[str, list[int]]:
     """Create (or find) every run of every cell in the store, status ``pending``; returns cell -> run ids."""
-    from fidec_gym.eval.run.trainer import code_version
+    from fidec_gym.eval.run.config import code_version
 
     version = code_version()
     run_ids = {}
@@ -100,7 +84,6 @@ def run_cell(cell: Cell, out_dir: str, run_ids: list[int]) -> dict:
 
     Runs in a worker process (local pool or Ray). Returns {"cell", "statuses": {seed: status}, "messages"}.
     """
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
     from fidec_gym.envs.registration import register_all
     from fidec_gym.eval.store import ResultsStore
     from fidec_gym.eval.run.trainer import train
@@ -115,17 +98,12 @@ def run_cell(cell: Cell, out_dir: str, run_ids: list[int]) -> dict:
         if run["status"] == "done":
             statuses[seed] = "done"
             continue
-        store.set_status(run_id, "running", message=f"pid {os.getpid()} on {socket.gethostname()}")
         try:
             result = train(_train_config(cell, seed, out), store=store, run_id=run_id, resume=True, progress=False)
             status = result.status
             message = "" if status == "done" else store.get_run(run_id).get("message", "")
-        except Exception as error:  # a failed seed is recorded; the grid goes on
-            status = "failed"
-            message = f"{type(error).__name__}: {error}"
-            store.set_status(run_id, "failed", message=message[:2000] + "\n" + traceback.format_exc()[-2000:])
-        if store.get_run(run_id)["status"] != status:
-            store.set_status(run_id, status, message=message)
+        except Exception as error:  # train() recorded the failure in the store; the grid goes on
+            status, message = "failed", f"{type(error).__name__}: {error}"
         statuses[seed], messages[seed] = status, message
     store.close()
     return {"cell": cell.name, "statuses": statuses, "messages": messages}
@@ -141,6 +119,7 @@ class GridResult:
     skipped: list[str]
     done: list[str]
     failed: dict[str, str]
+    skipped_failed: list[str] = field(default_factory=list)  # failed before and not retried
 
     @property
     def ok(self) -> bool:
@@ -235,8 +214,10 @@ def run_leaderboard(
             skipped.append(cell.name)
         else:
             todo.append(cell)
-    result = GridResult(out_dir=out, total=len(cells), skipped=skipped, done=[], failed={})
-    failed_before = sum(_cell_state(store, run_ids[name]) == "failed" for name in skipped)
+    skipped_failed = [name for name in skipped if _cell_state(store, run_ids[name]) == "failed"]
+    result = GridResult(out_dir=out, total=len(cells), skipped=skipped, done=[], failed={},
+                        skipped_failed=skipped_failed)
+    failed_before = len(skipped_failed)
     bar = _progress_bar(len(cells), len(skipped), progress)
     try:
         if todo:
@@ -274,9 +255,12 @@ def _mark_failed(out: Path, run_ids: list[int], message: str) -> None:
 
 
 def _run_local(cells: list[Cell], out: Path, run_ids: dict, workers: Optional[int], _address):
-    workers = workers or max(1, min(2, os.cpu_count() or 1))
+    from fidec_gym.backend import default_workers, prepare_worker_environment
+
+    workers = min(workers or default_workers(), len(cells))
+    prepare_worker_environment(workers)  # inherited by the spawned workers: share one GPU
     context = multiprocessing.get_context("spawn")  # JAX is not fork-safe
-    with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(cells)), mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {pool.submit(run_cell, cell, str(out), run_ids[cell.name]): cell for cell in cells}
         for future in concurrent.futures.as_completed(futures):
             cell = futures[future]
@@ -355,7 +339,7 @@ def leaderboard_status(out_dir: str | Path, preset: Optional[str] = None) -> tup
 
     out = Path(out_dir).expanduser()
     if not (out / DB_FILENAME).is_file():
-        raise FileNotFoundError(f"no results in {out} (no {DB_FILENAME}); start a grid with "
+        raise ResultsNotFoundError(f"no results in {out} (no {DB_FILENAME}); start a grid with "
                                 f"`fidec leaderboard run --preset NAME --out {out}`")
     store = ResultsStore(out)
     filters = {} if preset is None else {"preset": preset}

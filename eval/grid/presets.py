@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+from fidec_gym.errors import ConfigError, ResultsNotFoundError
 
 PRESET_DIR = Path(str(resources.files("fidec_gym.leaderboards") / "presets"))
 AGENT_NAMES = ("bc", "iql", "rebrac", "fql", "deflow", "fidec")
 
-# Run settings a preset may set (top level or per suite); they map one to one onto fidec_gym.eval.run.trainer.TrainConfig fields.
+# Run settings a preset may set (top level or per suite); they map one to one onto fidec_gym.eval.run.config.TrainConfig fields.
 RUN_SETTINGS = {
     "offline_steps": int, "online_steps": int, "eval_interval": int, "eval_episodes": int, "eval_workers": int,
     "log_interval": int, "checkpoint_interval": int, "use_task_hyperparameters": bool, "divergence_table": str,
@@ -38,7 +39,7 @@ EXCLUDE_KEYS = {"agent", "task", "suite", "category"}
 SUITES = ("ogbench", "visual", "d4rl", "toy")
 
 
-class LeaderboardError(ValueError):
+class LeaderboardError(ConfigError):
     """Bad preset, results directory or backend; the message names the problem and the fix."""
 
 
@@ -226,7 +227,7 @@ def _resolve_preset_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path).expanduser()
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise FileNotFoundError(f"preset file {path} does not exist; built-in presets: {available_presets()}")
+            raise ResultsNotFoundError(f"preset file {path} does not exist; built-in presets: {available_presets()}")
         return path
     candidate = PRESET_DIR / f"{name_or_path}.yaml"
     if not candidate.is_file():

@@ -5,12 +5,11 @@
    their checkpoints);
 3. the comparison tables are written and the report is built; the path of ``index.html`` is returned.
 
-JAX runs on the CPU unless ``JAX_PLATFORMS`` says otherwise, so the quickstart behaves the same on every machine.
+JAX picks its backend itself: the GPU when CUDA-enabled JAX is installed and a GPU is visible, else the CPU.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -19,7 +18,6 @@ from typing import Optional
 def quickstart(out_dir: str | Path = "results/quickstart", workers: Optional[int] = None, backend: str = "local",
                preset: str = "quick", progress: bool = True, reps: int = 1000) -> Path:
     """Run ``preset`` into ``out_dir``, compare with the paper and write the report; returns index.html's path."""
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # inherited by the spawned cell workers
     from fidec_gym.eval.paper.compare import compare
     from fidec_gym.eval.grid.leaderboard import load_preset, run_leaderboard
     from fidec_gym.eval.paper.published import load_published

@@ -21,6 +21,8 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from fidec_gym.text import format_steps
+
 from fidec_gym.envs.catalogue import task_info
 from fidec_gym.eval.paper.published import PublishedResults, method_name
 
@@ -137,7 +139,7 @@ def protocol_flags(runs: pd.DataFrame, published_cell, n_seeds: int) -> list[str
         flags.append(f"{'/'.join(provenances)} data (paper: official)")
     steps = [int(s) for s in runs["offline_steps"].dropna()]
     if steps and protocol.get("offline_steps") and min(steps) < int(protocol["offline_steps"]):
-        flags.append(f"fewer steps ({_human(min(steps))} vs {_human(protocol['offline_steps'])})")
+        flags.append(f"fewer steps ({format_steps(min(steps))} vs {format_steps(protocol['offline_steps'])})")
     episodes = [int(e) for e in runs["eval_episodes"].dropna()]
     if episodes and protocol.get("eval_episodes") and min(episodes) < int(protocol["eval_episodes"]):
         flags.append(f"fewer evaluation episodes ({min(episodes)} vs {protocol['eval_episodes']})")
@@ -158,15 +160,6 @@ def protocol_flags(runs: pd.DataFrame, published_cell, n_seeds: int) -> list[str
     if published_cell.std is None:
         flags.append("paper printed no std")
     return flags
-
-
-def _human(steps) -> str:
-    steps = int(steps)
-    if steps >= 1_000_000 and steps % 100_000 == 0:
-        return f"{steps / 1_000_000:g}M"
-    if steps >= 1000 and steps % 100 == 0:
-        return f"{steps / 1000:g}K"
-    return str(steps)
 
 
 def _in_interval(value: Optional[float], interval: tuple[float, float]) -> Optional[bool]:
@@ -203,7 +196,8 @@ def task_table(scores: pd.DataFrame, published: Optional[PublishedResults] = Non
 
 def category_table(scores: pd.DataFrame, published: Optional[PublishedResults] = None, reps: int = DEFAULT_REPS,
                    seed: int = 0) -> pd.DataFrame:
-    """Per (agent, category): mean of per-task means; std across seeds of the per-seed category means (§11).
+    """Per (agent, category): mean of per-task means; std across seeds of the per-seed category means
+    (docs/algorithms.md §11).
 
     The per-seed category mean needs every task of the category for that seed, so only seeds present in all of the
     category's tasks enter the std and the interval; the mean always uses every run.
@@ -391,7 +385,7 @@ class Comparison:
         """Write every table as CSV (atomically) under ``directory``; returns the paths."""
         from pathlib import Path
 
-        from fidec_gym.eval.grid.leaderboard import atomic_write_text
+        from fidec_gym.files import atomic_write_text
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)

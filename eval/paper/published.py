@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 import yaml
+from fidec_gym.errors import DataError, UnknownNameError
 
 PUBLISHED_ROOT = Path(str(resources.files("fidec_gym.leaderboards") / "published"))
 PUBLISHED_SETS = {"fidec-paper": PUBLISHED_ROOT}
@@ -46,7 +47,7 @@ ROUNDING_TOLERANCE = 0.5
 ROUNDING_LIMIT = 1.0
 
 
-class PublishedDataError(ValueError):
+class PublishedDataError(DataError):
     """The published tables are missing, malformed or fail their consistency checks."""
 
 
@@ -95,7 +96,7 @@ def method_name(agent_or_method: str) -> str:
         # Keep the paper's spelling for methods that are not fidec-gym agents.
         return {"idql": "IDQL", "srpo": "SRPO", "cac": "CAC", "fawac": "FAWAC", "fbrac": "FBRAC", "ifql": "IFQL",
                 "cal-ql": "Cal-QL", "rlpd": "RLPD"}[lowered]
-    raise KeyError(f"unknown method {agent_or_method!r}; valid: {sorted(AGENT_TO_METHOD)} (agents) or the paper's "
+    raise UnknownNameError(f"unknown method {agent_or_method!r}; valid: {sorted(AGENT_TO_METHOD)} (agents) or the paper's "
                    f"names {sorted(METHOD_TO_AGENT)} and IDQL, SRPO, CAC, FAWAC, FBRAC, IFQL")
 
 
@@ -309,7 +310,7 @@ def load_published(name: str = "fidec-paper", directory: str | Path | None = Non
     if directory is None:
         if name not in PUBLISHED_SETS:
             close = difflib.get_close_matches(name, list(PUBLISHED_SETS), n=3)
-            raise KeyError(f"unknown published result set {name!r}; valid: {sorted(PUBLISHED_SETS)}"
+            raise UnknownNameError(f"unknown published result set {name!r}; valid: {sorted(PUBLISHED_SETS)}"
                            + (f" (did you mean {close[0]!r}?)" if close else ""))
         directory = PUBLISHED_SETS[name]
     results = _load_cached(name, str(Path(directory).resolve()))

@@ -29,6 +29,7 @@ import numpy as np
 from fidec_gym.eval.paper.compare import (
     AGGREGATE_METRICS, Comparison, aggregate_rows, category_rows, compare, markdown_table, task_rows,
 )
+from fidec_gym.errors import ResultsPermissionError
 
 REPORT_DIRNAME = "report"
 CURVE_METRIC = "normalized_score"
@@ -479,7 +480,7 @@ def build_report(store, published=None, preset: Optional[str] = None, reps: int 
     matplotlib.use("Agg")
     root = Path(store.root)
     if not os.access(root, os.W_OK):
-        raise PermissionError(f"the results directory {root} is not writable; fix its permissions or copy it "
+        raise ResultsPermissionError(f"the results directory {root} is not writable; fix its permissions or copy it "
                               "somewhere writable before building the report")
     comparison = compare(store, published, preset=preset, reps=reps)
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=root))

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fidec_gym.errors import ResultsError, ResultsNotFoundError
+
 TRAINER_FORMAT_VERSION = 1
 AGENT_FILE = "agent.msgpack"
 TRAINER_FILE = "trainer.pkl"
@@ -29,7 +31,7 @@ META_FILE = "meta.json"
 _PREFIX = "step_"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ResultsError):
     """A checkpoint is missing, unreadable or belongs to another run; the message says what to do."""
 
 
@@ -69,8 +71,10 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return checkpoints[-1][1] if checkpoints else None
 
 
-def save_checkpoint(run_dir: str | Path, step: int, agent: Any, trainer_state: dict, keep: int = 1) -> Path:
-    """Write a checkpoint for ``step`` atomically and keep only the newest ``keep`` checkpoints."""
+def save_checkpoint(run_dir: str | Path, step: int, agent: Any, trainer_state: dict, meta: dict,
+                    keep: int = 2) -> Path:
+    """Write a checkpoint for ``step`` atomically and keep the newest ``keep`` checkpoints (two by default, so a
+    damaged newest one has a fallback). ``meta`` (agent, task, seed, results directory) goes to meta.json."""
     root = checkpoint_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{_PREFIX}{step:010d}"
@@ -85,8 +89,7 @@ def save_checkpoint(run_dir: str | Path, step: int, agent: Any, trainer_state: d
             pickle.dump(state, stream, protocol=pickle.HIGHEST_PROTOCOL)
             stream.flush()
             os.fsync(stream.fileno())
-        meta = {"step": int(step), "agent": state.get("agent"), "env_id": state.get("env_id"),
-                "seed": state.get("seed"), "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        meta = {"step": int(step), **meta, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
         _fsync_dir(tmp)
         if final.exists():  # re-saving a step (e.g. after a resume): move the old copy aside first
@@ -101,7 +104,11 @@ def save_checkpoint(run_dir: str | Path, step: int, agent: Any, trainer_state: d
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for _, path in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(path, ignore_errors=True)
+        # Renamed first (atomic), so a kill during the deletion leaves a hidden folder that the next start removes,
+        # never a half-deleted step_* folder that looks like a checkpoint.
+        doomed = root / f".old-{path.name}-{os.getpid()}"
+        os.replace(path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
     return final
 
 
@@ -140,7 +147,7 @@ def resolve_agent_file(path: str | Path) -> Path:
     if path.is_file():
         return path
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}; pass an agent file, a checkpoint directory or a run "
+        raise ResultsNotFoundError(f"no checkpoint at {path}; pass an agent file, a checkpoint directory or a run "
                                 "directory written by `fidec train`")
     if (path / AGENT_FILE).is_file():
         return path / AGENT_FILE
@@ -148,7 +155,7 @@ def resolve_agent_file(path: str | Path) -> Path:
         latest = latest_checkpoint(run_dir)
         if latest is not None:
             return latest / AGENT_FILE
-    raise FileNotFoundError(f"{path} holds no checkpoint ({AGENT_FILE} or checkpoints/step_*); train with "
+    raise ResultsNotFoundError(f"{path} holds no checkpoint ({AGENT_FILE} or checkpoints/step_*); train with "
                             "`fidec train ... --checkpoint-interval N` or pass the agent file itself")
 
 

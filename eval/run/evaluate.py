@@ -21,6 +21,7 @@ import gymnasium as gym
 import numpy as np
 
 from fidec_gym.envs.catalogue import TaskSpec, task_info
+from fidec_gym.errors import ConfigError
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -142,7 +143,7 @@ class Evaluator:
         self.spec = _task_spec(env)
         self.num_envs = int(num_envs or default_num_workers(env, os.cpu_count() or 1))
         if self.num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
+            raise ConfigError(f"num_envs must be >= 1, got {self.num_envs}")
         vectorization = vectorization or ("async" if self.num_envs > 1 else "sync")
         mode = gym.vector.AutoresetMode.SAME_STEP
         if vectorization == "async":
@@ -152,7 +153,7 @@ class Evaluator:
         elif vectorization == "sync":
             self.envs = gym.vector.SyncVectorEnv([factory] * self.num_envs, autoreset_mode=mode)
         else:
-            raise ValueError(f"unknown vectorization {vectorization!r}; use 'async' or 'sync'")
+            raise ConfigError(f"unknown vectorization {vectorization!r}; use 'async' or 'sync'")
         self.vectorization = vectorization
 
     def close(self) -> None:
@@ -179,7 +180,7 @@ class Evaluator:
         of the seed and the policy only.
         """
         if num_episodes < 1:
-            raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+            raise ConfigError(f"num_episodes must be >= 1, got {num_episodes}")
         quotas = episode_quotas(num_episodes, self.num_envs)
         finished = np.zeros(self.num_envs, dtype=np.int64)
         returns = np.zeros(self.num_envs)
@@ -278,9 +279,9 @@ def evaluate(
         result = evaluator.run(policy, num_episodes, seed, progress=progress)
     if video_episodes > 0:
         if video_dir is None:
-            raise ValueError("video_episodes > 0 needs a video_dir to write the mp4 files to")
+            raise ConfigError("video_episodes > 0 needs a video_dir to write the mp4 files to")
         if not isinstance(env_id, str):
-            raise ValueError("videos need a task ID (the environment is re-made with render_mode='rgb_array')")
+            raise ConfigError("videos need a task ID (the environment is re-made with render_mode='rgb_array')")
         from fidec_gym.eval.run.video import record_episodes
 
         paths = record_episodes(

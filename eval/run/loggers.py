@@ -11,12 +11,11 @@ import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
+from fidec_gym.files import atomic_path
+
+from fidec_gym.errors import MissingDependencyError
 
 LOGGING_EXTRA = 'pip install "fidec-gym[logging]"'
-
-
-class MissingDependencyError(ImportError, ValueError):
-    """An optional package is missing; the message names the pip command that installs it."""
 
 
 def require_logging_packages(tensorboard: bool = False, wandb: bool = False) -> None:
@@ -60,12 +59,10 @@ class CsvLogger:
         self._rewrite(rows)
 
     def _rewrite(self, rows: list[dict]) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", newline="") as stream:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as stream:
             writer = csv.DictWriter(stream, fieldnames=self.fields, restval="")
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, self.path)
 
     def _read_rows(self) -> list[dict]:
         with open(self.path, newline="") as stream:

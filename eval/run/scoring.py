@@ -1,4 +1,4 @@
-"""The paper's reporting rule (algorithms.md §11): which evaluations of a run make its reported score.
+"""The paper's reporting rule (docs/algorithms.md §11): which evaluations of a run make its reported score.
 
 * OGBench state tasks: the mean of the last three evaluations (800K, 900K and 1M in the paper);
 * OGBench pixel tasks: the same rule (300K, 400K and 500K in the paper);
@@ -18,6 +18,7 @@ import math
 from typing import Sequence
 
 from fidec_gym.envs.catalogue import TaskSpec
+from fidec_gym.text import format_steps
 
 EVAL_METRICS = ("success", "normalized_score", "return", "length", "success_std", "normalized_score_std",
                 "return_std", "length_std", "num_episodes")
@@ -34,12 +35,7 @@ UNITS = {
 
 
 def _fmt(steps: Sequence[int]) -> str:
-    def one(step: int) -> str:
-        if step >= 1_000_000 and step % 1_000_000 == 0:
-            return f"{step // 1_000_000}M"
-        return f"{step // 1000}K" if step >= 1000 and step % 1000 == 0 else str(step)
-
-    return "/".join(one(s) for s in steps)
+    return "/".join(format_steps(s) for s in steps)
 
 
 def reported_score(evaluations: Sequence[dict], spec: TaskSpec, offline_steps: int, online_steps: int = 0) -> dict:

@@ -1,8 +1,8 @@
 """The training loop: offline updates, optional online fine-tuning, evaluation, checkpoints and the reported score.
 
-Protocol (algorithms.md §3.4, §11): steps ``i = 1 .. offline_steps + online_steps``. An offline step draws one batch
-from the dataset and makes one update; an online step acts once in a training environment (temperature 1), appends
-the transition to a replay buffer that holds the dataset, and makes one update on a batch from it. The agent is
+Protocol (docs/algorithms.md §3.4, §11): steps ``i = 1 .. offline_steps + online_steps``. An offline step draws
+one batch from the dataset and makes one update; an online step acts once in a training environment (temperature 1),
+appends the transition to a replay buffer that holds the dataset, and makes one update on a batch from it. The agent is
 evaluated at step 1, every ``eval_interval`` steps, at the end of the offline phase (offline-to-online runs) and at
 the last step, on separate evaluation environments. Training and validation losses are logged every
 ``log_interval`` steps; checkpoints are written every ``checkpoint_interval`` steps and at the end.
@@ -21,79 +21,46 @@ import json
 import math
 import os
 import random
+import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fidec_gym.envs.catalogue import TaskSpec, task_hyperparameters, task_info
+from fidec_gym.errors import ConfigError, ResultsError, ResultsPermissionError
 from fidec_gym.eval.run.checkpoint import latest_checkpoint, load_trainer_state, remove_stale_temporaries, save_checkpoint
+from fidec_gym.eval.run.config import IDENTITY_FIELDS, ResolvedRun, TrainConfig, resolve_run, run_directory
 from fidec_gym.eval.run.loggers import CsvLogger, MetricLogger, TensorBoardLogger, WandbLogger, require_logging_packages
 from fidec_gym.eval.run.scoring import EVAL_METRICS, reported_score
 from fidec_gym.eval.store import ResultsStore, to_json
-
-# Config fields that define what is trained; a checkpoint may only be resumed when they are unchanged.
-IDENTITY_FIELDS = ("agent", "env_id", "seed", "agent_overrides", "use_task_hyperparameters", "divergence_table",
-                   "dataset_path", "updates_per_dispatch")
-# Fields left out of the stored run config (where and how a run is written, not what it is).
-UNSTORED_FIELDS = ("out_dir", "tensorboard", "wandb", "eval_workers")
+from fidec_gym.files import atomic_write_json
 
 
 @dataclass
-class TrainConfig:
-    """What to train and how (defaults: the paper's state-based OGBench protocol)."""
+class TrainerState:
+    """Everything besides the agent that a checkpoint saves and a resume restores, and nothing else."""
 
-    agent: str
-    env_id: str
-    seed: int = 0
-    offline_steps: int = 1_000_000
-    online_steps: int = 0
-    eval_interval: int = 100_000
-    eval_episodes: int = 50
-    eval_workers: int | None = None
-    log_interval: int = 5_000
-    checkpoint_interval: int = 100_000
-    agent_overrides: dict = field(default_factory=dict)  # applied after the catalogue's per-task hyperparameters
-    use_task_hyperparameters: bool = True
-    divergence_table: str = "paper"
-    dataset_path: str | None = None
-    out_dir: str = "runs"
-    video_episodes: int = 0
-    video_frame_skip: int = 1
-    updates_per_dispatch: int = 1  # > 1 fuses consecutive offline updates with agent.update_n
-    tensorboard: bool = False
-    wandb: bool = False
+    step: int
+    train_config: dict  # TrainConfig.record(): what the run is
+    resolved_overrides: dict  # the agent config overrides after per-task hyperparameters
+    sampler: dict
+    val_sampler: dict | None
+    python_random: Any
+    numpy_global: Any
+    replay_rng: dict
+    replay: dict | None
+    evaluations: list
+    elapsed: float
 
-    @property
-    def total_steps(self) -> int:
-        return self.offline_steps + self.online_steps
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
-    def validate(self) -> None:
-        from fidec_gym.agents import AGENTS
-
-        if self.agent not in AGENTS:
-            raise ValueError(f"unknown agent {self.agent!r}; valid agents: {sorted(AGENTS)}")
-        task_info(self.env_id)  # unknown task -> UnknownTaskError with close names
-        for name in ("offline_steps", "online_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.total_steps < 1:
-            raise ValueError("nothing to train: set offline_steps (--steps) or online_steps (--online-steps) > 0")
-        for name in ("eval_interval", "eval_episodes", "log_interval", "checkpoint_interval", "updates_per_dispatch",
-                     "video_frame_skip"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not isinstance(self.agent_overrides, dict):
-            raise ValueError(f"agent_overrides must be a dict, got {type(self.agent_overrides).__name__}")
-
-    def record(self) -> dict:
-        """The config as stored with the run."""
-        record = dataclasses.asdict(self)
-        for key in UNSTORED_FIELDS:
-            record.pop(key, None)
-        return record
+    @classmethod
+    def from_dict(cls, state: dict) -> "TrainerState":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in state.items() if key in names})
 
 
 @dataclass
@@ -102,52 +69,6 @@ class TrainResult:
     summary: dict
     run_dir: Path
     status: str
-
-
-def code_version() -> str:
-    """Installed fidec-gym version, plus the git commit when running from a checkout."""
-    import subprocess
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        base = version("fidec-gym")
-    except PackageNotFoundError:
-        base = "unknown"
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, text=True,
-                                capture_output=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"{base}+{commit}" if commit else base
-
-
-def resolve_agent_overrides(cfg: TrainConfig) -> dict:
-    """The run's offline step count, catalogue per-task hyperparameters (only keys this agent has), then the user's
-    overrides."""
-    from fidec_gym.agents import get_config
-
-    known = get_config(cfg.agent)
-    overrides: dict = {}
-    if "offline_steps" in known:  # where the online phase starts (fix_bc_flow_online), as the reference driver does
-        overrides["offline_steps"] = cfg.offline_steps
-    if cfg.use_task_hyperparameters:
-        table = task_hyperparameters(cfg.env_id, cfg.agent, divergence_table=cfg.divergence_table,
-                                     offline_to_online=cfg.online_steps > 0)
-        overrides.update({key: value for key, value in table.items() if key in known})
-    overrides.update(cfg.agent_overrides)
-    return overrides
-
-
-def run_directory(cfg: TrainConfig, cell: str | None = None) -> Path:
-    task = task_info(cfg.env_id).name
-    name = f"{cfg.agent}__{task}__seed{cfg.seed}" + (f"__{cell}" if cell else "")
-    return Path(cfg.out_dir).expanduser() / name
-
-
-def _atomic_json(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(json.loads(to_json(payload)), indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _host_scalars(info: dict) -> dict[str, float]:
@@ -165,52 +86,57 @@ def _is_nonfinite(info: dict[str, float]) -> bool:
 class _Trainer:
     """One run's state; :func:`train` drives it. Split out so that every piece of state is in one place."""
 
-    def __init__(self, cfg: TrainConfig, store: ResultsStore | str | Path | None, run_id: int | None, resume: bool, progress: bool,
-                 agent_create_kwargs: dict | None, env_kwargs: dict | None):
-        self.cfg, self.resume, self.progress = cfg, resume, progress
-        self.spec: TaskSpec = task_info(cfg.env_id)
+    def __init__(self, run: ResolvedRun, store: ResultsStore | None, run_id: int | None, resume: bool,
+                 progress: bool, agent_create_kwargs: dict | None, env_kwargs: dict | None):
+        self.run_spec, self.cfg, self.spec = run, run.config, run.spec
+        self.resume, self.progress = resume, progress
+        self.overrides = run.agent_overrides
         self.env_kwargs = dict(env_kwargs or {})
         self.agent_create_kwargs = dict(agent_create_kwargs or {})
-        if cfg.online_steps and self.spec.suite == "visual":
-            raise ValueError(f"online fine-tuning is not supported for pixel tasks ({cfg.env_id}); the paper has no "
-                             "visual offline-to-online runs; set online_steps=0")
-        from fidec_gym.agents import make_config
-
-        self.overrides = resolve_agent_overrides(cfg)
-        make_config(cfg.agent, self.overrides)  # unknown keys fail here, before anything is written
-        require_logging_packages(tensorboard=cfg.tensorboard, wandb=cfg.wandb)
+        self.run_id: int | None = None
+        self.started = False  # set once this call has marked the run "running"
+        self.last_checkpoint_step = 0
+        require_logging_packages(tensorboard=self.cfg.tensorboard, wandb=self.cfg.wandb)
         # Data and agent come first: a missing dataset or bad config must not leave a half-registered run behind.
         self._load_data()
         self.agent = self._make_agent()
-        # A path (or nothing) is opened only now, so a run that fails above leaves no empty results file behind.
-        self.store = store if isinstance(store, ResultsStore) else ResultsStore(store if store is not None else cfg.out_dir)
+        # The store is opened only now, so a run that fails above leaves no empty results file behind.
+        if store is None:
+            store = ResultsStore(run.results_dir)
+        elif store.root.expanduser().resolve() != run.results_dir:
+            raise ConfigError(f"the store at {store.root} is not in the run's results directory {run.results_dir}; "
+                              "pass results_dir=store.root in the TrainConfig")
+        self.store = store
         self.run_id, cell = self._register_run(run_id)
-        self.run_dir = run_directory(cfg, cell)
+        if cell:
+            self.run_spec = run = dataclasses.replace(run, cell=cell, run_dir=run_directory(
+                run.results_dir, self.cfg.agent, self.spec.name, self.cfg.seed, cell))
+        self.run_dir = run.run_dir
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise PermissionError(f"cannot create the run directory {self.run_dir} ({error.strerror or error}); "
-                                  "choose a writable --out directory") from None
+            raise ResultsPermissionError(f"cannot create the run directory {self.run_dir} ({error.strerror or error}); "
+                                         "choose a writable --out directory") from None
         if not os.access(self.run_dir, os.W_OK):
-            raise PermissionError(f"the run directory {self.run_dir} is not writable; choose another --out")
+            raise ResultsPermissionError(f"the run directory {self.run_dir} is not writable; choose another --out")
 
     # ------------------------------------------------------------------ setup
     def _register_run(self, run_id: int | None) -> tuple[int, str | None]:
+        from fidec_gym.eval.run.config import code_version
+
         cfg = self.cfg
         self.owns_config = False  # a run registered by the caller (e.g. a leaderboard) keeps its stored config
         if run_id is not None:
             run = self.store.get_run(run_id)
             if (run["agent"], run["env_id"], int(run["seed"])) != (cfg.agent, self.spec.env_id, cfg.seed):
-                raise ValueError(f"run {run_id} in the store is {run['agent']} on {run['env_id']} seed {run['seed']}, "
-                                 f"not {cfg.agent} on {self.spec.env_id} seed {cfg.seed}; pass the matching run_id")
+                raise ResultsError(f"run {run_id} in the store is {run['agent']} on {run['env_id']} seed {run['seed']}, "
+                                   f"not {cfg.agent} on {self.spec.env_id} seed {cfg.seed}; pass the matching run_id")
             return run_id, run["cell"]
         run = self.store.find_run(agent=cfg.agent, env_id=self.spec.env_id, seed=cfg.seed)
+        self.owns_config = True  # found by key or new: its stored config follows this call (schedule changes allowed)
         if run is None:
-            self.owns_config = True
-            run_id = self.store.create_run(agent=cfg.agent, env_id=self.spec.env_id, seed=cfg.seed,
-                                           config=cfg.record(), data_provenance={}, code_version=code_version())
-            return run_id, None
-        self.owns_config = True  # found by key: its stored config follows this call (schedule changes allowed)
+            return self.store.create_run(agent=cfg.agent, env_id=self.spec.env_id, seed=cfg.seed,
+                                         config=cfg.record(), data_provenance={}, code_version=code_version()), None
         return run["id"], None
 
     def _load_data(self) -> None:
@@ -261,17 +187,18 @@ class _Trainer:
         remove_stale_temporaries(self.run_dir)  # e.g. a checkpoint being written when the process was killed
         checkpoint = latest_checkpoint(self.run_dir)
         if checkpoint is not None and not self.resume:
-            raise ValueError(f"{self.run_dir} already holds a run (checkpoint {checkpoint.name}); resume it with "
-                             "--resume (resume=True), or pick another --out directory to start over")
+            raise ResultsError(f"{self.run_dir} already holds a run (checkpoint {checkpoint.name}); resume it with "
+                               "--resume (resume=True), or pick another --out directory to start over")
         if checkpoint is not None:
-            agent, start = self._restore(checkpoint, agent)
+            agent, start = self._restore(agent)
         else:
             store.reset_run(self.run_id)
         # Only now (the checkpoint, if any, matched) may the stored run record change.
         config = self.cfg.record() if self.owns_config else store.get_run(self.run_id)["config"]
         store.update_config(self.run_id, config, data_provenance=self.provenance)
-        store.set_status(self.run_id, "running", message=f"pid {os.getpid()}",
+        store.set_status(self.run_id, "running", message=f"pid {os.getpid()} on {socket.gethostname()}",
                          last_good_step=self.last_checkpoint_step or None)
+        self.started = True
         store.delete_evaluations_after(self.run_id, start)
         self._last_log_step = start
 
@@ -292,50 +219,72 @@ class _Trainer:
                 self.evaluator.close()
         return self._finish(agent, status)
 
-    def _restore(self, checkpoint: Path, agent: Any) -> tuple[Any, int]:
-        from fidec_gym.envs.replay_buffer import ReplayBuffer
+    def _restore(self, agent: Any) -> tuple[Any, int]:
+        """Load the newest checkpoint that reads; fall back to the one before it when the newest is damaged."""
+        from fidec_gym.eval.run.checkpoint import CheckpointError, list_checkpoints
 
-        state = load_trainer_state(checkpoint)
-        saved = state["train_config"]
-        current = json.loads(to_json(self.cfg.record()))
+        checkpoints = [path for _, path in list_checkpoints(self.run_dir)]
+        for index, checkpoint in enumerate(reversed(checkpoints)):
+            try:
+                state = TrainerState.from_dict(load_trainer_state(checkpoint))
+                self._check_same_run(checkpoint, state)  # a different run is an error, not a damaged file
+                restored = agent.load(checkpoint / "agent.msgpack")
+            except ResultsError as error:
+                if not isinstance(error, CheckpointError):
+                    raise
+                failure: Exception = error
+            except (OSError, ValueError) as error:  # e.g. a truncated agent file
+                failure = error
+            else:
+                return self._apply(state, restored), state.step
+            if index + 1 < len(checkpoints):
+                print(f"warning: {failure}; resuming from the previous checkpoint instead", flush=True)
+                continue
+            raise CheckpointError(f"{failure}; no earlier checkpoint to fall back to: delete {self.run_dir} "
+                                  "(or pick another --out) and train without --resume") from None
+        raise AssertionError("unreachable: called with at least one checkpoint")
+
+    def _check_same_run(self, checkpoint: Path, state: TrainerState) -> None:
+        saved, current = state.train_config, json.loads(to_json(self.cfg.record()))
         differing = {key: (saved.get(key), current.get(key)) for key in IDENTITY_FIELDS
                      if saved.get(key) != current.get(key)}
-        old_agent, new_agent = state["resolved_overrides"], json.loads(to_json(self.overrides))
+        old_agent, new_agent = state.resolved_overrides, json.loads(to_json(self.overrides))
         differing.update({f"agent config {key}": (old_agent.get(key), new_agent.get(key))
                           for key in set(old_agent) | set(new_agent) if old_agent.get(key) != new_agent.get(key)})
         if differing:
             details = "; ".join(f"{key}: checkpoint {a!r}, now {b!r}" for key, (a, b) in sorted(differing.items()))
-            raise ValueError(
+            raise ResultsError(
                 f"the checkpoint in {checkpoint} belongs to a different run ({details}); resume with the original "
                 "settings, or train into another --out directory"
             )
-        agent = agent.load(checkpoint / "agent.msgpack")
-        self.sampler.load_state_dict(state["sampler"])
-        if self.val_sampler is not None and state.get("val_sampler") is not None:
-            self.val_sampler.load_state_dict(state["val_sampler"])
-        random.setstate(state["python_random"])
-        np.random.set_state(state["numpy_global"])
-        self.replay_rng.bit_generator.state = state["replay_rng"]
-        if state.get("replay") is not None:
-            self.replay = ReplayBuffer.from_dataset(self.dataset)
-            self.replay.load_online_state(state["replay"])
-        self.evaluations = list(state["evaluations"])
-        self.elapsed = float(state.get("elapsed", 0.0))
-        self.last_checkpoint_step = int(state["step"])
-        return agent, int(state["step"])
 
-    def _trainer_state(self, step: int) -> dict:
-        return {
-            "agent": self.cfg.agent, "env_id": self.spec.env_id, "seed": self.cfg.seed,
-            "train_config": json.loads(to_json(self.cfg.record())),
-            "resolved_overrides": json.loads(to_json(self.overrides)),
-            "sampler": self.sampler.state_dict(),
-            "val_sampler": self.val_sampler.state_dict() if self.val_sampler is not None else None,
-            "python_random": random.getstate(), "numpy_global": np.random.get_state(),
-            "replay_rng": self.replay_rng.bit_generator.state,
-            "replay": self.replay.online_state() if self.replay is not None else None,
-            "evaluations": self.evaluations, "elapsed": self.elapsed, "logger_step": step,
-        }
+    def _apply(self, state: TrainerState, agent: Any) -> Any:
+        from fidec_gym.envs.replay_buffer import ReplayBuffer
+
+        self.sampler.load_state_dict(state.sampler)
+        if self.val_sampler is not None and state.val_sampler is not None:
+            self.val_sampler.load_state_dict(state.val_sampler)
+        random.setstate(state.python_random)
+        np.random.set_state(state.numpy_global)
+        self.replay_rng.bit_generator.state = state.replay_rng
+        if state.replay is not None:
+            self.replay = ReplayBuffer.from_dataset(self.dataset)
+            self.replay.load_online_state(state.replay)
+        self.evaluations = list(state.evaluations)
+        self.elapsed = float(state.elapsed)
+        self.last_checkpoint_step = state.step
+        return agent
+
+    def _trainer_state(self, step: int) -> TrainerState:
+        return TrainerState(
+            step=step, train_config=json.loads(to_json(self.cfg.record())),
+            resolved_overrides=json.loads(to_json(self.overrides)), sampler=self.sampler.state_dict(),
+            val_sampler=self.val_sampler.state_dict() if self.val_sampler is not None else None,
+            python_random=random.getstate(), numpy_global=np.random.get_state(),
+            replay_rng=self.replay_rng.bit_generator.state,
+            replay=self.replay.online_state() if self.replay is not None else None,
+            evaluations=list(self.evaluations), elapsed=self.elapsed,
+        )
 
     def _next_boundary(self, step: int) -> int:
         """The next step at which something besides an update happens (log, eval, checkpoint, phase end)."""
@@ -435,7 +384,7 @@ class _Trainer:
                          -1.0, 1.0)
         next_observation, reward, terminated, truncated, info = env.step(action)
         if self.spec.category == "d4rl-antmaze":
-            reward = float(reward) - 1.0  # same r - 1 shift as the dataset (algorithms.md §3.3)
+            reward = float(reward) - 1.0  # same r - 1 shift as the dataset (docs/algorithms.md §3.3)
         self.replay.add(observation, action, float(reward), next_observation, terminated, truncated)
         if not (terminated or truncated):
             return next_observation, {}
@@ -472,10 +421,12 @@ class _Trainer:
         self.logger.log(step, {f"eval/{key}": value for key, value in metrics.items()})
 
     def _checkpoint(self, agent, step: int) -> None:
-        path = save_checkpoint(self.run_dir, step, agent, self._trainer_state(step))
+        meta = {"agent": self.cfg.agent, "env_id": self.spec.env_id, "seed": self.cfg.seed,
+                "results_dir": str(self.run_spec.results_dir)}
+        path = save_checkpoint(self.run_dir, step, agent, self._trainer_state(step).to_dict(), meta)
         self.last_checkpoint_step = step
         self.store.add_artefact(self.run_id, "checkpoint", str(path.parent), step=step)
-        self.store.set_status(self.run_id, "running", message=f"pid {os.getpid()}", last_good_step=step)
+        self.store.set_status(self.run_id, "running", message=f"pid {os.getpid()} on {socket.gethostname()}", last_good_step=step)
 
     def _fail(self, agent, step: int, info: dict[str, float]) -> str:
         bad = sorted(key for key, value in info.items() if not math.isfinite(value))
@@ -508,7 +459,7 @@ class _Trainer:
             summary["note"] = self.val_note
         if status == "done" and cfg.video_episodes > 0:
             summary["videos"] = self._record_videos(agent)
-        _atomic_json(self.run_dir / "summary.json", summary)
+        atomic_write_json(self.run_dir / "summary.json", json.loads(to_json(summary)))
         self.store.set_summary(self.run_id, summary)
         self.store.add_artefact(self.run_id, "metrics", str(self.run_dir / "summary.json"))
         if status == "done":
@@ -531,15 +482,15 @@ class _Trainer:
         return [str(p) for p in paths]
 
 
-def train(cfg: TrainConfig, store: ResultsStore | str | Path | None = None, run_id: int | None = None, resume: bool = True,
-          progress: bool = True, agent_create_kwargs: dict | None = None, env_kwargs: dict | None = None
-          ) -> TrainResult:
+def train(cfg: TrainConfig | ResolvedRun, store: ResultsStore | None = None, run_id: int | None = None,
+          resume: bool = True, progress: bool = True, agent_create_kwargs: dict | None = None,
+          env_kwargs: dict | None = None) -> TrainResult:
     """Train ``cfg.agent`` on ``cfg.env_id`` and return the final agent, the summary and the run directory.
 
     Args:
-        cfg: the run's settings.
-        store: where runs, evaluations and artefacts are recorded: a store, or a results directory opened once the
-            data and agent are ready (default: ``cfg.out_dir``).
+        cfg: the run's settings (validated and resolved here), or a run already resolved by :func:`resolve_run`.
+        store: the results store of ``cfg.results_dir`` when the caller holds one open (a leaderboard worker);
+            default: opened at ``cfg.results_dir`` once the data and agent are ready.
         run_id: an existing run of ``store`` to train (e.g. registered by a leaderboard); default: found by
             (agent, task, seed) or created.
         resume: continue from the newest checkpoint in the run directory when there is one. With ``False`` an
@@ -551,13 +502,34 @@ def train(cfg: TrainConfig, store: ResultsStore | str | Path | None = None, run_
     Returns:
         A :class:`TrainResult`; ``status`` is ``"done"`` or ``"failed"`` (a non-finite loss stops the run, keeps
         the last good checkpoint and records the failure in the store).
+
+    The run's status in the store is written here and only here: ``running`` while it trains, ``done``, ``failed``
+    (with the message) when anything goes wrong after the run is known to the store, ``pending`` when interrupted.
     """
-    cfg.validate()
-    trainer = _Trainer(cfg, store, run_id, resume, progress, agent_create_kwargs, env_kwargs)
+    run = cfg if isinstance(cfg, ResolvedRun) else resolve_run(cfg)
+    trainer = None
     try:
+        trainer = _Trainer(run, store, run_id, resume, progress, agent_create_kwargs, env_kwargs)
         return trainer.run()
     except KeyboardInterrupt:
-        trainer.store.set_status(trainer.run_id, "pending", message="interrupted; resume with --resume",
-                         last_good_step=trainer.last_checkpoint_step if hasattr(trainer, "last_checkpoint_step")
-                         else None)
+        _mark(trainer, store, run_id, "pending", "interrupted; run the same command again (with --resume for "
+              "fidec train) to continue from the last checkpoint")
         raise
+    except Exception as error:
+        _mark(trainer, store, run_id, "failed", f"{type(error).__name__}: {error}")
+        raise
+
+
+def _mark(trainer: _Trainer | None, store: ResultsStore | None, run_id: int | None, status: str, message: str) -> None:
+    """Record how a run ended abnormally (best effort: the original error wins). Only a run this call started, or a
+    run its caller registered for it (a leaderboard cell), is marked: a refusal such as "already holds a run" leaves
+    an existing run as it was."""
+    if trainer is not None and trainer.started:
+        store, run_id = trainer.store, trainer.run_id
+    elif store is None or run_id is None or store.get_run(run_id)["status"] == "done":
+        return
+    try:
+        last_good = trainer.last_checkpoint_step if trainer is not None else None
+        store.set_status(run_id, status, message=message[:4000], last_good_step=last_good or None)
+    except Exception:  # the store itself may be what failed (disk full); the caller reports the first error
+        pass

@@ -6,7 +6,6 @@ raises :class:`VideoUnavailableError` (the toy study draws its own figures inste
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -14,9 +13,11 @@ import gymnasium as gym
 import numpy as np
 
 from fidec_gym.envs.catalogue import task_info
+from fidec_gym.files import atomic_path
+from fidec_gym.errors import ConfigError, FidecError
 
 
-class VideoUnavailableError(ValueError):
+class VideoUnavailableError(FidecError, ValueError):
     """The task has no rendered frames (toy landscapes)."""
 
 
@@ -45,18 +46,13 @@ def write_mp4(frames: Sequence[np.ndarray], path: str | Path, fps: float = 30.0)
 
     path = Path(path)
     if len(frames) == 0:
-        raise ValueError(f"no frames to write to {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")  # keep the suffix: imageio picks ffmpeg by it
-    try:
+        raise ConfigError(f"no frames to write to {path}")
+    # The temporary file keeps the .mp4 suffix: imageio picks its ffmpeg writer by it.
+    with atomic_path(path, suffix=".mp4") as tmp:
         # macro_block_size=1 keeps small frames (e.g. 64x64) at their size instead of padding them to 16.
         with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=1, quality=7) as writer:
             for frame in frames:
                 writer.append_data(np.asarray(frame, dtype=np.uint8))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -84,7 +80,7 @@ def record_episodes(
     """
     check_video_support(env_id)
     if frame_skip < 1:
-        raise ValueError(f"frame_skip must be >= 1, got {frame_skip}")
+        raise ConfigError(f"frame_skip must be >= 1, got {frame_skip}")
     kwargs = dict(env_kwargs or {})
     kwargs["render_mode"] = "rgb_array"
     try:

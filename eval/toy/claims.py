@@ -1,6 +1,6 @@
 """The paper's toy-landscape claims under the acceptance rule, and the written finding computed from them.
 
-A claim is a predicted sign of a paired difference over seeds (toy_landscapes.md §3); it holds when the 95 %
+A claim is a predicted sign of a paired difference over seeds (docs/toy_landscapes.md §3); it holds when the 95 %
 percentile-bootstrap interval of the mean difference excludes zero on the predicted side.
 """
 
@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from fidec_gym.eval.toy.study import LANDSCAPE_KEYS
+from fidec_gym.eval.toy.design import LANDSCAPE_KEYS
 
 FIDEC_MAIN = ("fidec-paper", "fidec-official", "fidec-local", "fidec-isotropic")
 BOOTSTRAP_REPS = 10_000

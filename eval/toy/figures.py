@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -17,16 +16,15 @@ import numpy as np
 
 from fidec_gym.eval.toy.claims import claims_frame, study_findings
 from fidec_gym.eval.toy.preset_metrics import analytic_preset_metric_rows
-from fidec_gym.eval.toy.study import LANDSCAPE_KEYS, METRICS_TABLE, PRESET_TABLE, TOY_ENV_IDS, VARIANTS, StudyTask, samples_path
+from fidec_gym.eval.toy.design import LANDSCAPE_KEYS, METRICS_TABLE, PRESET_TABLE, TOY_ENV_IDS, VARIANTS, StudyTask, samples_path
+from fidec_gym.files import atomic_path, atomic_write_text
 
 SUMMARY_COLUMNS = ("sf1", "mq", "sv", "ni", "final_divergence")
 
 
 # ================================================================================================ CSV tables
 def _write_csv(frame, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write_text(path, frame.to_csv(index=False))
     return path
 
 
@@ -198,10 +196,9 @@ def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -223,9 +220,7 @@ def write_study_outputs(store, figures: bool = True) -> dict[str, Path]:
     claims = claims_frame(frame)
     files["toy_claims"] = _write_csv(claims, out / "toy_claims.csv")
     findings = out / "toy_findings.md"
-    tmp = findings.with_name(f".{findings.name}.{os.getpid()}.tmp")
-    tmp.write_text("# Toy study: findings\n\n" + "\n\n".join(study_findings(claims)) + "\n")
-    os.replace(tmp, findings)
+    atomic_write_text(findings, "# Toy study: findings\n\n" + "\n\n".join(study_findings(claims)) + "\n")
     files["toy_findings"] = findings
     summary = summary_frame(frame)
     files["toy_summary"] = _write_csv(summary, out / "toy_summary.csv")

@@ -1,7 +1,7 @@
-"""Metrics M1–M12 of ``docs/toy_landscapes.md`` §3: what a policy's action samples do on a toy landscape.
+"""Metrics M1–M12 of docs/toy_landscapes.md §3: what a policy's action samples do on a toy landscape.
 
 Every metric uses the analytic behaviour density and value of :mod:`envs.toy`. :func:`toy_metrics` returns the same
-keys for every landscape; a metric that the doc does not define for a landscape is NaN there.
+keys for every landscape; a metric that docs/toy_landscapes.md §3 does not define for a landscape is NaN there.
 
 ==================  =====  ==========================================================================================
 key                 id     meaning
@@ -42,6 +42,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from fidec_gym.envs.toy import get_landscape, reference_samples, reference_statistics
+from fidec_gym.errors import ConfigError
 
 NUM_POLICY_SAMPLES = 10_000
 NUM_NEIGHBOUR_REFERENCE = 100_000
@@ -72,7 +73,8 @@ class ToyReference:
 
 
 def toy_reference(key) -> ToyReference:
-    """The shared reference of a landscape (cached): doc §2 statistics and 100,000 reference samples."""
+    """The shared reference of a landscape (cached): docs/toy_landscapes.md §2.7 statistics and 100,000 reference
+    samples."""
     return _toy_reference(get_landscape(key).key)
 
 
@@ -94,13 +96,13 @@ def _toy_reference(key: str) -> ToyReference:
 def _check_actions(actions) -> np.ndarray:
     a = np.asarray(actions, dtype=np.float64)
     if a.ndim != 2 or a.shape[1] != 2 or len(a) == 0:
-        raise ValueError(f"actions must have shape (N, 2) with N >= 1, got {a.shape}")
+        raise ConfigError(f"actions must have shape (N, 2) with N >= 1, got {a.shape}")
     bad = ~np.isfinite(a).all(axis=1)
     if bad.any():
-        raise ValueError(f"{int(bad.sum())} of {len(a)} actions are NaN or inf; the policy diverged (check training)")
+        raise ConfigError(f"{int(bad.sum())} of {len(a)} actions are NaN or inf; the policy diverged (check training)")
     worst = float(np.abs(a).max())
     if worst > 1.0 + _OUTSIDE_TOLERANCE:
-        raise ValueError(
+        raise ConfigError(
             f"actions must lie in [-1, 1]² (max |a| = {worst:.4g}); clip them as the agents do: np.clip(a, -1, 1)"
         )
     return np.clip(a, -1.0, 1.0)
@@ -177,7 +179,7 @@ def toy_metrics(key, actions, reference: Optional[ToyReference] = None) -> dict[
     land = get_landscape(key)
     ref = toy_reference(land.key) if reference is None else reference
     if ref.key != land.key:
-        raise ValueError(f"reference is for landscape {ref.key}, metrics were asked for {land.key}")
+        raise ConfigError(f"reference is for landscape {ref.key}, metrics were asked for {land.key}")
     a = _check_actions(actions)
 
     log_density = land.log_density(a)

@@ -1,4 +1,4 @@
-"""The metric each FiDec preset applies on the toy landscapes (algorithms.md §9.3, toy_landscapes.md §5).
+"""The metric each FiDec preset applies on the toy landscapes (docs/algorithms.md §9.3, docs/toy_landscapes.md §5).
 
 Estimated the way the agent estimates it, from any velocity field: the trained BC flow of an agent, or the ideal
 velocity of the landscape (``envs.toy``), so a reader sees why a preset does or does not differ from ``isotropic``.

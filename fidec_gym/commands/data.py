@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from fidec_gym.errors import ConfigError
 
 
 def _default_data_dir() -> str:
@@ -74,11 +75,11 @@ def _download(args) -> int:
     spec = all_tasks().get(name if name.startswith("fidec/") else f"fidec/{name}")
     if spec is not None:
         if spec.suite not in ("ogbench", "visual"):
-            raise ValueError(f"{spec.env_id} is a {spec.suite} task; only OGBench datasets are downloaded here")
+            raise ConfigError(f"{spec.env_id} is a {spec.suite} task; only OGBench datasets are downloaded here")
         name = spec.dataset
     known = {s.dataset for s in all_tasks().values() if s.suite in ("ogbench", "visual")}
     if name not in known:
-        raise ValueError(f"unknown OGBench dataset {name!r}; known: {', '.join(sorted(known))}")
+        raise ConfigError(f"unknown OGBench dataset {name!r}; known: {', '.join(sorted(known))}")
     train_path, val_path = download(name, args.out or _default_data_dir(), timeout=args.timeout)
     print(f"downloaded {train_path}\ndownloaded {val_path}")
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from fidec_gym.errors import DataNotFoundError
 
 DEFAULT_RESULTS = Path("results")
 
@@ -27,10 +28,22 @@ def register(subparsers) -> None:
                      help="local process pool (default) or Ray tasks")
     run.add_argument("--ray-address", help="existing Ray cluster, HOST:PORT / ray://HOST:PORT / auto "
                                            "(default: start Ray locally)")
-    run.add_argument("--workers", type=int, help="cells in parallel (default: min(2, CPUs))")
+    run.add_argument("--workers", type=int, help="cells in parallel (default: 2 on a CPU or one GPU)")
+    run.add_argument("--dry-run", action="store_true", help="print the plan (`leaderboard plan`) and stop")
     run.add_argument("--retry-failed", action="store_true", help="also re-run cells that failed before")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.set_defaults(func=run_command)
+
+    plan = actions.add_parser(
+        "plan", help="what a preset will run: cells, runs, datasets present or missing, estimated time",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    plan.add_argument("--preset", required=True, help="built-in preset name or a YAML path")
+    plan.add_argument("--out", type=Path, help="results directory the run would use (its data/ folder is searched)")
+    plan.add_argument("--workers", type=int, help="cells in parallel for the wall-time estimate "
+                                                  "(default: what `run` would use on this machine)")
+    plan.add_argument("--measure", action="store_true",
+                      help="time one update of each agent on this machine's backend (a minute or two) and cache it")
+    plan.set_defaults(func=plan_command)
 
     status = actions.add_parser("status", help="done / running / failed / pending per cell, and totals")
     status.add_argument("--out", type=Path, required=True, help="results directory")
@@ -65,11 +78,26 @@ def register(subparsers) -> None:
     quick.set_defaults(func=quickstart_command)
 
 
+def plan_command(args) -> int:
+    from fidec_gym.backend import default_workers
+    from fidec_gym.eval.grid.leaderboard import load_preset
+    from fidec_gym.eval.grid.plan import format_plan, make_plan
+
+    preset = load_preset(args.preset)
+    data_dir = (args.out or DEFAULT_RESULTS / preset.name).expanduser() / "data"
+    plan = make_plan(preset, data_dir, measure=args.measure)
+    print(format_plan(plan, workers=args.workers or default_workers()))
+    return 0
+
+
 def run_command(args) -> int:
     from fidec_gym.eval.grid.leaderboard import load_preset, run_leaderboard
 
+    if args.dry_run:
+        args.measure = False
+        return plan_command(args)
     preset = load_preset(args.preset)
-    out = args.out or DEFAULT_RESULTS / preset.name
+    out = (args.out or DEFAULT_RESULTS / preset.name).expanduser().resolve()
     print(f"preset {preset.name}: {len(preset.cells())} cells -> {out}", file=sys.stderr)
     result = run_leaderboard(preset, out, backend=args.backend, workers=args.workers, ray_address=args.ray_address,
                              retry_failed=args.retry_failed, progress=not args.no_progress)
@@ -77,6 +105,9 @@ def run_command(args) -> int:
           f"{len(result.failed)} failed, of {result.total}")
     for cell, message in result.failed.items():
         print(f"  failed: {cell}: {message.splitlines()[0] if message else ''}")
+    if result.skipped_failed:
+        print(f"{len(result.skipped_failed)} cells failed in an earlier run and were not retried; after fixing the "
+              f"cause, run them again with `fidec leaderboard run --preset {args.preset} --out {out} --retry-failed`")
     print(f"inspect with `fidec leaderboard status --out {out}`; compare with "
           f"`fidec leaderboard compare --out {out}`")
     return 0 if result.ok else 1
@@ -155,6 +186,6 @@ def _open_existing_store(out: Path):
     from fidec_gym.eval.store import DB_FILENAME, ResultsStore
 
     if not (Path(out) / DB_FILENAME).is_file():
-        raise FileNotFoundError(f"no results in {out} (no {DB_FILENAME}); run a preset first: "
+        raise DataNotFoundError(f"no results in {out} (no {DB_FILENAME}); run a preset first: "
                                 f"`fidec leaderboard run --preset smoke --out {out}`")
     return ResultsStore(out)

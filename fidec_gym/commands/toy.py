@@ -4,6 +4,7 @@ paper's geometric claims (docs/toy_study.md)."""
 from __future__ import annotations
 
 from pathlib import Path
+from fidec_gym.errors import DataNotFoundError
 
 CRITIC_CHOICES = ("learned", "oracle", "both")
 
@@ -45,7 +46,7 @@ def register(subparsers) -> None:
 def build_config(args):
     """The study config from the parsed arguments (quick defaults first, explicit flags win)."""
     from fidec_gym.eval.toy.study import MAIN_VARIANTS, VARIANTS, ToyStudyConfig
-    from fidec_gym.cli import UserError
+    from fidec_gym.errors import ConfigError
 
     changes = {}
     if args.seeds is not None:
@@ -62,7 +63,7 @@ def build_config(args):
     if args.agents:
         unknown = [name for name in args.agents if name not in VARIANTS]
         if unknown:
-            raise UserError(f"unknown toy-study agent(s) {unknown}; choose from {list(VARIANTS)}")
+            raise ConfigError(f"unknown toy-study agent(s) {unknown}; choose from {list(VARIANTS)}")
         changes["variants"] = tuple(args.agents)
     elif args.no_sweeps:
         changes["variants"] = MAIN_VARIANTS
@@ -71,7 +72,7 @@ def build_config(args):
     try:
         config.validate()
     except ValueError as error:
-        raise UserError(str(error)) from None
+        raise ConfigError(str(error)) from None
     return config
 
 
@@ -85,7 +86,7 @@ def run(args) -> int:
     if args.outputs_only:
         files = write_study_outputs(ResultsStore(args.out))
         if not files:
-            raise FileNotFoundError(f"{args.out} holds no toy-study results; run `fidec toy-study --out {args.out}` "
+            raise DataNotFoundError(f"{args.out} holds no toy-study results; run `fidec toy-study --out {args.out}` "
                                     "first")
     else:
         result = run_toy_study(config, args.out, compile_cache=cache)

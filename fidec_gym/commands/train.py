@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
 from pathlib import Path
+from fidec_gym.errors import ConfigError
 
 
 def parse_overrides(pairs: list[str] | None) -> dict:
     """``["key=value", ...]`` to a dict; values are parsed as YAML (numbers, booleans, lists such as [64,64])."""
     import yaml
 
-    from fidec_gym.cli import UserError
+    from fidec_gym.errors import ConfigError
 
     overrides = {}
     for pair in pairs or []:
         key, sep, text = pair.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"--set expects key=value (e.g. --set actor_hidden_dims=[64,64]), got {pair!r}")
+            raise ConfigError(f"--set expects key=value (e.g. --set actor_hidden_dims=[64,64]), got {pair!r}")
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as error:
-            raise UserError(f"--set {pair!r}: cannot parse the value ({error}); quote strings, write lists as [a,b]")
+            raise ConfigError(f"--set {pair!r}: cannot parse the value ({error}); quote strings, write lists as [a,b]")
         overrides[key.strip()] = tuple(value) if isinstance(value, list) else value
     return overrides
 
@@ -33,30 +35,10 @@ def register(subparsers) -> None:
         "train", help="train an agent on a task (offline, optionally online), with evaluations and checkpoints",
         description="Train an agent. Results go to OUT/results.sqlite and OUT/runs/<agent>__<task>__seed<S>/ "
                     "(metrics.csv, summary.json, checkpoints/, videos/).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    train.add_argument("--agent", required=True, help="bc, iql, rebrac, fql, deflow or fidec")
-    train.add_argument("--env", required=True, help="task ID, e.g. fidec/cube-single-play-singletask-task2-v0")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--steps", type=int, default=1_000_000, help="offline training steps (default 1M)")
-    train.add_argument("--online-steps", type=int, default=0, help="online fine-tuning steps after offline training")
-    train.add_argument("--out", default="results", help="results directory (default: results)")
-    train.add_argument("--eval-interval", type=int, default=100_000)
-    train.add_argument("--eval-episodes", type=int, default=50)
-    train.add_argument("--eval-workers", type=int, default=None, help="evaluation processes (default: one per core)")
-    train.add_argument("--log-interval", type=int, default=5_000)
-    train.add_argument("--checkpoint-interval", type=int, default=100_000)
-    train.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
-                       help="agent config override, repeatable (e.g. --set alpha=3 --set actor_hidden_dims=[64,64])")
-    train.add_argument("--dataset", default=None, help="dataset file or directory (default: the standard places)")
-    train.add_argument("--divergence-table", default="paper", choices=["paper", "fidec_scripts", "deflow_readme"])
-    train.add_argument("--no-task-hyperparameters", action="store_true",
-                       help="ignore the catalogue's per-task hyperparameters")
-    train.add_argument("--updates-per-dispatch", type=int, default=1, help="fuse this many offline updates")
+    add_config_arguments(train)
     train.add_argument("--resume", action="store_true", help="continue from the run's newest checkpoint")
-    train.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (tensorboardX)")
-    train.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (offline by default)")
-    train.add_argument("--videos", type=int, default=0, metavar="N", help="record N mp4 roll-outs at the end")
-    train.add_argument("--frame-skip", type=int, default=1, help="keep every K-th frame in videos")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=run_train)
 
@@ -89,29 +71,48 @@ def _checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`TrainConfig` field, with its help text, default and bounds taken from the field."""
+    from fidec_gym.eval.run.config import TrainConfig
+
+    for item in dataclasses.fields(TrainConfig):
+        flag = item.metadata.get("flag") or "--" + item.name.replace("_", "-")
+        help_text = item.metadata["help"]
+        kind = item.type.split("|")[0].strip()
+        if item.name == "agent_overrides":
+            parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                                help=f"{help_text}; repeatable (e.g. --set alpha=3 --set actor_hidden_dims=[64,64])")
+        elif kind == "bool":
+            if item.default:
+                parser.add_argument("--no-" + flag[2:], dest=item.name, action="store_false",
+                                    help=f"do not {help_text[0].lower()}{help_text[1:]}")
+            else:
+                parser.add_argument(flag, dest=item.name, action="store_true", help=help_text)
+        else:
+            required = item.name in ("agent", "env_id")
+            parser.add_argument(flag, dest=item.name, type=int if kind == "int" else str, required=required,
+                                default=None if required else item.default, choices=item.metadata.get("choices"),
+                                help=help_text)
+
+
+def config_from_args(args: argparse.Namespace):
+    from fidec_gym.eval.run.config import TrainConfig
+
+    values = {item.name: getattr(args, item.name) for item in dataclasses.fields(TrainConfig)
+              if item.name != "agent_overrides"}
+    return TrainConfig(**values, agent_overrides=parse_overrides(args.overrides))
+
+
 def run_train(args) -> int:
-    from fidec_gym.eval.run.trainer import TrainConfig, train
+    from fidec_gym.eval.run.config import resolve_run
 
-    out = Path(args.out)
-    cfg = TrainConfig(
-        agent=args.agent, env_id=args.env, seed=args.seed, offline_steps=args.steps, online_steps=args.online_steps,
-        eval_interval=args.eval_interval, eval_episodes=args.eval_episodes, eval_workers=args.eval_workers,
-        log_interval=args.log_interval, checkpoint_interval=args.checkpoint_interval,
-        agent_overrides=parse_overrides(args.overrides), use_task_hyperparameters=not args.no_task_hyperparameters,
-        divergence_table=args.divergence_table, dataset_path=args.dataset, out_dir=str(out / "runs"),
-        video_episodes=args.videos, video_frame_skip=args.frame_skip, updates_per_dispatch=args.updates_per_dispatch,
-        tensorboard=args.tensorboard, wandb=args.wandb,
-    )
-    cfg.validate()
-    # Bad agent config keys fail before the results directory is touched.
-    from fidec_gym.agents import make_config
-    from fidec_gym.eval.run.trainer import resolve_agent_overrides
+    run = resolve_run(config_from_args(args))  # every setting checked before anything is written
+    from fidec_gym.eval.run.trainer import train
 
-    make_config(cfg.agent, resolve_agent_overrides(cfg))
-    result = train(cfg, store=out, resume=args.resume, progress=not args.no_progress)
+    result = train(run, resume=args.resume, progress=not args.no_progress)
     summary = result.summary
-    print(f"{result.status}: {cfg.agent} on {summary['env_id']} seed {cfg.seed}: score {summary['score']:.2f} "
-          f"({summary['unit']}; {summary['score_rule']})")
+    print(f"{result.status}: {run.config.agent} on {summary['env_id']} seed {run.config.seed}: score "
+          f"{summary['score']:.2f} ({summary['unit']}; {summary['score_rule']})")
     print(f"run directory: {result.run_dir}")
     if result.status != "done":
         print(summary.get("message", ""), file=sys.stderr)
@@ -137,7 +138,7 @@ def _load_checkpoint(path: str, env_id: str):
         or (spec.suite == "visual" and observation_shape[:2] == expected[:2]))  # pixel stacks add channels
     if not fits:
         trained_on = meta.get("env_id", "another task")
-        raise ValueError(
+        raise ConfigError(
             f"the agent in {agent_file} was trained on {trained_on} (observations {observation_shape}, actions "
             f"{action_dim}) and cannot act in {spec.env_id} (observations {expected}, actions "
             f"{spec.action_shape[0]}); pass a checkpoint trained on a task with the same spaces"
@@ -145,20 +146,27 @@ def _load_checkpoint(path: str, env_id: str):
     return agent, agent_file, meta
 
 
+def _run_dir(agent_file: Path, meta: dict) -> Path | None:
+    """The run directory of a trainer checkpoint (RUN_DIR/checkpoints/step_N/agent.msgpack), else None."""
+    return agent_file.parent.parent.parent if meta else None
+
+
 def _video_dir(args, agent_file: Path, meta: dict) -> Path:
     if args.out:
         return Path(args.out)
-    # checkpoints live in RUN_DIR/checkpoints/step_N/; videos go to RUN_DIR/videos
-    return (agent_file.parent.parent.parent if meta else agent_file.parent) / "videos"
+    run_dir = _run_dir(agent_file, meta)
+    return (run_dir if run_dir is not None else agent_file.parent) / "videos"
 
 
 def _register_videos(agent_file: Path, meta: dict, paths: list) -> None:
-    """Record videos as artefacts of their run when the checkpoint sits in a results directory."""
+    """Record videos as artefacts of their run when the checkpoint belongs to a results directory."""
+    from fidec_gym.eval.run.config import results_dir_of
     from fidec_gym.eval.store import DB_FILENAME, ResultsStore
 
-    if not meta:
+    run_dir = _run_dir(agent_file, meta)
+    if run_dir is None:
         return
-    results_dir = agent_file.parent.parent.parent.parent.parent  # OUT/runs/RUN/checkpoints/step_N
+    results_dir = Path(meta.get("results_dir") or results_dir_of(run_dir))
     if not (results_dir / DB_FILENAME).exists():
         return
     store = ResultsStore(results_dir)
