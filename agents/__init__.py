@@ -72,8 +72,9 @@ def get_config(name: str) -> dict:
     return dict(agent_class(name).get_config())
 
 
-def make_agent(name: str, seed: int, example_batch: Mapping[str, Any],
-               config_overrides: Optional[Mapping[str, Any]] = None) -> Agent:
+def make_agent(
+    name: str, seed: int, example_batch: Mapping[str, Any], config_overrides: Optional[Mapping[str, Any]] = None
+) -> Agent:
     """A freshly initialised agent ``name``; ``config_overrides`` may only use keys of ``get_config(name)``."""
     return agent_class(name).create(seed, example_batch, config_overrides)
 
@@ -83,8 +84,15 @@ def example_batch_from_config(config: Mapping[str, Any], batch_size: int = 1) ->
     observations = np.zeros((batch_size, *config["observation_shape"]), dtype=config["observation_dtype"])
     actions = np.zeros((batch_size, config["action_dim"]), dtype=np.float32)
     scalars = np.zeros((batch_size,), dtype=np.float32)
-    return {"observations": observations, "actions": actions, "next_observations": observations,
-            "next_actions": actions, "rewards": scalars, "masks": scalars, "terminals": scalars}
+    return {
+        "observations": observations,
+        "actions": actions,
+        "next_observations": observations,
+        "next_actions": actions,
+        "rewards": scalars,
+        "masks": scalars,
+        "terminals": scalars,
+    }
 
 
 def load_agent(path: str) -> Agent:

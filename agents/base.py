@@ -32,8 +32,8 @@ from fidec_gym.agents.seeds import (
     vmapped_update,
     vmapped_update_n,
 )
-from fidec_gym.files import atomic_write_bytes
 from fidec_gym.errors import ConfigError, DataNotFoundError, UnknownNameError
+from fidec_gym.files import atomic_write_bytes
 
 __all__ = [
     "DERIVED_KEYS",
@@ -147,7 +147,7 @@ class TrainState(flax.struct.PyTreeNode):
     opt_state: Any = None
 
     @classmethod
-    def create(cls, model_def: nn.Module, params: Any, tx: optax.GradientTransformation) -> "TrainState":
+    def create(cls, model_def: nn.Module, params: Any, tx: optax.GradientTransformation) -> TrainState:
         return cls(
             step=jnp.asarray(1, dtype=jnp.int32),
             apply_fn=_ApplyFn(model_def),
@@ -168,12 +168,12 @@ class TrainState(flax.struct.PyTreeNode):
         """A callable running sub-module ``name``; it accepts the same ``params=`` override."""
         return functools.partial(self, name=name)
 
-    def apply_gradients(self, grads: Any) -> "TrainState":
+    def apply_gradients(self, grads: Any) -> TrainState:
         updates, new_opt_state = self.tx.update(grads, self.opt_state, self.params)
         new_params = optax.apply_updates(self.params, updates)
         return self.replace(step=self.step + 1, params=new_params, opt_state=new_opt_state)
 
-    def apply_loss_fn(self, loss_fn: Callable[[Any], tuple[Array, Info]]) -> tuple["TrainState", Info]:
+    def apply_loss_fn(self, loss_fn: Callable[[Any], tuple[Array, Info]]) -> tuple[TrainState, Info]:
         """One optimiser step on ``loss_fn(params) -> (loss, info)``.
 
         ``info`` gains gradient statistics and ``nonfinite`` (1.0 when the loss or any gradient is NaN or inf),
@@ -204,7 +204,7 @@ def clip_by_global_norm(max_norm: float, eps: float = 1e-6) -> optax.GradientTra
     return optax.stateless(clip)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_optimizer(learning_rate: float = 3e-4, grad_clip: Optional[float] = None) -> optax.GradientTransformation:
     """Adam(lr, 0.9, 0.999, 1e-8), preceded by global-norm clipping when ``grad_clip`` is set.
 
@@ -251,7 +251,9 @@ class Agent(flax.struct.PyTreeNode):
         raise NotImplementedError(f"{cls.__name__} must define get_config()")
 
     @classmethod
-    def make_config(cls, config: Optional[Mapping[str, Any]] = None, example_batch: Optional[Batch] = None) -> FrozenConfig:
+    def make_config(
+        cls, config: Optional[Mapping[str, Any]] = None, example_batch: Optional[Batch] = None
+    ) -> FrozenConfig:
         """Defaults merged with ``config`` (which may be partial); shapes are read from ``example_batch``."""
         merged = merge_config(cls.name, cls.get_config(), config)
         if example_batch is None:
@@ -279,7 +281,7 @@ class Agent(flax.struct.PyTreeNode):
         )
 
     @classmethod
-    def create(cls, seed: int, example_batch: Batch, config: Optional[Mapping[str, Any]] = None) -> "Agent":
+    def create(cls, seed: int, example_batch: Batch, config: Optional[Mapping[str, Any]] = None) -> Agent:
         """Build a fresh agent from example arrays (only shapes and dtypes are used)."""
         raise NotImplementedError(f"{cls.__name__} must define create()")
 
@@ -290,7 +292,7 @@ class Agent(flax.struct.PyTreeNode):
         config: FrozenConfig,
         networks: Mapping[str, tuple[nn.Module, Any]],
         targets: Sequence[tuple[str, str]] = (),
-    ) -> "Agent":
+    ) -> Agent:
         """Initialise ``networks`` ({name: (module, example args)}) in one ``ModuleDict`` and wrap the result.
 
         Each ``(target, source)`` pair in ``targets`` starts as an exact copy of the source parameters. ``seed``
@@ -307,8 +309,12 @@ class Agent(flax.struct.PyTreeNode):
         params = dict(_init_params(_StaticModule(model_def), init_rng, example_args)["params"])
         for target, source in targets:
             params[f"modules_{target}"] = params[f"modules_{source}"]
-        return cls(rng=rng, network=TrainState.create(model_def, params, cls.optimizer(config)), config=config,
-                   agent_type=f"{cls.__module__}.{cls.__qualname__}")
+        return cls(
+            rng=rng,
+            network=TrainState.create(model_def, params, cls.optimizer(config)),
+            config=config,
+            agent_type=f"{cls.__module__}.{cls.__qualname__}",
+        )
 
     @classmethod
     def optimizer(cls, config: FrozenConfig) -> optax.GradientTransformation:
@@ -337,12 +343,11 @@ class Agent(flax.struct.PyTreeNode):
         action_dim = self.config.get("action_dim")
         for key in ("actions", "next_actions"):
             if key in batch and action_dim and tuple(batch[key].shape[1:]) != (action_dim,):
-                raise ConfigError(
-                    f"batch[{key!r}] has shape {tuple(batch[key].shape)}; expected (batch, {action_dim})"
-                )
+                raise ConfigError(f"batch[{key!r}] has shape {tuple(batch[key].shape)}; expected (batch, {action_dim})")
 
-    def target_update(self, old_network: TrainState, new_network: TrainState, target: str, source: str,
-                      tau: float | Array) -> TrainState:
+    def target_update(
+        self, old_network: TrainState, new_network: TrainState, target: str, source: str, tau: float | Array
+    ) -> TrainState:
         """Polyak-average ``source`` into ``target`` using the source parameters from *before* this step.
 
         The one-step lag reproduces the reference implementation (docs/algorithms.md §3.2).
@@ -359,7 +364,7 @@ class Agent(flax.struct.PyTreeNode):
             new_network = self.target_update(old_network, new_network, target, source, self.config["tau"])
         return new_network
 
-    def _update(self, batch: Batch) -> tuple["Agent", Info]:
+    def _update(self, batch: Batch) -> tuple[Agent, Info]:
         self.check_batch(batch)
         new_rng, loss_rng = jax.random.split(self.rng)
 
@@ -371,18 +376,18 @@ class Agent(flax.struct.PyTreeNode):
         return self.replace(network=new_network, rng=new_rng), info
 
     @jax.jit
-    def update(self, batch: Batch) -> tuple["Agent", Info]:
+    def update(self, batch: Batch) -> tuple[Agent, Info]:
         """One gradient step on ``batch``; returns the new agent and a flat dict of scalar diagnostics."""
         return self._update(batch)
 
-    def _update_n(self, batches: Batch) -> tuple["Agent", Info]:
+    def _update_n(self, batches: Batch) -> tuple[Agent, Info]:
         new_agent, infos = jax.lax.scan(lambda agent, batch: agent._update(batch), self, batches)
         info = jax.tree_util.tree_map(lambda value: value[-1], infos)
         info["nonfinite"] = jnp.max(infos["nonfinite"])
         return new_agent, info
 
     @jax.jit
-    def update_n(self, batches: Batch) -> tuple["Agent", Info]:
+    def update_n(self, batches: Batch) -> tuple[Agent, Info]:
         """``n`` fused updates (``lax.scan``) over batches stacked on a leading axis of length ``n``.
 
         Returns the info of the **last** step, except ``nonfinite``, which is the maximum over all ``n`` steps.
@@ -410,14 +415,18 @@ class Agent(flax.struct.PyTreeNode):
             "agent": self.name,
             "config": self.config.to_dict(),
             "state": flax.serialization.to_state_dict(
-                {"rng": self.rng, "step": self.network.step, "params": self.network.params,
-                 "opt_state": self.network.opt_state}
+                {
+                    "rng": self.rng,
+                    "step": self.network.step,
+                    "params": self.network.params,
+                    "opt_state": self.network.opt_state,
+                }
             ),
         }
         data = flax.serialization.msgpack_serialize(jax.device_get(payload))
         atomic_write_bytes(path, data)
 
-    def load(self, path: str | os.PathLike) -> "Agent":
+    def load(self, path: str | os.PathLike) -> Agent:
         """This agent with the state stored at ``path``; the file's agent and config must match this one."""
         payload = read_checkpoint(path)
         if payload["agent"] != self.name:
@@ -437,8 +446,12 @@ class Agent(flax.struct.PyTreeNode):
                 f"config of {path} differs from this agent's in {sorted(differing)} ({details}); create the agent "
                 "with the stored config or use agents.load_agent(path)"
             )
-        template = {"rng": self.rng, "step": self.network.step, "params": self.network.params,
-                    "opt_state": self.network.opt_state}
+        template = {
+            "rng": self.rng,
+            "step": self.network.step,
+            "params": self.network.params,
+            "opt_state": self.network.opt_state,
+        }
         expected = jax.tree_util.tree_map(np.shape, flax.serialization.to_state_dict(template))
         try:
             found = jax.tree_util.tree_map(np.shape, payload["state"])
@@ -468,7 +481,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     try:
         payload = flax.serialization.msgpack_restore(data)
     except Exception as error:
-        raise ConfigError(f"{path} is not a readable agent checkpoint ({error}); it may be truncated or corrupt") from error
+        raise ConfigError(
+            f"{path} is not a readable agent checkpoint ({error}); it may be truncated or corrupt"
+        ) from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise ConfigError(f"{path} is not a fidec-gym agent checkpoint (missing format marker {FORMAT_NAME!r})")
     version = payload.get("format_version")

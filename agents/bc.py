@@ -52,7 +52,7 @@ class BCAgent(Agent):
         return jnp.clip(dist.sample(seed), -1.0, 1.0)
 
     @classmethod
-    def create(cls, seed: int, example_batch: Batch, config: Optional[Mapping[str, Any]] = None) -> "BCAgent":
+    def create(cls, seed: int, example_batch: Batch, config: Optional[Mapping[str, Any]] = None) -> BCAgent:
         config = cls.make_config(config, example_batch)
         actor = GaussianActor(
             hidden_dims=config["actor_hidden_dims"],

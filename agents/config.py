@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any, Iterator, Optional
 
 import numpy as np
+
 from fidec_gym.errors import UnknownNameError
 
 # Config keys filled in by ``create`` from the example batch; they let ``load_agent`` rebuild an agent from a file.
@@ -61,7 +62,7 @@ class FrozenConfig(Mapping):
     def __repr__(self) -> str:
         return f"FrozenConfig({self._items!r})"
 
-    def replace(self, **updates: Any) -> "FrozenConfig":
+    def replace(self, **updates: Any) -> FrozenConfig:
         return FrozenConfig({**self._items, **updates})
 
     def to_dict(self) -> dict:
@@ -134,7 +135,10 @@ def check_overrides(agent_name: str, overrides: Mapping[str, Any]) -> None:
             if not isinstance(value, str):
                 raise ConfigError(f"{where}: expected a string like {default!r}")
         elif isinstance(default, tuple):
-            if not isinstance(value, (list, tuple)) or not value or not all(
-                    isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in value):
+            if (
+                not isinstance(value, (list, tuple))
+                or not value
+                or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in value)
+            ):
                 example = ",".join(str(v) for v in default)
                 raise ConfigError(f"{where}: expected a list of positive whole numbers, e.g. --set {key}=[{example}]")

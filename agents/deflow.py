@@ -77,7 +77,9 @@ class DeFlowAgent(RefinedFlowAgent):
     get_config = staticmethod(get_config)
 
     @classmethod
-    def make_config(cls, config: Optional[Mapping[str, Any]] = None, example_batch: Optional[Batch] = None) -> FrozenConfig:
+    def make_config(
+        cls, config: Optional[Mapping[str, Any]] = None, example_batch: Optional[Batch] = None
+    ) -> FrozenConfig:
         """Resolve ``deflow_variant`` into explicit values, then let explicit keys override them."""
         return super().make_config(cls.expand_named_settings(config, "deflow_variant", DEFLOW_VARIANTS), example_batch)
 

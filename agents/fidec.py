@@ -14,7 +14,8 @@ One training step (all terms summed, one Adam step after global-norm clipping at
     4. Metric     scores sigma from the BC velocity at t_f (marginal: (t v - x)/(1 - t); velocity: v/(1 - t))
                   F = mean_k sigma_k sigma_k^T + lambda_d I,  M = F / stop_grad(tr(F)/d)
     5. Divergence D = mean_b Delta_b^T M_b Delta_b / d
-    6. Dual       alpha = exp(log alpha),  penalty = stop_grad(alpha) * D,  L_alpha = -log alpha * (stop_grad(D) - delta)
+    6. Dual       alpha = exp(log alpha),  penalty = stop_grad(alpha) * D,
+                  L_alpha = -log alpha * (stop_grad(D) - delta)
     7. Q term     L_Qpi = -mean_b mean_i Q_i(s, clip(a_base + Delta)) / stop_grad(max(mean|Q|, 1e-6))
     8. Total      L_Q + L_BC + penalty + L_Qpi + L_alpha
 
@@ -50,16 +51,36 @@ from fidec_gym.agents.flow import (
 from fidec_gym.errors import ConfigError
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"fisher_mode": "state", "score_estimator": "marginal", "fisher_t": 0.8, "fisher_t_width": 0.0,
-              "num_fisher_samples": 4},
-    "official": {"fisher_mode": "state", "score_estimator": "velocity", "fisher_t": 0.9, "fisher_t_width": 0.05,
-                 "num_fisher_samples": 8},
+    "paper": {
+        "fisher_mode": "state",
+        "score_estimator": "marginal",
+        "fisher_t": 0.8,
+        "fisher_t_width": 0.0,
+        "num_fisher_samples": 4,
+    },
+    "official": {
+        "fisher_mode": "state",
+        "score_estimator": "velocity",
+        "fisher_t": 0.9,
+        "fisher_t_width": 0.05,
+        "num_fisher_samples": 8,
+    },
     # One velocity call at a_base per row; no Fisher samples are drawn.
-    "local": {"fisher_mode": "local", "score_estimator": "marginal", "fisher_t": 0.8, "fisher_t_width": 0.0,
-              "num_fisher_samples": 1},
+    "local": {
+        "fisher_mode": "local",
+        "score_estimator": "marginal",
+        "fisher_t": 0.8,
+        "fisher_t_width": 0.0,
+        "num_fisher_samples": 1,
+    },
     # M = I; the score settings are unused and kept at the paper's values.
-    "isotropic": {"fisher_mode": "none", "score_estimator": "marginal", "fisher_t": 0.8, "fisher_t_width": 0.0,
-                  "num_fisher_samples": 4},
+    "isotropic": {
+        "fisher_mode": "none",
+        "score_estimator": "marginal",
+        "fisher_t": 0.8,
+        "fisher_t_width": 0.0,
+        "num_fisher_samples": 4,
+    },
 }
 LOCAL_EVAL_POINTS = ("base", "scaled")
 
@@ -122,7 +143,9 @@ class FiDecAgent(RefinedFlowAgent):
     get_config = staticmethod(get_config)
 
     @classmethod
-    def make_config(cls, config: Optional[Mapping[str, Any]] = None, example_batch: Optional[Batch] = None) -> FrozenConfig:
+    def make_config(
+        cls, config: Optional[Mapping[str, Any]] = None, example_batch: Optional[Batch] = None
+    ) -> FrozenConfig:
         """Resolve ``preset`` into explicit values (so the stored config says what ran); explicit keys win."""
         return super().make_config(cls.expand_named_settings(config, "preset", PRESETS), example_batch)
 
@@ -130,7 +153,9 @@ class FiDecAgent(RefinedFlowAgent):
     def validate_config(cls, config: FrozenConfig) -> None:
         super().validate_config(config)
         if config["fisher_mode"] not in fisher.FISHER_MODES:
-            raise ConfigError(f"fidec: unknown fisher_mode {config['fisher_mode']!r}; valid: {list(fisher.FISHER_MODES)}")
+            raise ConfigError(
+                f"fidec: unknown fisher_mode {config['fisher_mode']!r}; valid: {list(fisher.FISHER_MODES)}"
+            )
         fisher.get_score_estimator(config["score_estimator"])
         if config["local_eval_point"] not in LOCAL_EVAL_POINTS:
             raise ConfigError(
@@ -209,8 +234,9 @@ class FiDecAgent(RefinedFlowAgent):
 
         if mode == "local":
             # Rank one at the base action itself (Theorem 3.1); no extra roll-outs.
-            t = fisher.sample_fisher_times(time_rng, (batch_size, 1), self.config["fisher_t"],
-                                           self.config["fisher_t_width"])
+            t = fisher.sample_fisher_times(
+                time_rng, (batch_size, 1), self.config["fisher_t"], self.config["fisher_t_width"]
+            )
             x = base_actions if self.config["local_eval_point"] == "base" else t * base_actions
             velocity = jax.lax.stop_gradient(self.bc_velocity(features)(x, t))
             return score(velocity, x, t)[:, None, :]
@@ -220,8 +246,9 @@ class FiDecAgent(RefinedFlowAgent):
         repeated = jnp.repeat(features, num_samples, axis=0)
         # Fresh BC-flow samples (not a_base), stop-gradiented like every roll-out.
         samples = jax.lax.stop_gradient(self.behaviour_actions(repeated, sample_rng))
-        t = fisher.sample_fisher_times(time_rng, (batch_size * num_samples, 1), self.config["fisher_t"],
-                                       self.config["fisher_t_width"])
+        t = fisher.sample_fisher_times(
+            time_rng, (batch_size * num_samples, 1), self.config["fisher_t"], self.config["fisher_t_width"]
+        )
         x = (1.0 - t) * jax.random.normal(noise_rng, samples.shape) + t * samples
         velocity = jax.lax.stop_gradient(self.bc_velocity(repeated)(x, t))
         return score(velocity, x, t).reshape(batch_size, num_samples, action_dim)

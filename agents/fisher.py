@@ -26,6 +26,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+
 from fidec_gym.errors import ConfigError
 
 SCORE_EPS = 1e-6
@@ -65,9 +66,7 @@ def get_score_estimator(name: str) -> Callable[..., jax.Array]:
     try:
         return SCORE_ESTIMATORS[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown score_estimator {name!r}; valid: {sorted(SCORE_ESTIMATORS)}"
-        ) from None
+        raise ConfigError(f"unknown score_estimator {name!r}; valid: {sorted(SCORE_ESTIMATORS)}") from None
 
 
 def sample_fisher_times(rng: jax.Array, shape: tuple[int, ...], t_nominal: float, width: float) -> jax.Array:

@@ -132,14 +132,17 @@ class FlowAgent(Agent):
     # ---- configuration ---------------------------------------------------------------------------------------
 
     @classmethod
-    def make_config(cls, config: Optional[Mapping[str, Any]] = None, example_batch: Optional[Batch] = None) -> FrozenConfig:
+    def make_config(
+        cls, config: Optional[Mapping[str, Any]] = None, example_batch: Optional[Batch] = None
+    ) -> FrozenConfig:
         merged = super().make_config(config, example_batch)
         cls.validate_config(merged)
         return merged
 
     @classmethod
-    def expand_named_settings(cls, config: Optional[Mapping[str, Any]], key: str,
-                              table: Mapping[str, Mapping[str, Any]]) -> dict:
+    def expand_named_settings(
+        cls, config: Optional[Mapping[str, Any]], key: str, table: Mapping[str, Mapping[str, Any]]
+    ) -> dict:
         """Expand a named group of settings (a FiDec preset, a DeFlow variant) into explicit values, so the stored
         config says what ran; keys given explicitly in ``config`` win over the group's values."""
         config = dict(config or {})
@@ -169,7 +172,7 @@ class FlowAgent(Agent):
         example_batch: Batch,
         config: Optional[Mapping[str, Any]] = None,
         q_fn: Optional[QFunction] = None,
-    ) -> "FlowAgent":
+    ) -> FlowAgent:
         """Build the agent from example arrays; ``q_fn`` is required exactly when ``config["critic"] == "oracle"``."""
         config = cls.make_config(config, example_batch)
         if config["critic"] == "oracle" and q_fn is None:
@@ -186,11 +189,19 @@ class FlowAgent(Agent):
         """Every module with its example arguments: critic, target critic, BC flow (+ encoder), policy modules."""
         observations, actions = example_batch["observations"], example_batch["actions"]
         times = jnp.zeros((*actions.shape[:-1], 1), dtype=jnp.float32)
-        critic = Value(config["value_hidden_dims"], layer_norm=config["layer_norm"], num_ensembles=2,
-                       encoder=make_encoder(config["encoder"]))
+        critic = Value(
+            config["value_hidden_dims"],
+            layer_norm=config["layer_norm"],
+            num_ensembles=2,
+            encoder=make_encoder(config["encoder"]),
+        )
         bc_flow_encoder = make_encoder(config["encoder"])
-        bc_flow = ActorVectorField(config["actor_hidden_dims"], config["action_dim"],
-                                   layer_norm=config["actor_layer_norm"], encoder=bc_flow_encoder)
+        bc_flow = ActorVectorField(
+            config["actor_hidden_dims"],
+            config["action_dim"],
+            layer_norm=config["actor_layer_norm"],
+            encoder=bc_flow_encoder,
+        )
         networks = {
             "critic": (critic, (observations, actions)),
             "target_critic": (copy.deepcopy(critic), (observations, actions)),
@@ -274,8 +285,7 @@ class FlowAgent(Agent):
         target_q = jax.lax.stop_gradient(batch["rewards"] + self.config["discount"] * batch["masks"] * next_q)
         q = self.network.select("critic")(batch["observations"], batch["actions"], params=grad_params)
         loss = jnp.mean((q - target_q) ** 2)
-        return loss, {"critic/loss": loss, "critic/q_mean": q.mean(), "critic/q_max": q.max(),
-                      "critic/q_min": q.min()}
+        return loss, {"critic/loss": loss, "critic/q_mean": q.mean(), "critic/q_max": q.max(), "critic/q_min": q.min()}
 
     # ---- acting ----------------------------------------------------------------------------------------------
 
@@ -288,7 +298,6 @@ class FlowAgent(Agent):
             observations = observations[None]
         actions = jnp.clip(self.policy_actions(observations, seed), -1.0, 1.0)
         return actions[0] if single else actions
-
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -317,8 +326,12 @@ class RefinedFlowAgent(FlowAgent):
 
 def refinement_networks(config: FrozenConfig, example_batch: Batch) -> dict[str, tuple[nn.Module, Any]]:
     """The residual net f(s, a_base) (no time input, unbounded output) and the scalar log alpha."""
-    refinement = ActorVectorField(config["actor_hidden_dims"], config["action_dim"],
-                                  layer_norm=config["actor_layer_norm"], encoder=make_encoder(config["encoder"]))
+    refinement = ActorVectorField(
+        config["actor_hidden_dims"],
+        config["action_dim"],
+        layer_norm=config["actor_layer_norm"],
+        encoder=make_encoder(config["encoder"]),
+    )
     return {
         "actor_refinement": (refinement, (example_batch["observations"], example_batch["actions"])),
         "log_alpha": (LogMultiplier(float(config["log_alpha_init"])), ()),

@@ -59,8 +59,12 @@ class FQLAgent(FlowAgent):
 
     @classmethod
     def policy_networks(cls, config: FrozenConfig, example_batch: Batch) -> dict[str, tuple[nn.Module, Any]]:
-        onestep = ActorVectorField(config["actor_hidden_dims"], config["action_dim"],
-                                   layer_norm=config["actor_layer_norm"], encoder=make_encoder(config["encoder"]))
+        onestep = ActorVectorField(
+            config["actor_hidden_dims"],
+            config["action_dim"],
+            layer_norm=config["actor_layer_norm"],
+            encoder=make_encoder(config["encoder"]),
+        )
         return {"actor_onestep_flow": (onestep, (example_batch["observations"], example_batch["actions"]))}
 
     def policy_actions(self, observations: Array, rng: Array) -> Array:

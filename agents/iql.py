@@ -62,8 +62,12 @@ class IQLAgent(Agent):
         target_q = jax.lax.stop_gradient(jnp.min(target_qs, axis=0))
         value = self.network.select("value")(batch["observations"], params=grad_params)
         loss = jnp.mean(expectile_loss(target_q - value, self.config["expectile"]))
-        return loss, {"value/loss": loss, "value/v_mean": value.mean(), "value/v_max": value.max(),
-                      "value/v_min": value.min()}
+        return loss, {
+            "value/loss": loss,
+            "value/v_mean": value.mean(),
+            "value/v_max": value.max(),
+            "value/v_min": value.min(),
+        }
 
     def critic_loss(self, batch: Batch, grad_params: Any) -> tuple[Array, Info]:
         # V(s') from the current value network (start-of-step parameters): a bootstrap target, not trained here.
@@ -72,8 +76,12 @@ class IQLAgent(Agent):
         qs = self.network.select("critic")(batch["observations"], batch["actions"], params=grad_params)
         # Squared errors summed over the heads, averaged over the batch (reference reduction).
         loss = jnp.mean(jnp.sum(jnp.square(qs - target_q), axis=0))
-        return loss, {"critic/loss": loss, "critic/q_mean": qs.mean(), "critic/q_max": qs.max(),
-                      "critic/q_min": qs.min()}
+        return loss, {
+            "critic/loss": loss,
+            "critic/q_mean": qs.mean(),
+            "critic/q_max": qs.max(),
+            "critic/q_min": qs.min(),
+        }
 
     def actor_loss(self, batch: Batch, grad_params: Any) -> tuple[Array, Info]:
         # Advantages use the online critic and value as they were at the start of the step; the AWR weights are
@@ -87,8 +95,14 @@ class IQLAgent(Agent):
         log_prob = dist.log_prob(batch["actions"])
         loss = -jnp.mean(weights * log_prob)
         mse = jnp.mean(jnp.sum(jnp.square(dist.mode() - batch["actions"]), axis=-1))
-        return loss, {"actor/loss": loss, "actor/advantage": advantage.mean(), "actor/weight_mean": weights.mean(),
-                      "actor/weight_max": weights.max(), "actor/bc_log_prob": log_prob.mean(), "actor/mse": mse}
+        return loss, {
+            "actor/loss": loss,
+            "actor/advantage": advantage.mean(),
+            "actor/weight_mean": weights.mean(),
+            "actor/weight_max": weights.max(),
+            "actor/bc_log_prob": log_prob.mean(),
+            "actor/mse": mse,
+        }
 
     def total_loss(self, batch: Batch, grad_params: Any, rng: Array) -> tuple[Array, Info]:
         del rng  # every IQL loss is deterministic
@@ -104,13 +118,21 @@ class IQLAgent(Agent):
         return jnp.clip(dist.sample(seed), -1.0, 1.0)
 
     @classmethod
-    def create(cls, seed: int, example_batch: Batch, config: Optional[Mapping[str, Any]] = None) -> "IQLAgent":
+    def create(cls, seed: int, example_batch: Batch, config: Optional[Mapping[str, Any]] = None) -> IQLAgent:
         config = cls.make_config(config, example_batch)
         observations, actions = example_batch["observations"], example_batch["actions"]
-        value = Value(config["value_hidden_dims"], layer_norm=config["layer_norm"], num_ensembles=1,
-                      encoder=make_encoder(config["encoder"]))
-        critic = Value(config["value_hidden_dims"], layer_norm=config["layer_norm"], num_ensembles=2,
-                       encoder=make_encoder(config["encoder"]))
+        value = Value(
+            config["value_hidden_dims"],
+            layer_norm=config["layer_norm"],
+            num_ensembles=1,
+            encoder=make_encoder(config["encoder"]),
+        )
+        critic = Value(
+            config["value_hidden_dims"],
+            layer_norm=config["layer_norm"],
+            num_ensembles=2,
+            encoder=make_encoder(config["encoder"]),
+        )
         actor = GaussianActor(
             hidden_dims=config["actor_hidden_dims"],
             action_dim=config["action_dim"],

@@ -83,8 +83,12 @@ class ReBRACAgent(Agent):
 
         qs = self.network.select("critic")(batch["observations"], batch["actions"], params=grad_params)
         loss = jnp.mean(jnp.square(qs - target_q))
-        return loss, {"critic/loss": loss, "critic/q_mean": qs.mean(), "critic/q_max": qs.max(),
-                      "critic/q_min": qs.min()}
+        return loss, {
+            "critic/loss": loss,
+            "critic/q_mean": qs.mean(),
+            "critic/q_max": qs.max(),
+            "critic/q_min": qs.min(),
+        }
 
     def actor_loss(self, batch: Batch, grad_params: Any) -> tuple[Array, Info]:
         dist = self.network.select("actor")(batch["observations"], params=grad_params)
@@ -97,8 +101,13 @@ class ReBRACAgent(Agent):
         q_loss = -jnp.mean(lam * q)
         bc_loss = jnp.mean(jnp.sum(jnp.square(actions - batch["actions"]), axis=-1))
         loss = q_loss + self.config["alpha_actor"] * bc_loss
-        return loss, {"actor/loss": loss, "actor/q_loss": q_loss, "actor/bc_loss": bc_loss,
-                      "actor/q_mean": q.mean(), "actor/lambda": lam}
+        return loss, {
+            "actor/loss": loss,
+            "actor/q_loss": q_loss,
+            "actor/bc_loss": bc_loss,
+            "actor/q_mean": q.mean(),
+            "actor/lambda": lam,
+        }
 
     def total_loss(self, batch: Batch, grad_params: Any, rng: Array) -> tuple[Array, Info]:
         critic_loss, critic_info = self.critic_loss(batch, grad_params, rng)
@@ -147,11 +156,15 @@ class ReBRACAgent(Agent):
         return jnp.clip(actions + noise, -1.0, 1.0)
 
     @classmethod
-    def create(cls, seed: int, example_batch: Batch, config: Optional[Mapping[str, Any]] = None) -> "ReBRACAgent":
+    def create(cls, seed: int, example_batch: Batch, config: Optional[Mapping[str, Any]] = None) -> ReBRACAgent:
         config = cls.make_config(config, example_batch)
         observations, actions = example_batch["observations"], example_batch["actions"]
-        critic = Value(config["value_hidden_dims"], layer_norm=config["layer_norm"], num_ensembles=2,
-                       encoder=make_encoder(config["encoder"]))
+        critic = Value(
+            config["value_hidden_dims"],
+            layer_norm=config["layer_norm"],
+            num_ensembles=2,
+            encoder=make_encoder(config["encoder"]),
+        )
         actor = GaussianActor(
             hidden_dims=config["actor_hidden_dims"],
             action_dim=config["action_dim"],

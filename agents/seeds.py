@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+
 from fidec_gym.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -20,8 +21,13 @@ Array = jax.Array
 Batch = Mapping[str, Array]
 Info = dict
 
-def create_vmapped(agent_cls: type[Agent], seeds: Sequence[int] | Array, example_batch: Batch,
-                   config: Optional[Mapping[str, Any]] = None) -> Agent:
+
+def create_vmapped(
+    agent_cls: type[Agent],
+    seeds: Sequence[int] | Array,
+    example_batch: Batch,
+    config: Optional[Mapping[str, Any]] = None,
+) -> Agent:
     """One agent per seed, stacked on a leading axis (every leaf gains a dimension of size ``len(seeds)``)."""
     seeds = jnp.asarray(seeds, dtype=jnp.uint32)
     if seeds.ndim != 1 or seeds.shape[0] == 0:

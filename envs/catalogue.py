@@ -13,6 +13,7 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
+
 from fidec_gym.errors import ConfigError, UnknownNameError
 
 NAMESPACE = "fidec"
@@ -148,10 +149,18 @@ def _d4rl_specs() -> list[TaskSpec]:
         name = f"antmaze-{maze}-v2"
         specs.append(
             TaskSpec(
-                name=name, suite="d4rl", category="d4rl-antmaze", task_index=None, is_default_task=False,
-                horizon=700 if maze.startswith("umaze") else 1000, metric="normalized_return",
-                normalizer=D4RL_REFERENCE["antmaze"], observation_shape=(29,), action_shape=(8,),
-                dataset=name, source_name=name,
+                name=name,
+                suite="d4rl",
+                category="d4rl-antmaze",
+                task_index=None,
+                is_default_task=False,
+                horizon=700 if maze.startswith("umaze") else 1000,
+                metric="normalized_return",
+                normalizer=D4RL_REFERENCE["antmaze"],
+                observation_shape=(29,),
+                action_shape=(8,),
+                dataset=name,
+                source_name=name,
                 extra={"minari_id": f"D4RL/antmaze/{maze}-v1"},
             )
         )
@@ -160,9 +169,18 @@ def _d4rl_specs() -> list[TaskSpec]:
             name = f"{hand}-{kind}-v1"
             specs.append(
                 TaskSpec(
-                    name=name, suite="d4rl", category="d4rl-adroit", task_index=None, is_default_task=False,
-                    horizon=horizon, metric="normalized_return", normalizer=D4RL_REFERENCE[hand],
-                    observation_shape=(obs_dim,), action_shape=(act_dim,), dataset=name, source_name=name,
+                    name=name,
+                    suite="d4rl",
+                    category="d4rl-adroit",
+                    task_index=None,
+                    is_default_task=False,
+                    horizon=horizon,
+                    metric="normalized_return",
+                    normalizer=D4RL_REFERENCE[hand],
+                    observation_shape=(obs_dim,),
+                    action_shape=(act_dim,),
+                    dataset=name,
+                    source_name=name,
                     extra={"minari_id": f"D4RL/{hand}/{kind}-v2"},
                 )
             )
@@ -172,9 +190,18 @@ def _d4rl_specs() -> list[TaskSpec]:
 def _toy_specs() -> list[TaskSpec]:
     return [
         TaskSpec(
-            name=name, suite="toy", category="toy", task_index=None, is_default_task=False, horizon=1,
-            metric="value", normalizer=(behaviour_q, best_q), observation_shape=(1,), action_shape=(2,),
-            dataset=name, source_name=landscape,
+            name=name,
+            suite="toy",
+            category="toy",
+            task_index=None,
+            is_default_task=False,
+            horizon=1,
+            metric="value",
+            normalizer=(behaviour_q, best_q),
+            observation_shape=(1,),
+            action_shape=(2,),
+            dataset=name,
+            source_name=landscape,
         )
         for name, (landscape, behaviour_q, best_q) in TOY_LANDSCAPES.items()
     ]

@@ -23,10 +23,16 @@ from fidec_gym.errors import DataNotFoundError
 
 # Physics state sizes stored with OGBench data (nq, nv), from the environments (docs/datasets.md §1.2).
 OGBENCH_QPOS_QVEL = {
-    "antmaze-large-navigate": (15, 14), "antmaze-giant-navigate": (15, 14),
-    "humanoidmaze-medium-navigate": (28, 27), "humanoidmaze-large-navigate": (28, 27),
-    "antsoccer-arena-navigate": (22, 20), "cube-single-play": (21, 20), "cube-double-play": (28, 26),
-    "scene-play": (25, 24), "puzzle-3x3-play": (23, 23), "puzzle-4x4-play": (30, 30),
+    "antmaze-large-navigate": (15, 14),
+    "antmaze-giant-navigate": (15, 14),
+    "humanoidmaze-medium-navigate": (28, 27),
+    "humanoidmaze-large-navigate": (28, 27),
+    "antsoccer-arena-navigate": (22, 20),
+    "cube-single-play": (21, 20),
+    "cube-double-play": (28, 26),
+    "scene-play": (25, 24),
+    "puzzle-3x3-play": (23, 23),
+    "puzzle-4x4-play": (30, 30),
 }
 # Two observations closer than this count as the same state.
 CONTINUITY_TOLERANCE = 1e-6
@@ -65,8 +71,10 @@ def episode_lengths(terminals: np.ndarray) -> np.ndarray:
 
 def describe(dataset: Dataset) -> dict[str, Any]:
     """A short JSON-able summary of a loaded dataset."""
-    summary = {key: dataset.metadata.get(key) for key in (
-        "env_id", "split", "provenance", "path", "sha256", "num_transitions", "success_timing")}
+    summary = {
+        key: dataset.metadata.get(key)
+        for key in ("env_id", "split", "provenance", "path", "sha256", "num_transitions", "success_timing")
+    }
     summary.update(
         keys=sorted(dataset.keys()),
         observations=f"{dataset['observations'].dtype}{list(dataset.observation_shape)}",
@@ -118,15 +126,15 @@ def _check_array(report: CheckReport, name: str, array: np.ndarray, dtype, shape
 
 
 def _check_ogbench_file(file: Path, report: CheckReport) -> Optional[TaskSpec]:
-    from fidec_gym.envs.readers.ogbench_npz import RAW_KEYS, read_raw_npz, sidecar_path
     from fidec_gym.envs.readers import sha256_file
+    from fidec_gym.envs.readers.ogbench_npz import RAW_KEYS, read_raw_npz, sidecar_path
 
     spec = _spec_for_file(file.name[: -len(".npz")], ".npz")
     if spec is None:
         report.warnings.append("file name matches no catalogue dataset: shapes are not checked against a task")
     raw = read_raw_npz(file)
     missing = [k for k in RAW_KEYS if k not in raw]
-    base = spec.dataset[len("visual-") if spec and spec.suite == "visual" else 0: -len("-v0")] if spec else None
+    base = spec.dataset[len("visual-") if spec and spec.suite == "visual" else 0 : -len("-v0")] if spec else None
     if base and base.startswith(("scene", "puzzle")) and "button_states" not in raw:
         missing.append("button_states")
     if missing:
@@ -137,8 +145,10 @@ def _check_ogbench_file(file: Path, report: CheckReport) -> Optional[TaskSpec]:
         return spec
     nq_nv = OGBENCH_QPOS_QVEL.get(base) if base else None
     expected = {
-        "observations": (np.uint8 if spec and spec.suite == "visual" else np.float32,
-                         spec.observation_shape if spec else None),
+        "observations": (
+            np.uint8 if spec and spec.suite == "visual" else np.float32,
+            spec.observation_shape if spec else None,
+        ),
         "actions": (np.float32, spec.action_shape if spec else None),
         "terminals": (bool, ()),
         "qpos": (np.float32, (nq_nv[0],) if nq_nv else None),
@@ -162,8 +172,11 @@ def _check_ogbench_file(file: Path, report: CheckReport) -> Optional[TaskSpec]:
             report.problems.append(f"checksum differs from the one recorded in {sidecar.name}: the file was changed")
     else:
         report.summary["provenance"] = "official (no sidecar)"
-    other = file.with_name(file.name.replace("-val.npz", ".npz") if file.name.endswith("-val.npz")
-                           else file.name[: -len(".npz")] + "-val.npz")
+    other = file.with_name(
+        file.name.replace("-val.npz", ".npz")
+        if file.name.endswith("-val.npz")
+        else file.name[: -len(".npz")] + "-val.npz"
+    )
     if not other.is_file():
         report.warnings.append(f"{other.name} is missing: OGBench loads train and val files together")
     return spec

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-
 from typing import Optional
 
 import gymnasium as gym
@@ -154,8 +153,12 @@ class D4RLAntMazeEnv(gym.Env):
                 self._start_cell, self._goal_cell = MINARI_UMAZE_CELLS["start"], MINARI_UMAZE_CELLS["goal"]
         maze_map = [[1 if symbol == "#" else 0 for symbol in line] for line in built_rows]
         self._maze_env = AntMazeEnv(
-            maze_map=maze_map, render_mode=render_mode, continuing_task=False, reset_target=False,
-            width=width, height=height,
+            maze_map=maze_map,
+            render_mode=render_mode,
+            continuing_task=False,
+            reset_target=False,
+            width=width,
+            height=height,
         )
         self._ant = self._maze_env.ant_env
         self._maze = self._maze_env.maze
@@ -210,7 +213,10 @@ class D4RLAntMazeEnv(gym.Env):
         centre = self.cell_xy(self._goal_cell)
         if self.frame == "d4rl":
             # D4RL's goal sampler: U(0, 1) cell noise plus U(0, 0.5), both non-negative, then clipped at 0.
-            noise = self.np_random.uniform(0.0, 0.25 * MAZE_SCALE, 2) + self.np_random.uniform(0.0, 0.5, 2) * 0.25 * MAZE_SCALE
+            noise = (
+                self.np_random.uniform(0.0, 0.25 * MAZE_SCALE, 2)
+                + self.np_random.uniform(0.0, 0.5, 2) * 0.25 * MAZE_SCALE
+            )
             return np.maximum(centre + noise, 0.0)
         return centre + self.np_random.uniform(-0.25, 0.25, 2)
 
@@ -307,8 +313,11 @@ def make_d4rl_env(
 
         gym.register_envs(gymnasium_robotics)
         env = gym.make(
-            ADROIT_ENV_IDS[hand], max_episode_steps=horizon, render_mode=render_mode,
-            disable_env_checker=True, **kwargs,
+            ADROIT_ENV_IDS[hand],
+            max_episode_steps=horizon,
+            render_mode=render_mode,
+            disable_env_checker=True,
+            **kwargs,
         )
         env = SuccessAsFloat(env)
         if hand == "pen" and pen_drop_termination:

@@ -123,7 +123,7 @@ class Dataset(Mapping):
     def is_compact(self) -> bool:
         return "valids" in self._arrays
 
-    def subset(self, indices: np.ndarray | Sequence[int] | slice) -> "Dataset":
+    def subset(self, indices: np.ndarray | Sequence[int] | slice) -> Dataset:
         """A new dataset holding the selected rows (``next_actions`` keep their values from the full dataset)."""
         rows = np.arange(self.num_transitions)[indices] if isinstance(indices, slice) else np.asarray(indices)
         if rows.dtype == bool:
@@ -133,7 +133,7 @@ class Dataset(Mapping):
         metadata = dict(self.metadata, subset_of=self.metadata.get("sha256"))
         return Dataset({key: value[rows] for key, value in self._arrays.items()}, metadata)
 
-    def validate(self) -> "Dataset":
+    def validate(self) -> Dataset:
         """Check keys, dtypes, shapes (against the task), value ranges and finiteness; raise DatasetError listing
         every problem. Returns the dataset so that calls can be chained."""
         problems = dataset_problems(self._arrays, self.metadata.get("env_id"))
@@ -186,10 +186,12 @@ def dataset_problems(arrays: Mapping[str, np.ndarray], env_id: Optional[str] = N
         for key in ("observations", "next_observations"):
             if key in arrays and arrays[key].shape[1:] != tuple(spec.observation_shape):
                 problems.append(
-                    f"{key} have shape {arrays[key].shape[1:]}, {spec.env_id} expects {spec.observation_shape}")
+                    f"{key} have shape {arrays[key].shape[1:]}, {spec.env_id} expects {spec.observation_shape}"
+                )
         if "actions" in arrays and arrays["actions"].shape[1:] != tuple(spec.action_shape):
             problems.append(
-                f"actions have shape {arrays['actions'].shape[1:]}, {spec.env_id} expects {spec.action_shape}")
+                f"actions have shape {arrays['actions'].shape[1:]}, {spec.env_id} expects {spec.action_shape}"
+            )
     return problems
 
 
@@ -231,7 +233,8 @@ def load_dataset(
     if path is not None and Path(path).expanduser().is_file() and Path(path).suffix not in suffixes:
         raise DatasetError(
             f"{path}: {spec.env_id} reads {suffixes[0]} files; pass a {suffixes[0]} file or a directory"
-            if suffixes else f"{path}: {spec.env_id} is generated in memory and reads no files; omit path"
+            if suffixes
+            else f"{path}: {spec.env_id} is generated in memory and reads no files; omit path"
         )
     if spec.suite in ("ogbench", "visual"):
         arrays, metadata = _load_ogbench(spec, path, split, data_dir, compact, allow_download, download_timeout)
@@ -256,8 +259,10 @@ def locate_dataset(env_id: str, path: Optional[os.PathLike | str] = None) -> tup
         base = spec.dataset.removeprefix("visual-")
         if base.startswith(ogbench_npz.GENERATABLE_PREFIXES):
             visual = " --visual" if spec.suite == "visual" else ""
-            how = f"fidec data generate {base.removesuffix('-v0')}{visual} --out $FIDEC_DATA_DIR  (or fidec data " \
-                  f"download {spec.dataset} --out $FIDEC_DATA_DIR, needs network)"
+            how = (
+                f"fidec data generate {base.removesuffix('-v0')}{visual} --out $FIDEC_DATA_DIR  (or fidec data "
+                f"download {spec.dataset} --out $FIDEC_DATA_DIR, needs network)"
+            )
         else:
             how = f"fidec data download {spec.dataset} --out $FIDEC_DATA_DIR  (needs network)"
         return (str(file) if file else None), how
@@ -267,8 +272,10 @@ def locate_dataset(env_id: str, path: Optional[os.PathLike | str] = None) -> tup
         return str(file), ""
     if minari_reader.is_available(minari_id):
         return f"minari:{minari_id}", ""
-    return None, f"pip install 'minari[hf]' && minari download {minari_id}  (or copy {spec.dataset}.hdf5 into " \
-                 "$FIDEC_DATA_DIR)"
+    return (
+        None,
+        f"pip install 'minari[hf]' && minari download {minari_id}  (or copy {spec.dataset}.hdf5 into $FIDEC_DATA_DIR)",
+    )
 
 
 def _load_ogbench(spec: TaskSpec, path, split, data_dir, compact, allow_download, timeout):
@@ -286,8 +293,7 @@ def _load_ogbench(spec: TaskSpec, path, split, data_dir, compact, allow_download
 
 
 def _load_d4rl(spec: TaskSpec, path, split, data_dir):
-    from fidec_gym.envs.readers import find_file, search_dirs
-    from fidec_gym.envs.readers import minari_reader
+    from fidec_gym.envs.readers import find_file, minari_reader, search_dirs
     from fidec_gym.envs.readers.d4rl_hdf5 import DEFAULT_D4RL_DIR, read_d4rl_hdf5
 
     if split != "train":
@@ -320,8 +326,10 @@ def _load_toy(spec: TaskSpec, split: str):
 
     num_samples, seed = (TOY_VAL_SAMPLES, TOY_VAL_SEED) if split == "val" else (TOY_TRAIN_SAMPLES, TOY_TRAIN_SEED)
     raw = toy_dataset_arrays(spec.source_name, num_samples, seed)
-    arrays = {key: np.asarray(raw[key], dtype=np.float32) for key in
-              ("observations", "actions", "rewards", "masks", "terminals", "next_observations")}
+    arrays = {
+        key: np.asarray(raw[key], dtype=np.float32)
+        for key in ("observations", "actions", "rewards", "masks", "terminals", "next_observations")
+    }
     arrays["actions"] = clip_actions(arrays["actions"])
     arrays["next_actions"] = next_actions_within_trajectories(arrays["actions"], arrays["terminals"])
     metadata = {
@@ -391,8 +399,10 @@ class BatchSampler:
             raise DataError(f"crop_augment_prob must lie in [0, 1], got {crop_augment_prob}")
         pixel = dataset["observations"].ndim == 4
         if crop_augment_prob > 0 and not pixel:
-            raise DataError("crop augmentation needs image observations (N, H, W, C); this dataset has "
-                             f"observations of shape {dataset.observation_shape}")
+            raise DataError(
+                "crop augmentation needs image observations (N, H, W, C); this dataset has "
+                f"observations of shape {dataset.observation_shape}"
+            )
         if frame_stack is not None and (frame_stack < 1 or dataset.is_compact):
             raise DataError("frame_stack needs a positive stack size and a regular (non-compact) dataset")
         self.dataset = dataset
@@ -423,8 +433,11 @@ class BatchSampler:
         return np.concatenate(frames, axis=-1), np.concatenate(next_frames, axis=-1)
 
     def state_dict(self) -> dict:
-        return {"bit_generator": self._rng.bit_generator.state, "batch_size": self.batch_size,
-                "num_transitions": self.dataset.num_transitions}
+        return {
+            "bit_generator": self._rng.bit_generator.state,
+            "batch_size": self.batch_size,
+            "num_transitions": self.dataset.num_transitions,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("num_transitions") != self.dataset.num_transitions:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
+
 from fidec_gym.errors import ConfigError
 
 GENERATOR_VERSION = "1.0"
@@ -37,7 +38,7 @@ def parse_play_dataset(name: str, visual: bool = False) -> tuple[str, str, bool]
     stem = name.strip()
     stem = stem[: -len("-v0")] if stem.endswith("-v0") else stem
     if stem.startswith("visual-"):
-        visual, stem = True, stem[len("visual-"):]
+        visual, stem = True, stem[len("visual-") :]
     words = stem.split("-")
     if len(words) < 2 or not stem.startswith(GENERATABLE_BASES):
         if "navigate" in words or stem.startswith(("antmaze", "humanoidmaze", "antsoccer", "pointmaze")):
@@ -51,7 +52,9 @@ def parse_play_dataset(name: str, visual: bool = False) -> tuple[str, str, bool]
             "puzzle-3x3-play, puzzle-4x4-play (optionally with a visual- prefix)"
         )
     if words[-1] != "play":
-        raise ConfigError(f"{name!r}: only 'play' datasets are generated (plan oracles); got dataset type {words[-1]!r}")
+        raise ConfigError(
+            f"{name!r}: only 'play' datasets are generated (plan oracles); got dataset type {words[-1]!r}"
+        )
     base = "-".join(words[:-1])
     prefix = "visual-" if visual else ""
     return f"{prefix}{base}-play-v0", f"{prefix}{base}-v0", visual
@@ -67,16 +70,25 @@ def _make_oracles(env_name: str, env, noise: float, noise_smoothing: float) -> d
     if "cube" in env_name:
         return {"cube": CubePlanOracle(**kwargs)}
     if "scene" in env_name:
-        return {"cube": CubePlanOracle(**kwargs), "button": ButtonPlanOracle(**kwargs),
-                "drawer": DrawerPlanOracle(**kwargs), "window": WindowPlanOracle(**kwargs)}
+        return {
+            "cube": CubePlanOracle(**kwargs),
+            "button": ButtonPlanOracle(**kwargs),
+            "drawer": DrawerPlanOracle(**kwargs),
+            "window": WindowPlanOracle(**kwargs),
+        }
     # Puzzles are solved by pressing buttons; the closed gripper makes the presses reliable.
     return {"button": ButtonPlanOracle(gripper_always_closed=True, **kwargs)}
 
 
 def _stacking_probability(env_name: str) -> float:
     """Per-episode chance that a new cube target is on top of another cube (OGBench's values per cube count)."""
-    ranges = {"single": None, "double": (0.0, 0.25), "triple": (0.05, 0.35), "quadruple": (0.1, 0.5),
-              "octuple": (0.0, 0.35)}
+    ranges = {
+        "single": None,
+        "double": (0.0, 0.25),
+        "triple": (0.05, 0.35),
+        "quadruple": (0.1, 0.5),
+        "octuple": (0.0, 0.35),
+    }
     for word, bounds in ranges.items():
         if word in env_name:
             return 0.0 if bounds is None else float(np.random.uniform(*bounds))
@@ -95,8 +107,13 @@ def scene_episode_is_healthy(qpos: np.ndarray) -> bool:
 class EpisodeGenerator:
     """One data-collection environment with its oracles; produces whole seeded episodes."""
 
-    def __init__(self, env_name: str, max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS, noise: float = 0.1,
-                 noise_smoothing: float = 0.5):
+    def __init__(
+        self,
+        env_name: str,
+        max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS,
+        noise: float = 0.1,
+        noise_smoothing: float = 0.5,
+    ):
         import gymnasium
         import ogbench.manipspace  # noqa: F401  (registers the manipulation environments)
 
@@ -104,8 +121,9 @@ class EpisodeGenerator:
         with warnings.catch_warnings():
             # Gymnasium notes that the float64 Box bounds are cast to float32: harmless (docs/datasets.md §1.2).
             warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32.*")
-            self.env = gymnasium.make(env_name, terminate_at_goal=False, mode="data_collection",
-                                      max_episode_steps=max_episode_steps)
+            self.env = gymnasium.make(
+                env_name, terminate_at_goal=False, mode="data_collection", max_episode_steps=max_episode_steps
+            )
         self.oracles = _make_oracles(env_name, self.env, noise, noise_smoothing)
         self.has_buttons = hasattr(self.env.unwrapped, "_cur_button_states")
         self.unhealthy_episodes = 0
@@ -175,8 +193,9 @@ def _worker_episode(task: tuple[int, int]) -> dict[str, np.ndarray]:
     return _worker_generator.episode(seed, index)
 
 
-def _episodes(env_name: str, total: int, seed: int, workers: int, max_episode_steps: int, noise: float,
-              noise_smoothing: float) -> Iterator[dict[str, np.ndarray]]:
+def _episodes(
+    env_name: str, total: int, seed: int, workers: int, max_episode_steps: int, noise: float, noise_smoothing: float
+) -> Iterator[dict[str, np.ndarray]]:
     """Episodes 0 .. total-1 in order, from this process or from a pool of workers."""
     if workers == 1:
         generator = EpisodeGenerator(env_name, max_episode_steps, noise, noise_smoothing)
@@ -188,8 +207,9 @@ def _episodes(env_name: str, total: int, seed: int, workers: int, max_episode_st
         return
     # "spawn" keeps workers independent of whatever the parent has imported (JAX threads, GL contexts).
     context = multiprocessing.get_context("spawn")
-    pool = context.Pool(workers, initializer=_init_worker, initargs=(env_name, max_episode_steps, noise,
-                                                                     noise_smoothing))
+    pool = context.Pool(
+        workers, initializer=_init_worker, initargs=(env_name, max_episode_steps, noise, noise_smoothing)
+    )
     try:
         yield from pool.imap(_worker_episode, [(seed, index) for index in range(total)], chunksize=1)
     except BaseException:  # Ctrl-C, a failing episode, or the consumer stopping early: stop the workers now
@@ -280,8 +300,7 @@ def generate_manipulation_dataset(
     started = time.perf_counter()
     episodes = []
     with tqdm(total=total, desc=f"generating {dataset}", unit="episode", disable=not progress) as bar:
-        for episode in _episodes(env_name, total, seed, min(workers, total), max_episode_steps, noise,
-                                 noise_smoothing):
+        for episode in _episodes(env_name, total, seed, min(workers, total), max_episode_steps, noise, noise_smoothing):
             episodes.append(episode)
             bar.update(1)
     elapsed = time.perf_counter() - started

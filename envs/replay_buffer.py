@@ -21,8 +21,14 @@ class ReplayBuffer:
     applies any online reward convention (e.g. the antmaze r - 1 shift) before calling :meth:`add`.
     """
 
-    def __init__(self, observation_shape: Sequence[int], action_dim: int, capacity: int,
-                 observation_dtype=np.float32, initial_rows: int = 1024):
+    def __init__(
+        self,
+        observation_shape: Sequence[int],
+        action_dim: int,
+        capacity: int,
+        observation_dtype=np.float32,
+        initial_rows: int = 1024,
+    ):
         if capacity < 1:
             raise DataError(f"capacity must be positive, got {capacity}")
         self.capacity = int(capacity)
@@ -45,7 +51,7 @@ class ReplayBuffer:
         self._open_row: Optional[int] = None  # last online row whose next action is not known yet
 
     @classmethod
-    def from_dataset(cls, dataset: Dataset, capacity: Optional[int] = None) -> "ReplayBuffer":
+    def from_dataset(cls, dataset: Dataset, capacity: Optional[int] = None) -> ReplayBuffer:
         """A buffer holding ``dataset`` with room for online data: capacity max(2,000,000, N + 1) by default."""
         if dataset.is_compact:
             raise DataError("the replay buffer needs next_observations; load the dataset with compact=False")
@@ -53,8 +59,13 @@ class ReplayBuffer:
         capacity = max(DEFAULT_BUFFER_CAPACITY, n + 1) if capacity is None else int(capacity)
         if capacity < n + 1:
             raise DataError(f"capacity {capacity} cannot hold the {n} dataset transitions plus online data")
-        buffer = cls(dataset.observation_shape, dataset.action_dim, capacity,
-                     observation_dtype=dataset["observations"].dtype, initial_rows=n + 1024)
+        buffer = cls(
+            dataset.observation_shape,
+            dataset.action_dim,
+            capacity,
+            observation_dtype=dataset["observations"].dtype,
+            initial_rows=n + 1024,
+        )
         for key in BUFFER_KEYS:
             buffer._storage[key][:n] = dataset[key]
         buffer.size = buffer.pointer = buffer.num_offline = n
@@ -87,8 +98,12 @@ class ReplayBuffer:
         self._reserve(row + 1)
         action = np.asarray(action, dtype=np.float32)
         values = {
-            "observations": observation, "next_observations": next_observation, "actions": action,
-            "next_actions": action, "rewards": reward, "masks": 1.0 - float(terminated),
+            "observations": observation,
+            "next_observations": next_observation,
+            "actions": action,
+            "next_actions": action,
+            "rewards": reward,
+            "masks": 1.0 - float(terminated),
             "terminals": float(terminated or truncated),
         }
         for key, value in values.items():
@@ -117,8 +132,12 @@ class ReplayBuffer:
         rows = self._online_rows()
         return {
             "rows": {key: array[rows].copy() for key, array in self._storage.items()},
-            "pointer": self.pointer, "size": self.size, "num_online": self.num_online,
-            "num_offline": self.num_offline, "capacity": self.capacity, "dataset_sha256": self.dataset_sha256,
+            "pointer": self.pointer,
+            "size": self.size,
+            "num_online": self.num_online,
+            "num_offline": self.num_offline,
+            "capacity": self.capacity,
+            "dataset_sha256": self.dataset_sha256,
             "open_row": -1 if self._open_row is None else self._open_row,
         }
 

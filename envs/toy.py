@@ -82,12 +82,18 @@ def _threshold_log_density(key: str, n: int, seed: int) -> np.ndarray:
 
 # τ₁ and τ₀.₁ at the reference sample sizes and seed (computed by support_threshold with num_samples=None).
 REFERENCE_THRESHOLDS = {
-    ("T1", 1.0): -3.0999485390747075, ("T1", 0.1): -5.397492880423008,
-    ("T2", 1.0): -2.343474035580235, ("T2", 0.1): -4.66333789929421,
-    ("T3", 1.0): -0.7373226589585622, ("T3", 0.1): -2.947572527738032,
-    ("T4", 1.0): -1.092716724806359, ("T4", 0.1): -3.201013200265343,
-    ("T5", 1.0): -2.7143046220273743, ("T5", 0.1): -5.0398006440396825,
-    ("T6", 1.0): 0.5905611332120211, ("T6", 0.1): 0.5905611332120211,
+    ("T1", 1.0): -3.0999485390747075,
+    ("T1", 0.1): -5.397492880423008,
+    ("T2", 1.0): -2.343474035580235,
+    ("T2", 0.1): -4.66333789929421,
+    ("T3", 1.0): -0.7373226589585622,
+    ("T3", 0.1): -2.947572527738032,
+    ("T4", 1.0): -1.092716724806359,
+    ("T4", 0.1): -3.201013200265343,
+    ("T5", 1.0): -2.7143046220273743,
+    ("T5", 0.1): -5.0398006440396825,
+    ("T6", 1.0): 0.5905611332120211,
+    ("T6", 0.1): 0.5905611332120211,
 }
 
 
@@ -353,7 +359,9 @@ def make_toy_env(task: str, **kwargs) -> gym.Env:
 
     spec = task_info(task)
     if spec.suite != "toy":
-        raise ConfigError(f"{spec.env_id} is not a toy task; toy IDs: {', '.join('fidec/' + n for n in TOY_LANDSCAPES)}")
+        raise ConfigError(
+            f"{spec.env_id} is not a toy task; toy IDs: {', '.join('fidec/' + n for n in TOY_LANDSCAPES)}"
+        )
     return EpisodeScore(ToyLandscapeEnv(spec.source_name, **kwargs), spec)
 
 

@@ -24,6 +24,7 @@ import re
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
+
 from fidec_gym.errors import ConfigError, ResultsError, ResultsPermissionError, UnknownNameError
 
 DB_FILENAME = "results.sqlite"
@@ -275,17 +276,20 @@ class ResultsStore:
             cursor = conn.execute(
                 "INSERT INTO runs (agent, env_id, seed, cell, preset, config, data_provenance, code_version, "
                 "created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (agent, env_id, int(seed), cell, preset, config_text, to_json(data_provenance), code_version,
-                 now, now),
+                (agent, env_id, int(seed), cell, preset, config_text, to_json(data_provenance), code_version, now, now),
             )
             return int(cursor.lastrowid)
 
     def find_run(self, *, agent: str, env_id: str, seed: int, cell: str | None = None) -> dict | None:
         """The run with this key, or None."""
-        row = self._connection().execute(
-            "SELECT * FROM runs WHERE agent = ? AND env_id = ? AND seed = ? AND IFNULL(cell, '') = ?",
-            (agent, env_id, int(seed), cell or ""),
-        ).fetchone()
+        row = (
+            self._connection()
+            .execute(
+                "SELECT * FROM runs WHERE agent = ? AND env_id = ? AND seed = ? AND IFNULL(cell, '') = ?",
+                (agent, env_id, int(seed), cell or ""),
+            )
+            .fetchone()
+        )
         return None if row is None else self._run_dict(row)
 
     def get_run(self, run_id: int) -> dict:
@@ -388,9 +392,11 @@ class ResultsStore:
         if run_id is None:
             rows = self._connection().execute("SELECT * FROM evaluations ORDER BY run_id, step").fetchall()
         else:
-            rows = self._connection().execute(
-                "SELECT * FROM evaluations WHERE run_id = ? ORDER BY step", (int(run_id),)
-            ).fetchall()
+            rows = (
+                self._connection()
+                .execute("SELECT * FROM evaluations WHERE run_id = ? ORDER BY step", (int(run_id),))
+                .fetchall()
+            )
         return [{**dict(row), "metrics": json.loads(row["metrics"])} for row in rows]
 
     def delete_evaluations_after(self, run_id: int, step: int) -> None:
@@ -472,8 +478,9 @@ class ResultsStore:
 
     def tables(self) -> list[str]:
         """Names of the extra tables present."""
-        names = self._connection().execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
-        ).fetchall()
+        names = (
+            self._connection()
+            .execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            .fetchall()
+        )
         return [row["name"] for row in names if row["name"] not in _CORE_TABLES]
-

@@ -14,8 +14,12 @@ import os
 import shutil
 
 # Packages through which jaxlib reaches an accelerator (pip install "jax[cuda12]" / "jax[cuda13]" / "jax[tpu]").
-ACCELERATOR_PLUGINS = {"jax_cuda12_plugin": "gpu", "jax_cuda13_plugin": "gpu", "jax_rocm60_plugin": "gpu",
-                       "libtpu": "tpu"}
+ACCELERATOR_PLUGINS = {
+    "jax_cuda12_plugin": "gpu",
+    "jax_cuda13_plugin": "gpu",
+    "jax_rocm60_plugin": "gpu",
+    "libtpu": "tpu",
+}
 
 
 def installed_accelerator_plugin() -> str | None:
@@ -54,9 +58,8 @@ def jax_devices() -> dict:
     import jax
 
     devices = jax.devices()
-    return {"backend": jax.default_backend(), "devices": [str(device) for device in devices],
-            "jax": jax.__version__}
+    return {"backend": jax.default_backend(), "devices": [str(device) for device in devices], "jax": jax.__version__}
 
 
 def cuda_install_hint() -> str:
-    return ('pip install -e ".[cuda]"  (CUDA 12 JAX wheels; see the README\'s "GPU" section)')
+    return 'pip install -e ".[cuda]"  (CUDA 12 JAX wheels; see the README\'s "GPU" section)'

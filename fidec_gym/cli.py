@@ -38,11 +38,15 @@ def _disk_full(error: BaseException) -> DiskFullError | None:
         return error
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         where = f" while writing {error.filename}" if error.filename else ""
-        return DiskFullError(f"no space left on the device{where}; free space there and run the same command again "
-                             "(training resumes from its last checkpoint)")
+        return DiskFullError(
+            f"no space left on the device{where}; free space there and run the same command again "
+            "(training resumes from its last checkpoint)"
+        )
     if isinstance(error, sqlite3.OperationalError) and "disk is full" in str(error):
-        return DiskFullError("the results store cannot grow: the disk is full; free space in the results directory "
-                             "and run the same command again (finished runs are kept, unfinished ones resume)")
+        return DiskFullError(
+            "the results store cannot grow: the disk is full; free space in the results directory "
+            "and run the same command again (finished runs are kept, unfinished ones resume)"
+        )
     return None
 
 

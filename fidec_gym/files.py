@@ -33,8 +33,10 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     except OSError as error:
         tmp.unlink(missing_ok=True)
         if error.errno == errno.ENOSPC:
-            raise DiskFullError(f"no space left on the device while writing {path}; free space in {path.parent} "
-                                "and run the command again (it resumes where it stopped)") from error
+            raise DiskFullError(
+                f"no space left on the device while writing {path}; free space in {path.parent} "
+                "and run the command again (it resumes where it stopped)"
+            ) from error
         raise
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -77,7 +77,9 @@ def assert_target_update_rate(agent, batch) -> None:
     agent = agent.replace(network=agent.network.replace(params=params))
     new_agent, _ = agent.update(batch)
     tau = agent.config["tau"]
-    expected = jax.tree.map(lambda c, t: tau * c + (1 - tau) * t, params["modules_critic"], params["modules_target_critic"])
+    expected = jax.tree.map(
+        lambda c, t: tau * c + (1 - tau) * t, params["modules_critic"], params["modules_target_critic"]
+    )
     assert max_abs_diff(new_agent.network.params["modules_target_critic"], expected) < 1e-6
     assert max_abs_diff(new_agent.network.params["modules_critic"], params["modules_critic"]) > 0
 
@@ -115,7 +117,7 @@ def assert_fused_vmapped_and_resumed_updates_agree(agent, tmp_path) -> None:
     fused, info = vmapped_update_n(stacked_agents, stacked_batches)
     assert info["nonfinite"].shape == (2,)
     for index, reference in enumerate(sequential):
-        one = jax.tree.map(lambda leaf: leaf[index], fused)
+        one = jax.tree.map(lambda leaf, index=index: leaf[index], fused)
         assert max_abs_diff(one.network.params, reference.network.params) < 1e-5
         assert int(one.network.step) == int(reference.network.step) == 3
 
@@ -205,7 +207,9 @@ def assert_lagrange_direction(agent, batch) -> None:
     refinement = jax.tree.map(lambda x: x, params["modules_actor_refinement"])
     last = sorted(refinement["mlp"])[-1]
     refinement["mlp"][last] = jax.tree.map(jnp.zeros_like, refinement["mlp"][last])
-    zero_residual = agent.replace(network=agent.network.replace(params={**params, "modules_actor_refinement": refinement}))
+    zero_residual = agent.replace(
+        network=agent.network.replace(params={**params, "modules_actor_refinement": refinement})
+    )
     for start, sign in ((agent, 1.0), (zero_residual, -1.0)):
         new_agent, info = start.update(batch)
         before = float(start.network.params["modules_log_alpha"]["log_value"][0])

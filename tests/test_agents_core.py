@@ -375,9 +375,12 @@ def test_no_agent_file_imports_another_agent():
         for other in AGENT_MODULES:
             if other == name:
                 continue
-            offending = sorted(module for module in imported
-                               for prefix in (f"fidec_gym.agents.{other}", f"agents.{other}")
-                               if module == prefix or module.startswith(prefix + "."))
+            offending = sorted(
+                module
+                for module in imported
+                for prefix in (f"fidec_gym.agents.{other}", f"agents.{other}")
+                if module == prefix or module.startswith(prefix + ".")
+            )
             assert not offending, f"agents/{name}.py imports agent {other!r}: {offending}"
 
 
@@ -403,11 +406,18 @@ def test_every_default_config_key_is_commented(name):
     """Each key of ``get_config()`` says what it means and where its default comes from (same line or just above)."""
     path = Path(agents.__file__).parent / f"{name}.py"
     lines = path.read_text().splitlines()
-    function = next(node for node in ast.parse("\n".join(lines)).body
-                    if isinstance(node, ast.FunctionDef) and node.name == "get_config")
+    function = next(
+        node
+        for node in ast.parse("\n".join(lines)).body
+        if isinstance(node, ast.FunctionDef) and node.name == "get_config"
+    )
     returned = next(node.value for node in ast.walk(function) if isinstance(node, ast.Return))
     assert isinstance(returned, ast.Dict)
-    uncommented = [key.value for key in returned.keys
-                   if isinstance(key, ast.Constant)
-                   and "#" not in lines[key.lineno - 1] and not lines[key.lineno - 2].lstrip().startswith("#")]
+    uncommented = [
+        key.value
+        for key in returned.keys
+        if isinstance(key, ast.Constant)
+        and "#" not in lines[key.lineno - 1]
+        and not lines[key.lineno - 2].lstrip().startswith("#")
+    ]
     assert not uncommented, f"agents/{name}.py get_config keys without a comment: {uncommented}"

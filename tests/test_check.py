@@ -7,11 +7,11 @@ import h5py
 import numpy as np
 import pytest
 
+from fidec_gym.cli import main
 from fidec_gym.envs.catalogue import UnknownTaskError
 from fidec_gym.envs.check import check_dataset, check_loaded, episode_lengths
 from fidec_gym.envs.datasets import Dataset
 from fidec_gym.envs.generate import generate_manipulation_dataset
-from fidec_gym.cli import main
 
 EPISODES, STEPS = 2, 25
 
@@ -139,10 +139,15 @@ def test_mislabelled_trajectory_ends_are_found():
     observations = np.arange(6, dtype=np.float32)[:, None]
     next_observations = observations + 1
     next_observations[2] = 10.0  # a jump: row 3 starts another trajectory
-    arrays = {"observations": observations, "next_observations": next_observations,
-              "actions": np.zeros((6, 1), np.float32), "next_actions": np.zeros((6, 1), np.float32),
-              "rewards": np.zeros(6, np.float32), "masks": np.ones(6, np.float32),
-              "terminals": np.array([0, 0, 1, 0, 0, 1], np.float32)}
+    arrays = {
+        "observations": observations,
+        "next_observations": next_observations,
+        "actions": np.zeros((6, 1), np.float32),
+        "next_actions": np.zeros((6, 1), np.float32),
+        "rewards": np.zeros(6, np.float32),
+        "masks": np.ones(6, np.float32),
+        "terminals": np.array([0, 0, 1, 0, 0, 1], np.float32),
+    }
     assert check_loaded(Dataset(arrays)).ok
     arrays["terminals"] = np.array([0, 0, 0, 0, 0, 1], np.float32)
     report = check_loaded(Dataset(arrays))

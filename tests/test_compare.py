@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 from rliable import metrics
 
+from fidec_gym.cli import main
 from fidec_gym.eval.paper import compare as C
 from fidec_gym.eval.paper.published import load_published
 from fidec_gym.eval.store import ResultsStore
-from fidec_gym.cli import main
 
 CUBE = "fidec/cube-single-play-singletask-task{}-v0"
 # Hand-made seeds with known statistics: FiDec on cube-single task1/task2, three seeds each.
@@ -21,10 +21,18 @@ SCORES = {
 }
 
 
-def _add_run(store, agent, env_id, seed, score, provenance="official", timing="post", steps=1_000_000,
-             episodes=50, status="done"):
-    run_id = store.create_run(agent=agent, env_id=env_id, seed=seed, config={"offline_steps": steps},
-                              data_provenance={"provenance": provenance}, code_version="test", cell=f"t:{agent}")
+def _add_run(
+    store, agent, env_id, seed, score, provenance="official", timing="post", steps=1_000_000, episodes=50, status="done"
+):
+    run_id = store.create_run(
+        agent=agent,
+        env_id=env_id,
+        seed=seed,
+        config={"offline_steps": steps},
+        data_provenance={"provenance": provenance},
+        code_version="test",
+        cell=f"t:{agent}",
+    )
     summary = {"score": score, "offline_steps": steps, "eval_episodes": episodes, "score_rule": "hand-made"}
     if "toy" not in env_id:
         summary["success_timing"] = timing
@@ -45,8 +53,9 @@ def store(tmp_path_factory):
         for seed, score in enumerate(values):
             # FQL's runs follow the paper's protocol; FiDec's use generated data, fewer steps and 'pre' timing.
             if agent == "fidec":
-                _add_run(store, agent, env_id, seed, score, provenance="generated", timing="pre", steps=200_000,
-                         episodes=10)
+                _add_run(
+                    store, agent, env_id, seed, score, provenance="generated", timing="pre", steps=200_000, episodes=10
+                )
             else:
                 _add_run(store, agent, env_id, seed, score)
     _add_run(store, "iql", CUBE.format(1), 0, 50.0, status="failed")  # not finished: ignored

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from fidec_gym.envs.datasets import BatchSampler, Dataset, DatasetError, random_crop
-from fidec_gym.envs.replay_buffer import ReplayBuffer
 from fidec_gym.envs.readers import next_actions_within_trajectories, sha256_arrays, trajectory_starts
+from fidec_gym.envs.replay_buffer import ReplayBuffer
 
 
 def make_arrays(n=10, obs_dim=3, act_dim=2, episode_length=5, seed=0):
@@ -36,19 +36,33 @@ def pixel_dataset(trajectory_lengths=(3, 4), size=64):
     terminals = np.zeros(n, np.float32)
     terminals[np.cumsum(trajectory_lengths) - 1] = 1.0
     actions = np.zeros((n, 2), np.float32)
-    return Dataset({
-        "observations": images[:-1], "next_observations": images[1:], "actions": actions,
-        "next_actions": actions, "rewards": np.zeros(n, np.float32), "masks": np.ones(n, np.float32),
-        "terminals": terminals,
-    }, {"env_id": None})
+    return Dataset(
+        {
+            "observations": images[:-1],
+            "next_observations": images[1:],
+            "actions": actions,
+            "next_actions": actions,
+            "rewards": np.zeros(n, np.float32),
+            "masks": np.ones(n, np.float32),
+            "terminals": terminals,
+        },
+        {"env_id": None},
+    )
 
 
 # -- Dataset ------------------------------------------------------------------------------------------------------
 def test_dataset_mapping_and_properties():
     dataset = Dataset(make_arrays(), {"env_id": None, "split": "train"})
     assert len(dataset) == dataset.num_transitions == dataset.metadata["num_transitions"] == 10
-    assert set(dataset.keys()) == {"observations", "actions", "rewards", "masks", "terminals", "next_observations",
-                                   "next_actions"}
+    assert set(dataset.keys()) == {
+        "observations",
+        "actions",
+        "rewards",
+        "masks",
+        "terminals",
+        "next_observations",
+        "next_actions",
+    }
     assert dataset.observation_shape == (3,) and dataset.action_dim == 2
     assert {key: value.shape[0] for key, value in dataset.items()} == dict.fromkeys(dataset.keys(), 10)
     with pytest.raises(KeyError, match="available"):
@@ -226,8 +240,9 @@ def test_buffer_grows_then_wraps_when_full():
     for step in range(8):
         buffer.add(np.zeros(3), np.zeros(2), 100.0 + step, np.zeros(3), False, False)
     assert len(buffer) == 15 and buffer.pointer == 3
-    np.testing.assert_array_equal(buffer._storage["rewards"], [105, 106, 107, 3, 4, 5, 6, 7, 8, 9,
-                                                               100, 101, 102, 103, 104])
+    np.testing.assert_array_equal(
+        buffer._storage["rewards"], [105, 106, 107, 3, 4, 5, 6, 7, 8, 9, 100, 101, 102, 103, 104]
+    )
     batch = buffer.sample(1000, np.random.default_rng(0))
     assert set(np.unique(batch["rewards"])) == set(buffer._storage["rewards"])
 
@@ -250,13 +265,13 @@ def test_buffer_online_state_round_trip():
     for target in (buffer, restored):
         target.add(np.zeros(3), [0.5, -0.5], 99.0, np.zeros(3), False, False)
     np.testing.assert_array_equal(restored._storage["next_actions"], buffer._storage["next_actions"])
-    np.testing.assert_array_equal(buffer.sample(32, np.random.default_rng(1))["rewards"],
-                                  restored.sample(32, np.random.default_rng(1))["rewards"])
+    np.testing.assert_array_equal(
+        buffer.sample(32, np.random.default_rng(1))["rewards"], restored.sample(32, np.random.default_rng(1))["rewards"]
+    )
 
     other = ReplayBuffer.from_dataset(Dataset(make_arrays(), {"sha256": "other"}), capacity=15)
     with pytest.raises(ValueError, match="dataset_sha256"):
         other.load_online_state(state)
-
 
 
 def test_buffer_end_episode_keeps_the_last_rows_own_action():

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 
+import flow_agent_checks as checks
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import flow_agent_checks as checks
 from fidec_gym.agents.deflow import DeFlowAgent, get_config
 
 
@@ -41,7 +41,10 @@ def test_variants_resolve_to_explicit_values():
 
 def test_networks_and_actions(agent, batch):
     assert set(agent.network.params) == {
-        "modules_critic", "modules_target_critic", "modules_actor_bc_flow", "modules_actor_refinement",
+        "modules_critic",
+        "modules_target_critic",
+        "modules_actor_bc_flow",
+        "modules_actor_refinement",
         "modules_log_alpha",
     }
     np.testing.assert_allclose(agent.network.params["modules_log_alpha"]["log_value"], [1.0])
@@ -54,13 +57,17 @@ def test_networks_and_actions(agent, batch):
 
 
 def test_gradient_routing(agent, batch):
-    checks.assert_gradient_routing(agent, batch, {
-        "critic/loss": {"critic"},
-        "actor/bc_flow_loss": {"actor_bc_flow"},
-        "actor/penalty": {"actor_refinement"},
-        "actor/q_loss": {"actor_refinement"},
-        "actor/alpha_loss": {"log_alpha"},
-    })
+    checks.assert_gradient_routing(
+        agent,
+        batch,
+        {
+            "critic/loss": {"critic"},
+            "actor/bc_flow_loss": {"actor_bc_flow"},
+            "actor/penalty": {"actor_refinement"},
+            "actor/q_loss": {"actor_refinement"},
+            "actor/alpha_loss": {"log_alpha"},
+        },
+    )
 
 
 def test_actor_terms_known_answer(agent, batch):

@@ -113,7 +113,13 @@ def test_goal_radius_is_half_a_metre():
     assert info.get("episode") is None
     env.reset(seed=0, options={"goal_xy": goal, "start_xy": goal})
     _, _, terminated, _, info = env.step(np.zeros(8, np.float32))
-    assert terminated and info["episode"] == {"r": 1.0, "l": 1, "success": 1.0, "metric": 1.0, "normalized_score": 100.0}
+    assert terminated and info["episode"] == {
+        "r": 1.0,
+        "l": 1,
+        "success": 1.0,
+        "metric": 1.0,
+        "normalized_score": 100.0,
+    }
 
 
 def test_antmaze_timeout_scores_zero():

@@ -107,7 +107,11 @@ def test_solved_cube_scores_100():
     _, reward, terminated, _, info = env.step(still)
     assert terminated and isinstance(info["success"], float) and info["success"] == 1.0 and reward == 0.0
     assert info["episode"] == {
-        "r": first_reward + reward, "l": 2, "success": 1.0, "metric": 1.0, "normalized_score": 100.0
+        "r": first_reward + reward,
+        "l": 2,
+        "success": 1.0,
+        "metric": 1.0,
+        "normalized_score": 100.0,
     }
 
 
@@ -124,7 +128,9 @@ def test_reset_is_reproducible_and_leaves_global_random_alone():
     assert not np.array_equal(first, other)
 
 
-@pytest.mark.parametrize("env_id", ["fidec/antmaze-large-navigate-singletask-v0", "fidec/cube-single-play-singletask-v0"])
+@pytest.mark.parametrize(
+    "env_id", ["fidec/antmaze-large-navigate-singletask-v0", "fidec/cube-single-play-singletask-v0"]
+)
 def test_render_rgb_array_state_task(env_id):
     env = gym.make(env_id, render_mode="rgb_array", width=48, height=32)
     env.reset(seed=0)

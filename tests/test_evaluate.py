@@ -107,8 +107,19 @@ def test_mujoco_evaluation_and_mp4(tmp_path):
 
     env_id = "fidec/cube-single-play-singletask-task2-v0"
     policy = lambda observations: np.zeros((len(observations), 5), np.float32)  # noqa: E731
-    result = evaluate(policy, env_id, 2, seed=0, num_workers=1, env_kwargs={"max_episode_steps": 3},
-                      video_dir=tmp_path, video_episodes=1, frame_skip=2, agent_name="zero", step=7)
+    result = evaluate(
+        policy,
+        env_id,
+        2,
+        seed=0,
+        num_workers=1,
+        env_kwargs={"max_episode_steps": 3},
+        video_dir=tmp_path,
+        video_episodes=1,
+        frame_skip=2,
+        agent_name="zero",
+        step=7,
+    )
     assert result["episode_length"] == [3.0, 3.0] and result["success"] == 0.0
     assert result["normalized_score"] == 0.0  # OGBench: 100 x success
     assert result["videos"] == [str(tmp_path / video_name(env_id, "zero", 0, 7, 0))]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 
+import flow_agent_checks as checks
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import flow_agent_checks as checks
 from fidec_gym.agents import fisher
 from fidec_gym.agents.deflow import DeFlowAgent
 from fidec_gym.agents.fidec import PRESETS, FiDecAgent, get_config
@@ -55,21 +55,32 @@ def test_presets_resolve_to_the_decision_table():
 
 
 def test_explicit_keys_override_the_preset():
-    config = FiDecAgent.make_config({"preset": "official", "num_fisher_samples": 2, "fisher_t": 0.95,
-                                     "score_estimator": "marginal", "q_agg": "min", "target_divergence": 0.01})
+    config = FiDecAgent.make_config(
+        {
+            "preset": "official",
+            "num_fisher_samples": 2,
+            "fisher_t": 0.95,
+            "score_estimator": "marginal",
+            "q_agg": "min",
+            "target_divergence": 0.01,
+        }
+    )
     assert (config["num_fisher_samples"], config["fisher_t"], config["score_estimator"]) == (2, 0.95, "marginal")
     assert config["fisher_t_width"] == 0.05 and config["q_agg"] == "min" and config["target_divergence"] == 0.01
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"preset": "exact"}, "preset"),
-    ({"fisher_mode": "global"}, "fisher_mode"),
-    ({"score_estimator": "tweedie"}, "score_estimator"),
-    ({"fisher_t": 1.0}, "fisher_t"),
-    ({"num_fisher_samples": 0}, "num_fisher_samples"),
-    ({"local_eval_point": "mean"}, "local_eval_point"),
-    ({"fisher_damping": -1.0}, "fisher_damping"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"preset": "exact"}, "preset"),
+        ({"fisher_mode": "global"}, "fisher_mode"),
+        ({"score_estimator": "tweedie"}, "score_estimator"),
+        ({"fisher_t": 1.0}, "fisher_t"),
+        ({"num_fisher_samples": 0}, "num_fisher_samples"),
+        ({"local_eval_point": "mean"}, "local_eval_point"),
+        ({"fisher_damping": -1.0}, "fisher_damping"),
+    ],
+)
 def test_bad_settings_are_named(overrides, message):
     with pytest.raises(ValueError, match=message):
         FiDecAgent.make_config(overrides)
@@ -80,7 +91,10 @@ def test_bad_settings_are_named(overrides, message):
 
 def test_networks_and_actions(agent, batch):
     assert set(agent.network.params) == {
-        "modules_critic", "modules_target_critic", "modules_actor_bc_flow", "modules_actor_refinement",
+        "modules_critic",
+        "modules_target_critic",
+        "modules_actor_bc_flow",
+        "modules_actor_refinement",
         "modules_log_alpha",
     }
     np.testing.assert_allclose(agent.network.params["modules_log_alpha"]["log_value"], [math.log(10.0)], rtol=1e-6)
@@ -90,13 +104,17 @@ def test_networks_and_actions(agent, batch):
 def test_gradient_routing(agent, batch):
     """docs/algorithms.md §9.2: L_Q -> critic; L_BC -> BC flow; penalty and L_Qpi -> refinement only;
     L_alpha -> log alpha only."""
-    checks.assert_gradient_routing(agent, batch, {
-        "critic/loss": {"critic"},
-        "actor/bc_flow_loss": {"actor_bc_flow"},
-        "actor/penalty": {"actor_refinement"},
-        "actor/q_loss": {"actor_refinement"},
-        "actor/alpha_loss": {"log_alpha"},
-    })
+    checks.assert_gradient_routing(
+        agent,
+        batch,
+        {
+            "critic/loss": {"critic"},
+            "actor/bc_flow_loss": {"actor_bc_flow"},
+            "actor/penalty": {"actor_refinement"},
+            "actor/q_loss": {"actor_refinement"},
+            "actor/alpha_loss": {"log_alpha"},
+        },
+    )
 
 
 def actor_pieces(agent, batch, rng):

@@ -109,8 +109,12 @@ def test_mixture_numbers_of_the_analysis_section():
     code_matrix = monte_carlo_fisher(np.asarray(fisher.velocity_score(v, x, t)))
     np.testing.assert_allclose(true_fisher, [[46.7, 0.35], [0.35, 47.2]], atol=1.0)
     np.testing.assert_allclose(code_matrix, [[62.5, -6.9], [-6.9, 41.9]], atol=1.0)
-    np.testing.assert_allclose(fisher.trace_normalize(jnp.asarray(code_matrix)), [[1.20, -0.13], [-0.13, 0.80]], atol=0.02)
-    np.testing.assert_allclose(fisher.trace_normalize(jnp.asarray(true_fisher)), [[0.995, 0.007], [0.007, 1.005]], atol=0.02)
+    np.testing.assert_allclose(
+        fisher.trace_normalize(jnp.asarray(code_matrix)), [[1.20, -0.13], [-0.13, 0.80]], atol=0.02
+    )
+    np.testing.assert_allclose(
+        fisher.trace_normalize(jnp.asarray(true_fisher)), [[0.995, 0.007], [0.007, 1.005]], atol=0.02
+    )
 
 
 def test_efficient_quadratic_form_equals_dense_metric():

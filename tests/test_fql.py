@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import flow_agent_checks as checks
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import flow_agent_checks as checks
 from fidec_gym.agents.fql import FQLAgent, get_config
 
 
@@ -30,7 +30,10 @@ def test_defaults_follow_the_reference():
 
 def test_networks_and_actions(agent, batch):
     assert set(agent.network.params) == {
-        "modules_critic", "modules_target_critic", "modules_actor_bc_flow", "modules_actor_onestep_flow"
+        "modules_critic",
+        "modules_target_critic",
+        "modules_actor_bc_flow",
+        "modules_actor_onestep_flow",
     }
     checks.assert_actions_in_range(agent, batch)
     # One network call at inference: clip(mu(s, z)) with z ~ N(0, I) drawn from the seed.
@@ -41,12 +44,16 @@ def test_networks_and_actions(agent, batch):
 
 
 def test_gradient_routing(agent, batch):
-    checks.assert_gradient_routing(agent, batch, {
-        "critic/loss": {"critic"},
-        "actor/bc_flow_loss": {"actor_bc_flow"},
-        "actor/distill_loss": {"actor_onestep_flow"},
-        "actor/q_loss": {"actor_onestep_flow"},
-    })
+    checks.assert_gradient_routing(
+        agent,
+        batch,
+        {
+            "critic/loss": {"critic"},
+            "actor/bc_flow_loss": {"actor_bc_flow"},
+            "actor/distill_loss": {"actor_onestep_flow"},
+            "actor/q_loss": {"actor_onestep_flow"},
+        },
+    )
 
 
 def test_actor_terms_known_answer(agent, batch):

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from fidec_gym.cli import main
 from fidec_gym.envs.datasets import load_dataset
 from fidec_gym.envs.generate import (
     EpisodeGenerator,
@@ -19,7 +20,6 @@ from fidec_gym.envs.generate import (
     scene_episode_is_healthy,
 )
 from fidec_gym.envs.readers import sha256_file
-from fidec_gym.cli import main
 
 EPISODES, STEPS = 2, 30
 
@@ -27,8 +27,22 @@ EPISODES, STEPS = 2, 30
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     out = tmp_path_factory.mktemp("generated")
-    code = main(["data", "generate", "cube-single-play", "--episodes", str(EPISODES), "--max-episode-steps",
-                 str(STEPS), "--out", str(out), "--seed", "7", "--no-progress"])
+    code = main(
+        [
+            "data",
+            "generate",
+            "cube-single-play",
+            "--episodes",
+            str(EPISODES),
+            "--max-episode-steps",
+            str(STEPS),
+            "--out",
+            str(out),
+            "--seed",
+            "7",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     return out
 
@@ -40,7 +54,10 @@ def read(path):
 
 def test_official_layout_and_sidecar(generated):
     assert sorted(p.name for p in generated.iterdir()) == [
-        "cube-single-play-v0-val.npz", "cube-single-play-v0.meta.json", "cube-single-play-v0.npz"]
+        "cube-single-play-v0-val.npz",
+        "cube-single-play-v0.meta.json",
+        "cube-single-play-v0.npz",
+    ]
     train = read(generated / "cube-single-play-v0.npz")
     val = read(generated / "cube-single-play-v0-val.npz")
     assert set(train) == {"observations", "actions", "terminals", "qpos", "qvel"}
@@ -63,8 +80,9 @@ def test_official_layout_and_sidecar(generated):
 
 
 def test_worker_count_does_not_change_the_data(generated, tmp_path):
-    generate_manipulation_dataset("cube-single-play", EPISODES, tmp_path, workers=2, seed=7,
-                                  max_episode_steps=STEPS, progress=False)
+    generate_manipulation_dataset(
+        "cube-single-play", EPISODES, tmp_path, workers=2, seed=7, max_episode_steps=STEPS, progress=False
+    )
     for name in ("cube-single-play-v0.npz", "cube-single-play-v0-val.npz"):
         reference, parallel = read(generated / name), read(tmp_path / name)
         for key in reference:
@@ -108,8 +126,11 @@ def test_scene_health_check_known_answers():
 
 def test_names():
     assert parse_play_dataset("cube-single-play") == ("cube-single-play-v0", "cube-single-v0", False)
-    assert parse_play_dataset("visual-puzzle-3x3-play-v0") == ("visual-puzzle-3x3-play-v0", "visual-puzzle-3x3-v0",
-                                                               True)
+    assert parse_play_dataset("visual-puzzle-3x3-play-v0") == (
+        "visual-puzzle-3x3-play-v0",
+        "visual-puzzle-3x3-v0",
+        True,
+    )
     assert parse_play_dataset("scene-play", visual=True) == ("visual-scene-play-v0", "visual-scene-v0", True)
     with pytest.raises(ValueError, match="cannot be generated locally.*fidec data download"):
         parse_play_dataset("antmaze-large-navigate")
@@ -126,9 +147,23 @@ def test_ctrl_c_leaves_no_files(tmp_path):
     """A real SIGINT during a two-worker run: exit code 130, no data, no temporary files, no stray workers."""
     out = tmp_path / "out"
     process = subprocess.Popen(
-        [sys.executable, "-m", "fidec_gym.cli", "data", "generate", "cube-single-play", "--episodes", "50",
-         "--workers", "2", "--out", str(out)],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=dict(os.environ, MUJOCO_GL="egl"),
+        [
+            sys.executable,
+            "-m",
+            "fidec_gym.cli",
+            "data",
+            "generate",
+            "cube-single-play",
+            "--episodes",
+            "50",
+            "--workers",
+            "2",
+            "--out",
+            str(out),
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env=dict(os.environ, MUJOCO_GL="egl"),
     )
     output, deadline = b"", time.monotonic() + 90
     while b"generating" not in output and time.monotonic() < deadline:  # wait for the progress bar

@@ -13,9 +13,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fidec_gym.eval.grid.leaderboard import LeaderboardError, available_presets, leaderboard_status, load_preset, run_leaderboard
-from fidec_gym.eval.store import ResultsStore
 from fidec_gym.cli import main
+from fidec_gym.eval.grid.leaderboard import (
+    LeaderboardError,
+    available_presets,
+    leaderboard_status,
+    load_preset,
+    run_leaderboard,
+)
+from fidec_gym.eval.store import ResultsStore
 
 TOY = "fidec/toy-bimodal-v0"
 CUBE = "fidec/cube-single-play-singletask-task2-v0"
@@ -23,9 +29,19 @@ TINY_NETS = {"batch_size": 32, "actor_hidden_dims": [32, 32], "value_hidden_dims
 
 
 def _write_preset(path: Path, **fields) -> Path:
-    preset = {"name": path.stem, "agents": ["bc"], "tasks": [TOY], "seeds": [0], "offline_steps": 200,
-              "eval_interval": 100, "eval_episodes": 10, "eval_workers": 1, "log_interval": 100,
-              "checkpoint_interval": 100, "agent_overrides": {"all": TINY_NETS}}
+    preset = {
+        "name": path.stem,
+        "agents": ["bc"],
+        "tasks": [TOY],
+        "seeds": [0],
+        "offline_steps": 200,
+        "eval_interval": 100,
+        "eval_episodes": 10,
+        "eval_workers": 1,
+        "log_interval": 100,
+        "checkpoint_interval": 100,
+        "agent_overrides": {"all": TINY_NETS},
+    }
     preset.update(fields)
     path.write_text(yaml.safe_dump(preset))
     return path
@@ -43,8 +59,12 @@ def test_paper_table2_follows_the_protocol():
     cells = load_preset("paper-table2").cells()
     by_suite = {}
     for cell in cells:
-        by_suite.setdefault(cell.env_id.split("/")[1].split("-")[0] == "visual" and "visual" or
-                            ("d4rl" if cell.env_id.endswith(("-v1", "-v2")) else "ogbench"), []).append(cell)
+        by_suite.setdefault(
+            cell.env_id.split("/")[1].split("-")[0] == "visual"
+            and "visual"
+            or ("d4rl" if cell.env_id.endswith(("-v1", "-v2")) else "ogbench"),
+            [],
+        ).append(cell)
     assert len({c.env_id for c in cells}) == 73  # 50 state + 5 visual + 18 D4RL tasks of Table 2
     assert {c.settings["offline_steps"] for c in by_suite["ogbench"]} == {1_000_000}
     assert {c.settings["offline_steps"] for c in by_suite["visual"] + by_suite["d4rl"]} == {500_000}
@@ -62,17 +82,20 @@ def test_smoke_preset_shape():
     assert "value_hidden_dims" not in bc.agent_overrides  # `all` only passes keys the agent has
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"agnets": ["bc"]}, "unknown key 'agnets' (did you mean 'agents'"),
-    ({"agents": ["fidek"]}, "unknown agent 'fidek' (did you mean 'fidec'?)"),
-    ({"tasks": ["fidec/toy-bimodal-v1"]}, "Did you mean: fidec/toy-bimodal-v0"),
-    ({"tasks": ["category:cube-singel"]}, "unknown category 'cube-singel'"),
-    ({"seeds": [0, 0]}, "duplicates"),
-    ({"offline_steps": -5}, "non-negative integer"),
-    ({"agent_overrides": {"bc": {"hidden_dims": [8]}}}, "unknown key 'hidden_dims'"),
-    ({"suite_settings": {"toys": {}}}, "unknown key 'toys' (did you mean 'toy'?)"),
-    ({"datasets": {"cube-single-play": {"path": "/x"}}}, "unknown dataset 'cube-single-play'"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"agnets": ["bc"]}, "unknown key 'agnets' (did you mean 'agents'"),
+        ({"agents": ["fidek"]}, "unknown agent 'fidek' (did you mean 'fidec'?)"),
+        ({"tasks": ["fidec/toy-bimodal-v1"]}, "Did you mean: fidec/toy-bimodal-v0"),
+        ({"tasks": ["category:cube-singel"]}, "unknown category 'cube-singel'"),
+        ({"seeds": [0, 0]}, "duplicates"),
+        ({"offline_steps": -5}, "non-negative integer"),
+        ({"agent_overrides": {"bc": {"hidden_dims": [8]}}}, "unknown key 'hidden_dims'"),
+        ({"suite_settings": {"toys": {}}}, "unknown key 'toys' (did you mean 'toy'?)"),
+        ({"datasets": {"cube-single-play": {"path": "/x"}}}, "unknown dataset 'cube-single-play'"),
+    ],
+)
 def test_preset_validation(tmp_path, fields, message):
     with pytest.raises(LeaderboardError, match=re.escape(message)):
         load_preset(_write_preset(tmp_path / "bad.yaml", **fields))
@@ -104,8 +127,20 @@ def test_unwritable_output_directory(tmp_path, capsys):
 
 def test_unreachable_ray_address_fails_fast(tmp_path, capsys):
     start = time.monotonic()
-    code = main(["leaderboard", "run", "--preset", "smoke", "--out", str(tmp_path / "r"), "--backend", "ray",
-                 "--ray-address", "127.0.0.1:9"])
+    code = main(
+        [
+            "leaderboard",
+            "run",
+            "--preset",
+            "smoke",
+            "--out",
+            str(tmp_path / "r"),
+            "--backend",
+            "ray",
+            "--ray-address",
+            "127.0.0.1:9",
+        ]
+    )
     assert code == 2 and time.monotonic() - start < 10
     assert "cannot reach the Ray cluster at 127.0.0.1:9" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
@@ -130,13 +165,15 @@ def test_kill_and_resume_with_a_failing_cell(tmp_path):
     saddle = "fidec/toy-saddle-v0"
     # Cells run in order: bc on the bimodal toy (finishes), on cube-single (fails: no data), on the saddle toy
     # (killed with SIGKILL after its first checkpoint).
-    preset = _write_preset(tmp_path / "grid.yaml", tasks=[TOY, CUBE, saddle], offline_steps=2000,
-                           eval_interval=1000, log_interval=500)
+    preset = _write_preset(
+        tmp_path / "grid.yaml", tasks=[TOY, CUBE, saddle], offline_steps=2000, eval_interval=1000, log_interval=500
+    )
     out, data = tmp_path / "out", tmp_path / "data"
     data.mkdir()
     command = _cli("run", "--preset", str(preset), "--out", str(out), "--workers", "1", "--no-progress")
-    process = subprocess.Popen(command, env=_env(data), start_new_session=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        command, env=_env(data), start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     killed_during = None
     try:
         deadline = time.monotonic() + 240
@@ -160,8 +197,10 @@ def test_kill_and_resume_with_a_failing_cell(tmp_path):
             break
         time.sleep(0.2)
     assert states == {
-        "grid:bc:toy-bimodal-v0": "done", "grid:bc:cube-single-play-singletask-task2-v0": "failed",
-        "grid:bc:toy-saddle-v0": "interrupted"}
+        "grid:bc:toy-bimodal-v0": "done",
+        "grid:bc:cube-single-play-singletask-task2-v0": "failed",
+        "grid:bc:toy-saddle-v0": "interrupted",
+    }
 
     rerun = subprocess.run(command, env=_env(data), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
@@ -188,8 +227,16 @@ def test_kill_and_resume_with_a_failing_cell(tmp_path):
 
 def test_ray_backend_local_start(tmp_path):
     pytest.importorskip("ray")
-    preset = load_preset(_write_preset(tmp_path / "ray.yaml", agents=["bc"], tasks=[TOY, "fidec/toy-saddle-v0"],
-                                       offline_steps=100, eval_interval=100, checkpoint_interval=100))
+    preset = load_preset(
+        _write_preset(
+            tmp_path / "ray.yaml",
+            agents=["bc"],
+            tasks=[TOY, "fidec/toy-saddle-v0"],
+            offline_steps=100,
+            eval_interval=100,
+            checkpoint_interval=100,
+        )
+    )
     # One Ray CPU: the two cells run one after the other in one worker, which compiles the agent once.
     result = run_leaderboard(preset, tmp_path / "out", backend="ray", workers=1, progress=False)
     assert result.ok and sorted(result.done) == ["ray:bc:toy-bimodal-v0", "ray:bc:toy-saddle-v0"]

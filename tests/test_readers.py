@@ -89,7 +89,8 @@ def test_ogbench_matches_ogbench_own_loader(cube_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, train, val = ogbench.make_env_and_datasets(
-            CUBE.split("/")[1], dataset_path=str(cube_dir / "cube-single-play-v0.npz"))
+            CUBE.split("/")[1], dataset_path=str(cube_dir / "cube-single-play-v0.npz")
+        )
     for split, reference in (("train", train), ("val", val)):
         data = load_dataset(CUBE, path=cube_dir, split=split)
         for key in ("observations", "next_observations", "rewards", "masks", "terminals"):
@@ -220,10 +221,14 @@ def antmaze_file(directory, name="antmaze-umaze-v2"):
     # Episode A: rows 0-3, ends by time-out at row 3. Episode B: rows 4-6, reaches the goal at row 5.
     actions = np.tile(np.arange(7, dtype=np.float32)[:, None] / 10, (1, 8))
     actions[0, 0], actions[1, 1] = 1.5, -1.0
-    return write_d4rl(directory / f"{name}.hdf5", ramp(7, 29), actions,
-                      rewards=np.array([0, 0, 0, 0, 0, 1, 1], np.float32),
-                      terminals=np.array([0, 0, 0, 0, 0, 1, 0], bool),
-                      timeouts=np.array([0, 0, 0, 1, 0, 0, 0], bool))
+    return write_d4rl(
+        directory / f"{name}.hdf5",
+        ramp(7, 29),
+        actions,
+        rewards=np.array([0, 0, 0, 0, 0, 1, 1], np.float32),
+        terminals=np.array([0, 0, 0, 0, 0, 1, 0], bool),
+        timeouts=np.array([0, 0, 0, 1, 0, 0, 0], bool),
+    )
 
 
 def test_d4rl_antmaze_qlearning_view(tmp_path):
@@ -246,8 +251,13 @@ def test_d4rl_adroit_without_timeouts_splits_by_horizon(tmp_path):
     n = 205
     terminals = np.zeros(n, bool)
     terminals[150] = True
-    write_d4rl(tmp_path / "pen-human-v1.hdf5", ramp(n, 45), np.zeros((n, 24), np.float32),
-               rewards=np.arange(n, dtype=np.float32), terminals=terminals)
+    write_d4rl(
+        tmp_path / "pen-human-v1.hdf5",
+        ramp(n, 45),
+        np.zeros((n, 24), np.float32),
+        rewards=np.arange(n, dtype=np.float32),
+        terminals=terminals,
+    )
     data = load_dataset("fidec/pen-human-v1", data_dir=tmp_path)
     assert data.num_transitions == n - 2  # the last row and the time-out row 99
     assert 99 not in data["observations"][:, 0] and 150 in data["observations"][:, 0]
@@ -260,8 +270,12 @@ def test_d4rl_adroit_without_timeouts_splits_by_horizon(tmp_path):
 
 @pytest.mark.parametrize(
     "damage, message",
-    [("truncate", "not a readable hdf5"), ("missing", r"missing datasets \['terminals'\]"),
-     ("shape", r"observations have shape \(28,\), expected \(29,\)"), ("nan", "rewards contain NaN")],
+    [
+        ("truncate", "not a readable hdf5"),
+        ("missing", r"missing datasets \['terminals'\]"),
+        ("shape", r"observations have shape \(28,\), expected \(29,\)"),
+        ("nan", "rewards contain NaN"),
+    ],
 )
 def test_d4rl_bad_files(tmp_path, damage, message):
     file = antmaze_file(tmp_path)
@@ -301,21 +315,35 @@ def minari_antmaze(steps=(4, 3)):
     box = lambda n: gym.spaces.Box(-np.inf, np.inf, (n,), np.float64)  # noqa: E731
     buffers, episodes = [], []
     for index, length in enumerate(steps):
-        observations = {"observation": rng.normal(size=(length + 1, 27)),
-                        "achieved_goal": rng.normal(size=(length + 1, 2)),
-                        "desired_goal": np.zeros((length + 1, 2))}
+        observations = {
+            "observation": rng.normal(size=(length + 1, 27)),
+            "achieved_goal": rng.normal(size=(length + 1, 2)),
+            "desired_goal": np.zeros((length + 1, 2)),
+        }
         terminations = np.zeros(length, bool)
         terminations[-1] = index == 1  # the second episode reaches the goal
-        episode = dict(observations=observations, actions=rng.uniform(-1, 1, (length, 8)).astype(np.float32),
-                       rewards=terminations.astype(np.float64), terminations=terminations,
-                       truncations=~terminations & (np.arange(length) == length - 1))
+        episode = dict(
+            observations=observations,
+            actions=rng.uniform(-1, 1, (length, 8)).astype(np.float32),
+            rewards=terminations.astype(np.float64),
+            terminations=terminations,
+            truncations=~terminations & (np.arange(length) == length - 1),
+        )
         episodes.append(episode)
         buffers.append(EpisodeBuffer(id=index, infos={}, **episode))
     minari.create_dataset_from_buffers(
-        "D4RL/antmaze/umaze-v1", buffers, ref_min_score=0.0, ref_max_score=1.0, action_space=box(8),
-        algorithm_name="random", author="fidec-gym tests", author_email="tests@example.org",
-        code_permalink="https://example.org/fidec-gym", description="synthetic antmaze episodes",
-        observation_space=gym.spaces.Dict({"observation": box(27), "achieved_goal": box(2), "desired_goal": box(2)}))
+        "D4RL/antmaze/umaze-v1",
+        buffers,
+        ref_min_score=0.0,
+        ref_max_score=1.0,
+        action_space=box(8),
+        algorithm_name="random",
+        author="fidec-gym tests",
+        author_email="tests@example.org",
+        code_permalink="https://example.org/fidec-gym",
+        description="synthetic antmaze episodes",
+        observation_space=gym.spaces.Dict({"observation": box(27), "achieved_goal": box(2), "desired_goal": box(2)}),
+    )
     return episodes
 
 
@@ -323,8 +351,9 @@ def minari_antmaze(steps=(4, 3)):
 def test_minari_antmaze_conversion(tmp_path):
     episodes = minari_antmaze()
     data = load_dataset("fidec/antmaze-umaze-v2")
-    flat = [np.concatenate([e["observations"]["achieved_goal"], e["observations"]["observation"]], axis=1)
-            for e in episodes]
+    flat = [
+        np.concatenate([e["observations"]["achieved_goal"], e["observations"]["observation"]], axis=1) for e in episodes
+    ]
     np.testing.assert_allclose(data["observations"], np.concatenate([f[:-1] for f in flat]), rtol=1e-6)
     np.testing.assert_allclose(data["next_observations"], np.concatenate([f[1:] for f in flat]), rtol=1e-6)
     np.testing.assert_array_equal(data["rewards"], [-1, -1, -1, -1, -1, -1, 0])
@@ -334,8 +363,10 @@ def test_minari_antmaze_conversion(tmp_path):
     np.testing.assert_array_equal(data["next_actions"][4], data["actions"][5])
     assert data.metadata["provenance"] == "minari" and data.metadata["minari_id"] == "D4RL/antmaze/umaze-v1"
     # A legacy hdf5 file, when present, takes precedence over the Minari port.
-    assert load_dataset("fidec/antmaze-umaze-v2", data_dir=antmaze_file(tmp_path).parent).metadata[
-        "provenance"] == "d4rl-hdf5"
+    assert (
+        load_dataset("fidec/antmaze-umaze-v2", data_dir=antmaze_file(tmp_path).parent).metadata["provenance"]
+        == "d4rl-hdf5"
+    )
 
 
 # -- toy ----------------------------------------------------------------------------------------------------------
@@ -359,8 +390,11 @@ def test_pixel_dataset_loads_as_uint8(cube_dir, tmp_path):
         n = len(raw["terminals"])
     images = np.random.default_rng(0).integers(0, 256, size=(n, 64, 64, 3), dtype=np.uint8)
     for suffix in ("", "-val"):
-        rewrite_npz(cube_dir / f"cube-single-play-v0{suffix}.npz", tmp_path / f"visual-cube-single-play-v0{suffix}.npz",
-                    observations=images[: n if not suffix else STEPS])
+        rewrite_npz(
+            cube_dir / f"cube-single-play-v0{suffix}.npz",
+            tmp_path / f"visual-cube-single-play-v0{suffix}.npz",
+            observations=images[: n if not suffix else STEPS],
+        )
     data = load_dataset("fidec/visual-cube-single-play-singletask-task2-v0", path=tmp_path)
     state = load_dataset(CUBE, path=cube_dir)
     assert data["observations"].dtype == np.uint8 and data.observation_shape == (64, 64, 3)

@@ -8,8 +8,8 @@ import gymnasium as gym
 import pytest
 
 import fidec_gym
-from fidec_gym.envs.catalogue import all_tasks
 from fidec_gym.cli import main
+from fidec_gym.envs.catalogue import all_tasks
 
 
 def test_counts_per_suite():
@@ -26,7 +26,12 @@ def test_registered_entry_points_and_horizons():
         # Toy bandits end by termination after their one step: no TimeLimit, which would also truncate that step.
         assert registered.max_episode_steps == (None if spec.suite == "toy" else spec.horizon)
         assert registered.kwargs == {"task": spec.name}
-        module = {"ogbench": "fidec_gym.envs.ogbench_env", "visual": "fidec_gym.envs.ogbench_env", "d4rl": "fidec_gym.envs.d4rl_env", "toy": "fidec_gym.envs.toy"}
+        module = {
+            "ogbench": "fidec_gym.envs.ogbench_env",
+            "visual": "fidec_gym.envs.ogbench_env",
+            "d4rl": "fidec_gym.envs.d4rl_env",
+            "toy": "fidec_gym.envs.toy",
+        }
         assert registered.entry_point.startswith(module[spec.suite] + ":")
 
 
@@ -47,7 +52,10 @@ def test_registered_entry_points_and_horizons():
 def test_task_info_ogbench(env_id, task_index, is_default, horizon, category):
     spec = fidec_gym.task_info(env_id)
     assert (spec.task_index, spec.is_default_task, spec.horizon, spec.category) == (
-        task_index, is_default, horizon, category
+        task_index,
+        is_default,
+        horizon,
+        category,
     )
     assert spec.metric == "success" and spec.normalizer == (0.0, 1.0)
     assert spec.normalized_score(1.0) == 100.0
@@ -58,7 +66,12 @@ def test_task_info_d4rl_and_toy():
     assert (umaze.horizon, umaze.observation_shape, umaze.action_shape) == (700, (29,), (8,))
     assert fidec_gym.task_info("antmaze-large-diverse-v2").horizon == 1000
     pen = fidec_gym.task_info("pen-cloned-v1")
-    assert (pen.horizon, pen.metric, pen.observation_shape, pen.action_shape) == (100, "normalized_return", (45,), (24,))
+    assert (pen.horizon, pen.metric, pen.observation_shape, pen.action_shape) == (
+        100,
+        "normalized_return",
+        (45,),
+        (24,),
+    )
     assert pen.normalized_score(96.262799) == pytest.approx(0.0)
     assert pen.normalized_score(3076.8331017826877) == pytest.approx(100.0)
     assert {fidec_gym.task_info(f"{hand}-human-v1").horizon for hand in ("door", "hammer", "relocate")} == {200}

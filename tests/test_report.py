@@ -12,14 +12,20 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from fidec_gym.cli import main  # noqa: E402
 from fidec_gym.eval.paper.published import load_published  # noqa: E402
 from fidec_gym.eval.paper.report import build_report  # noqa: E402
 from fidec_gym.eval.store import ResultsStore  # noqa: E402
-from fidec_gym.cli import main  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TASKS = ("fidec/cube-single-play-singletask-task2-v0", "fidec/toy-bimodal-v0")
 
 
@@ -31,9 +37,16 @@ def results(tmp_path_factory):
     for agent, level in (("fidec", 90.0), ("fql", 70.0)):
         for env_id in TASKS:
             for seed in range(2):
-                run_id = store.create_run(agent=agent, env_id=env_id, seed=seed, config={"offline_steps": 2000},
-                                          data_provenance={"provenance": "generated"}, code_version="test",
-                                          cell=f"t:{agent}:{env_id}", preset="t")
+                run_id = store.create_run(
+                    agent=agent,
+                    env_id=env_id,
+                    seed=seed,
+                    config={"offline_steps": 2000},
+                    data_provenance={"provenance": "generated"},
+                    code_version="test",
+                    cell=f"t:{agent}:{env_id}",
+                    preset="t",
+                )
                 for step in (1, 1000, 2000):
                     store.add_evaluation(run_id, step, {"normalized_score": level * step / 2000 + rng.normal()})
                 store.set_summary(run_id, {"score": level + rng.normal(), "offline_steps": 2000, "eval_episodes": 10})
@@ -62,8 +75,16 @@ def test_report_files_and_content(results):
     assert report_dir == store.root / "report"
     markdown = (report_dir / "report.md").read_text()
     html = index.read_text()
-    for text in ("Comparison with the paper", "Aggregate performance (rliable)", "Learning curves", "Videos",
-                 "Toy study", "96 ± 1", "partial category (1/5 tasks)", "toy task: no published entry"):
+    for text in (
+        "Comparison with the paper",
+        "Aggregate performance (rliable)",
+        "Learning curves",
+        "Videos",
+        "Toy study",
+        "96 ± 1",
+        "partial category (1/5 tasks)",
+        "toy task: no published entry",
+    ):
         assert text in markdown and text.replace("(", "(") in html
     for name in ("categories", "aggregates", "profiles", "learning_curves"):
         assert (report_dir / "figures" / f"{name}.png").stat().st_size > 1000
@@ -90,10 +111,12 @@ def test_index_html_loads_in_chromium(results):
             page.wait_for_load_state("load")
             images = page.eval_on_selector_all("img", "els => els.map(e => [e.getAttribute('src'), e.naturalWidth])")
             assert len(images) == 5 and all(width > 0 for _, width in images), images
-            page.wait_for_function("Array.from(document.querySelectorAll('video')).every(v => v.readyState >= 1 "
-                                   "|| v.error)", timeout=15000)
+            page.wait_for_function(
+                "Array.from(document.querySelectorAll('video')).every(v => v.readyState >= 1 || v.error)", timeout=15000
+            )
             videos = page.eval_on_selector_all(
-                "video", "els => els.map(e => [e.getAttribute('src'), e.readyState, e.error && e.error.code])")
+                "video", "els => els.map(e => [e.getAttribute('src'), e.readyState, e.error && e.error.code])"
+            )
             assert len(videos) == 1
             src, ready, _ = videos[0]
             if ready < 1:  # a browser build without the codec: the file must at least be served

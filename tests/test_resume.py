@@ -13,17 +13,37 @@ import numpy as np
 import pytest
 
 from fidec_gym.agents.base import read_checkpoint
+from fidec_gym.cli import main
 from fidec_gym.eval.run.checkpoint import list_checkpoints
 from fidec_gym.eval.run.loggers import read_metrics_csv
 from fidec_gym.eval.store import ResultsStore
-from fidec_gym.cli import main
 
 TOY = "fidec/toy-saddle-v0"
 RUN_NAME = "bc__toy-saddle-v0__seed1"
 TOTAL = 600
-COMMON = ["--agent", "bc", "--env", TOY, "--seed", "1", "--eval-interval", "100000", "--eval-episodes", "4",
-          "--log-interval", "100", "--checkpoint-interval", "200", "--updates-per-dispatch", "4",
-          "--set", "actor_hidden_dims=[64,64]", "--set", "batch_size=64", "--no-progress"]
+COMMON = [
+    "--agent",
+    "bc",
+    "--env",
+    TOY,
+    "--seed",
+    "1",
+    "--eval-interval",
+    "100000",
+    "--eval-episodes",
+    "4",
+    "--log-interval",
+    "100",
+    "--checkpoint-interval",
+    "200",
+    "--updates-per-dispatch",
+    "4",
+    "--set",
+    "actor_hidden_dims=[64,64]",
+    "--set",
+    "batch_size=64",
+    "--no-progress",
+]
 
 
 def _train_command(out, steps: int, *extra: str) -> list[str]:
@@ -39,11 +59,17 @@ def runs(tmp_path_factory):
     """An uninterrupted run and a run killed with SIGKILL after its first checkpoint, then resumed."""
     reference, killed = tmp_path_factory.mktemp("reference"), tmp_path_factory.mktemp("killed")
     # The reference runs while the other one is being killed (two cores).
-    reference_process = subprocess.Popen(_train_command(reference, TOTAL), env=_environment(),
-                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    reference_process = subprocess.Popen(
+        _train_command(reference, TOTAL),
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     # A practically endless run, killed as soon as its first checkpoint exists.
-    victim = subprocess.Popen(_train_command(killed, 10**9), env=_environment(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        _train_command(killed, 10**9), env=_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     run_dir = killed / "runs" / RUN_NAME
     deadline = time.monotonic() + 180
     while not list_checkpoints(run_dir):
@@ -54,8 +80,9 @@ def runs(tmp_path_factory):
     victim.wait(30)
     killed_at = list_checkpoints(run_dir)[-1][0]
     assert killed_at < TOTAL
-    resumed = subprocess.run(_train_command(killed, TOTAL, "--resume"), env=_environment(), capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run(
+        _train_command(killed, TOTAL, "--resume"), env=_environment(), capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     output, _ = reference_process.communicate(timeout=300)
     assert reference_process.returncode == 0, output

@@ -17,8 +17,12 @@ RUN_KEY = dict(agent="fidec", env_id="fidec/toy-bimodal-v0", seed=3)
 
 
 def _new_run(store: ResultsStore, **overrides) -> int:
-    fields = dict(RUN_KEY, config={"alpha": 10.0, "dims": [64, 64]}, data_provenance={"provenance": "synthetic"},
-                  code_version="0.1.0")
+    fields = dict(
+        RUN_KEY,
+        config={"alpha": 10.0, "dims": [64, 64]},
+        data_provenance={"provenance": "synthetic"},
+        code_version="0.1.0",
+    )
     fields.update(overrides)
     return store.create_run(**fields)
 
@@ -96,10 +100,12 @@ def test_evaluations_artefacts_and_extra_tables(tmp_path):
 
 def _writer(path: str, worker: int, count: int) -> None:
     store = ResultsStore(path)
-    run_id = store.create_run(agent="bc", env_id="fidec/toy-saddle-v0", seed=worker, config={}, data_provenance={},
-                              code_version="test")
-    shared = store.create_run(agent="bc", env_id="fidec/toy-saddle-v0", seed=100, config={}, data_provenance={},
-                              code_version="test")
+    run_id = store.create_run(
+        agent="bc", env_id="fidec/toy-saddle-v0", seed=worker, config={}, data_provenance={}, code_version="test"
+    )
+    shared = store.create_run(
+        agent="bc", env_id="fidec/toy-saddle-v0", seed=100, config={}, data_provenance={}, code_version="test"
+    )
     for step in range(count):
         store.add_evaluation(run_id, step, {"value": float(step)})
         store.add_rows("events", [{"worker": worker, "step": step}])

@@ -173,8 +173,9 @@ def test_stored_thresholds_equal_a_fresh_computation(key):
     size = toy.REFERENCE_SIZE_T3 if key == "T3" else toy.REFERENCE_SIZE
     for q in (1.0, 0.1):
         # Equal to float precision: numpy's SIMD log/exp may differ in the last bit with the array's alignment.
-        assert toy.support_threshold(key, q, num_samples=size) == pytest.approx(toy.REFERENCE_THRESHOLDS[(key, q)],
-                                                                               rel=1e-12)
+        assert toy.support_threshold(key, q, num_samples=size) == pytest.approx(
+            toy.REFERENCE_THRESHOLDS[(key, q)], rel=1e-12
+        )
 
 
 @pytest.mark.parametrize("key", ["T1", "T2", "T5"])

@@ -16,9 +16,21 @@ from fidec_gym.eval.toy.claims import bootstrap_interval, study_findings, verdic
 from fidec_gym.eval.toy.preset_metrics import estimate_state_metric, ideal_velocity, local_metric_summary
 from fidec_gym.eval.toy.study import METRICS_TABLE, PRESET_TABLE, ToyStudyConfig, oracle_q_fn, run_toy_study
 
-TINY = dict(landscapes=("T1",), variants=("bc", "fidec-paper"), critics=("oracle",), seeds=1, steps=200,
-            hidden_dims=(32, 32), batch_size=64, num_policy_samples=2_000, figure_samples=500,
-            preset_metric_samples=2_000, eval_episodes=2, workers=1, progress=False)
+TINY = dict(
+    landscapes=("T1",),
+    variants=("bc", "fidec-paper"),
+    critics=("oracle",),
+    seeds=1,
+    steps=200,
+    hidden_dims=(32, 32),
+    batch_size=64,
+    num_policy_samples=2_000,
+    figure_samples=500,
+    preset_metric_samples=2_000,
+    eval_episodes=2,
+    workers=1,
+    progress=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +46,21 @@ def test_study_writes_one_row_per_agent_landscape_seed(study):
     assert result.ran == 2 and result.skipped == 0 and not result.failures
     with open(out / "toy_metrics.csv", newline="") as stream:
         rows = list(csv.DictReader(stream))
-    assert sorted((r["agent"], r["landscape"], r["seed"]) for r in rows) == [("bc", "T1", "0"),
-                                                                             ("fidec-paper", "T1", "0")]
-    required = {"agent", "landscape", "seed", "critic", "final_divergence", "final_alpha", "q_at_mean",
-                "mean_action_x", "mean_action_y"}
+    assert sorted((r["agent"], r["landscape"], r["seed"]) for r in rows) == [
+        ("bc", "T1", "0"),
+        ("fidec-paper", "T1", "0"),
+    ]
+    required = {
+        "agent",
+        "landscape",
+        "seed",
+        "critic",
+        "final_divergence",
+        "final_alpha",
+        "q_at_mean",
+        "mean_action_x",
+        "mean_action_y",
+    }
     assert required <= set(rows[0])
     by_agent = {r["agent"]: r for r in rows}
     assert by_agent["bc"]["critic"] == "none" and by_agent["fidec-paper"]["critic"] == "oracle"
@@ -94,16 +117,20 @@ def test_oracle_mode_trains_no_critic(study):
     fresh = AGENTS["fidec"].create(run["seed"], example, config, q_fn=oracle_q_fn("T1"))
     trained = fresh.load(checkpoint)
     assert int(trained.network.step) > 200  # it did train
-    same = jax.tree_util.tree_map(np.array_equal, fresh.network.params["modules_critic"],
-                                  trained.network.params["modules_critic"])
+    same = jax.tree_util.tree_map(
+        np.array_equal, fresh.network.params["modules_critic"], trained.network.params["modules_critic"]
+    )
     assert all(jax.tree_util.tree_leaves(same))
     # The target is still Polyak-averaged towards the (unchanged) critic: tau*w + (1 - tau)*w is w up to rounding.
-    close = jax.tree_util.tree_map(lambda a, b: np.allclose(a, b, rtol=1e-5, atol=1e-7),
-                                   fresh.network.params["modules_target_critic"],
-                                   trained.network.params["modules_target_critic"])
+    close = jax.tree_util.tree_map(
+        lambda a, b: np.allclose(a, b, rtol=1e-5, atol=1e-7),
+        fresh.network.params["modules_target_critic"],
+        trained.network.params["modules_target_critic"],
+    )
     assert all(jax.tree_util.tree_leaves(close))
-    changed = jax.tree_util.tree_map(np.array_equal, fresh.network.params["modules_actor_bc_flow"],
-                                     trained.network.params["modules_actor_bc_flow"])
+    changed = jax.tree_util.tree_map(
+        np.array_equal, fresh.network.params["modules_actor_bc_flow"], trained.network.params["modules_actor_bc_flow"]
+    )
     assert not all(jax.tree_util.tree_leaves(changed))
 
 
@@ -153,26 +180,57 @@ def test_written_findings_tally_the_claims_table():
     import pandas as pd
 
     def row(claim, variant, verdict_text, landscape="T1", mean=0.1, low=0.05, high=0.15, prediction="> 0"):
-        return {"critic": "learned", "landscape": landscape, "claim": claim, "fidec_variant": variant, "seeds": 3,
-                "mean_difference": mean, "ci_low": low, "ci_high": high, "prediction": prediction,
-                "verdict": verdict_text}
+        return {
+            "critic": "learned",
+            "landscape": landscape,
+            "claim": claim,
+            "fidec_variant": variant,
+            "seeds": 3,
+            "mean_difference": mean,
+            "ci_low": low,
+            "ci_high": high,
+            "prediction": prediction,
+            "verdict": verdict_text,
+        }
 
-    claims = pd.DataFrame([
-        row("a", "fidec-paper", "holds"), row("b", "fidec-paper", "holds in every seed"),
-        row("c", "fidec-paper", "opposite"), row("d", "fidec-paper", "inconclusive"),
-        row("a", "fidec-local", "fails in 1 of 3 seeds"),
-        row("paper vs isotropic (supported value)", "fidec-paper", "differs", "T3", 0.24, 0.11, 0.38, "≠ 0?"),
-        row("paper vs isotropic (supported value)", "fidec-paper", "no detectable difference", "T5", -0.05, -0.1,
-            0.02, "≠ 0?"),
-        row("paper vs official (supported value)", "fidec-paper", "no detectable difference", "T2", 0.0, -0.1,
-            0.1, "≠ 0?"),
-    ])
+    claims = pd.DataFrame(
+        [
+            row("a", "fidec-paper", "holds"),
+            row("b", "fidec-paper", "holds in every seed"),
+            row("c", "fidec-paper", "opposite"),
+            row("d", "fidec-paper", "inconclusive"),
+            row("a", "fidec-local", "fails in 1 of 3 seeds"),
+            row("paper vs isotropic (supported value)", "fidec-paper", "differs", "T3", 0.24, 0.11, 0.38, "≠ 0?"),
+            row(
+                "paper vs isotropic (supported value)",
+                "fidec-paper",
+                "no detectable difference",
+                "T5",
+                -0.05,
+                -0.1,
+                0.02,
+                "≠ 0?",
+            ),
+            row(
+                "paper vs official (supported value)",
+                "fidec-paper",
+                "no detectable difference",
+                "T2",
+                0.0,
+                -0.1,
+                0.1,
+                "≠ 0?",
+            ),
+        ]
+    )
     (paragraph,) = study_findings(claims)
     assert paragraph.startswith("Critic `learned`, up to 3 seed(s)")
     assert "fidec-paper 2 hold, 1 fail, 1 inconclusive" in paragraph
     assert "fidec-local 0 hold, 1 fail, 0 inconclusive" in paragraph
-    assert "paper vs isotropic (supported value): differs on T3 +0.24 [0.11, 0.38]; no detectable difference on T5" \
+    assert (
+        "paper vs isotropic (supported value): differs on T3 +0.24 [0.11, 0.38]; no detectable difference on T5"
         in paragraph
+    )
     assert "paper vs official (supported value): no detectable difference on any landscape" in paragraph
     assert study_findings(pd.DataFrame()) == []
 

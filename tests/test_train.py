@@ -15,19 +15,29 @@ from fidec_gym import agents
 from fidec_gym.agents.bc import BCAgent
 from fidec_gym.envs.catalogue import task_info
 from fidec_gym.eval.run.checkpoint import list_checkpoints, load_trainer_state
+from fidec_gym.eval.run.config import TrainConfig
 from fidec_gym.eval.run.loggers import CsvLogger, MissingDependencyError, TensorBoardLogger, read_metrics_csv
 from fidec_gym.eval.run.scoring import reported_score
-from fidec_gym.eval.store import ResultsStore
-from fidec_gym.eval.run.config import TrainConfig
 from fidec_gym.eval.run.trainer import train
+from fidec_gym.eval.store import ResultsStore
 
 TOY = "fidec/toy-bimodal-v0"
 SMALL = {"actor_hidden_dims": (64, 64), "batch_size": 64}
 
 
 def _config(out_dir, **changes) -> TrainConfig:
-    base = TrainConfig(agent="bc", env_id=TOY, seed=0, offline_steps=120, eval_interval=50, eval_episodes=8,
-                       log_interval=40, checkpoint_interval=60, agent_overrides=dict(SMALL), results_dir=str(out_dir))
+    base = TrainConfig(
+        agent="bc",
+        env_id=TOY,
+        seed=0,
+        offline_steps=120,
+        eval_interval=50,
+        eval_episodes=8,
+        log_interval=40,
+        checkpoint_interval=60,
+        agent_overrides=dict(SMALL),
+        results_dir=str(out_dir),
+    )
     return dataclasses.replace(base, **changes)
 
 
@@ -129,8 +139,9 @@ def jax_leaves(tree):
 
 def test_offline_to_online_and_online_resume(tmp_path):
     store = ResultsStore(tmp_path)
-    cfg = _config(tmp_path, offline_steps=30, online_steps=20, eval_interval=100, log_interval=10,
-                  checkpoint_interval=25)
+    cfg = _config(
+        tmp_path, offline_steps=30, online_steps=20, eval_interval=100, log_interval=10, checkpoint_interval=25
+    )
     result = train(cfg, store=store, progress=False)
     assert result.status == "done"
     steps = [e["step"] for e in store.evaluations(store.runs()[0]["id"])]
@@ -150,8 +161,10 @@ def test_offline_to_online_and_online_resume(tmp_path):
 
 def test_reporting_rule_on_a_hand_made_history():
     ogbench = task_info("fidec/cube-single-play-singletask-task2-v0")
-    history = [{"step": s, "normalized_score": v} for s, v in
-               [(1, 0.0), (100_000, 10.0), (700_000, 50.0), (800_000, 60.0), (900_000, 70.0), (1_000_000, 95.0)]]
+    history = [
+        {"step": s, "normalized_score": v}
+        for s, v in [(1, 0.0), (100_000, 10.0), (700_000, 50.0), (800_000, 60.0), (900_000, 70.0), (1_000_000, 95.0)]
+    ]
     score = reported_score(history[::-1], ogbench, 1_000_000)  # order does not matter
     assert score["score"] == pytest.approx(75.0) and score["score_steps"] == [800_000, 900_000, 1_000_000]
     assert score["protocol_matches_paper"] and "800K/900K/1M" in score["score_rule"]
@@ -164,11 +177,20 @@ def test_reporting_rule_on_a_hand_made_history():
     assert reported_score(pixel, visual, 500_000)["score"] == pytest.approx(4.0)
     assert reported_score(pixel, visual, 500_000)["protocol_matches_paper"]
     d4rl = task_info("fidec/antmaze-large-play-v2")
-    last = reported_score([{"step": 400_000, "normalized_score": 10.0}, {"step": 500_000, "normalized_score": 80.0}],
-                          d4rl, 500_000)
+    last = reported_score(
+        [{"step": 400_000, "normalized_score": 10.0}, {"step": 500_000, "normalized_score": 80.0}], d4rl, 500_000
+    )
     assert last["score"] == 80.0 and last["protocol_matches_paper"]
-    online = reported_score([{"step": 1_000_000, "normalized_score": 40.0}, {"step": 2_000_000, "normalized_score": 90.0},
-                             {"step": 1_500_000, "normalized_score": 70.0}], ogbench, 1_000_000, 1_000_000)
+    online = reported_score(
+        [
+            {"step": 1_000_000, "normalized_score": 40.0},
+            {"step": 2_000_000, "normalized_score": 90.0},
+            {"step": 1_500_000, "normalized_score": 70.0},
+        ],
+        ogbench,
+        1_000_000,
+        1_000_000,
+    )
     assert (online["score_offline"], online["score_online"], online["score"]) == (40.0, 90.0, 90.0)
     assert online["protocol_matches_paper"]
     assert math.isnan(reported_score([], ogbench, 10)["score"])
@@ -182,8 +204,11 @@ def test_csv_logger_appends_after_resume_and_widens(tmp_path):
     logger.log(30, {"loss": 0.25})
     resumed = CsvLogger(path, resume_step=20)  # steps after the checkpoint are dropped, then re-logged
     resumed.log(30, {"loss": 0.3})
-    assert read_metrics_csv(path) == [{"step": 10.0, "loss": 1.0}, {"step": 20.0, "loss": 0.5, "eval/score": 3.0},
-                                      {"step": 30.0, "loss": 0.3}]
+    assert read_metrics_csv(path) == [
+        {"step": 10.0, "loss": 1.0},
+        {"step": 20.0, "loss": 0.5, "eval/score": 3.0},
+        {"step": 30.0, "loss": 0.3},
+    ]
 
 
 def test_tensorboard_logger_and_missing_package_message(tmp_path, monkeypatch):

@@ -49,8 +49,13 @@ def test_episode_score_formulas_per_metric():
 
     ogbench = EpisodeScore(TimeLimit(D4RLAntMazeEnv("umaze"), 2), fidec_gym.task_info("cube-single-play-singletask-v0"))
     ogbench.reset(seed=0)
-    assert ogbench.episode_summary(success=True) == {"r": 0.0, "l": 0, "success": 1.0, "metric": 1.0,
-                                                     "normalized_score": 100.0}
+    assert ogbench.episode_summary(success=True) == {
+        "r": 0.0,
+        "l": 0,
+        "success": 1.0,
+        "metric": 1.0,
+        "normalized_score": 100.0,
+    }
     # A success metric without a success flag: the metric and the score are unknown too, so all three are absent.
     assert ogbench.episode_summary(success=None) == {"r": 0.0, "l": 0}
     assert ogbench.episode_summary(success=float("nan")) == {"r": 0.0, "l": 0}

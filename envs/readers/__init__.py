@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
+
 from fidec_gym.errors import DataError
 
 # The fidec Dataset layout version; bump when keys or conventions change.

@@ -138,14 +138,20 @@ def read_d4rl_hdf5(spec, file: Path) -> tuple[dict, dict]:
             problems.append(f"{key} contain NaN or Inf")
     if problems:
         raise DatasetError(
-            f"{file}: not a valid D4RL {spec.dataset} file: " + "; ".join(problems)
+            f"{file}: not a valid D4RL {spec.dataset} file: "
+            + "; ".join(problems)
             + ". Check that the file belongs to this task, or download it again."
         )
 
     antmaze = spec.category == "d4rl-antmaze"
     arrays = qlearning_view(
-        raw["observations"], raw["actions"], rewards[:, 0], raw["terminals"].reshape(-1),
-        raw.get("timeouts", None), spec.horizon, antmaze,
+        raw["observations"],
+        raw["actions"],
+        rewards[:, 0],
+        raw["terminals"].reshape(-1),
+        raw.get("timeouts", None),
+        spec.horizon,
+        antmaze,
     )
     if len(arrays["observations"]) == 0:
         raise DatasetError(f"{file}: no transitions are left after dropping time-out rows; the file is unusable.")

@@ -97,7 +97,8 @@ def read_minari(spec, dataset_id: str) -> tuple[dict, dict]:
     problems = []
     if merged["observations"].shape[1:] != tuple(spec.observation_shape):
         problems.append(
-            f"observations have shape {merged['observations'].shape[1:]}, expected {spec.observation_shape}")
+            f"observations have shape {merged['observations'].shape[1:]}, expected {spec.observation_shape}"
+        )
     if merged["actions"].shape[1:] != tuple(spec.action_shape):
         problems.append(f"actions have shape {merged['actions'].shape[1:]}, expected {spec.action_shape}")
     for key in ("observations", "next_observations", "actions", "rewards"):

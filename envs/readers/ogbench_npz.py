@@ -66,7 +66,7 @@ def sidecar_path(npz_path: Path) -> Path:
 
 def missing_data_message(dataset: str, tried: list[Path]) -> str:
     looked = "\n".join(f"  - {p}" for p in tried) or "  (no directory given)"
-    base = dataset[len("visual-"):] if dataset.startswith("visual-") else dataset
+    base = dataset[len("visual-") :] if dataset.startswith("visual-") else dataset
     fetch = (
         f"fetch the official files with `fidec data download {dataset} --out $FIDEC_DATA_DIR` (needs network), "
         f"or download {OGBENCH_URL}/{dataset}.npz and {OGBENCH_URL}/{dataset}-val.npz into $FIDEC_DATA_DIR, "
@@ -157,7 +157,9 @@ def _provenance(file: Path, checksum: str) -> tuple[str, dict]:
     try:
         info = json.loads(sidecar.read_text())
     except (OSError, json.JSONDecodeError) as error:
-        raise DatasetError(f"{sidecar}: unreadable metadata sidecar ({error}); delete it or regenerate the data.")
+        raise DatasetError(
+            f"{sidecar}: unreadable metadata sidecar ({error}); delete it or regenerate the data."
+        ) from None
     recorded = info.get("files", {}).get(file.name, {}).get("sha256")
     if recorded != checksum:
         warnings.warn(
@@ -212,7 +214,8 @@ def read_ogbench(spec, file: Path, split: str = "train", compact: bool = False) 
     problems = []
     if arrays["observations"].shape[1:] != tuple(spec.observation_shape):
         problems.append(
-            f"observations have shape {arrays['observations'].shape[1:]}, expected {spec.observation_shape}")
+            f"observations have shape {arrays['observations'].shape[1:]}, expected {spec.observation_shape}"
+        )
     if arrays["actions"].shape[1:] != tuple(spec.action_shape):
         problems.append(f"actions have shape {arrays['actions'].shape[1:]}, expected {spec.action_shape}")
     for key in ("actions", "qpos") + (() if visual else ("observations",)):
@@ -220,13 +223,14 @@ def read_ogbench(spec, file: Path, split: str = "train", compact: bool = False) 
             problems.append(f"{key} contain NaN or Inf")
     if problems:
         raise DatasetError(
-            f"{file}: not a valid {spec.dataset} dataset for {spec.env_id}: " + "; ".join(problems)
+            f"{file}: not a valid {spec.dataset} dataset for {spec.env_id}: "
+            + "; ".join(problems)
             + ". Check that the file belongs to this task, or regenerate it."
         )
 
     # Relabel with OGBench's own function against the task's environment. The state environment is used for pixel
     # datasets too: the task goals are identical and it needs no renderer.
-    state_name = spec.source_name[len("visual-"):] if visual else spec.source_name
+    state_name = spec.source_name[len("visual-") :] if visual else spec.source_name
     words = state_name.split("-")
     position = words.index("singletask")
     env_name = "-".join(words[: position - 1] + words[position:])

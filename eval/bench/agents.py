@@ -20,8 +20,9 @@ import json
 import os
 import time
 from typing import Any
-from fidec_gym.files import atomic_write_text
+
 from fidec_gym.errors import ConfigError
+from fidec_gym.files import atomic_write_text
 
 SIZES = {
     "paper": {"hidden_dims": (512, 512, 512, 512), "batch_size": 256},
@@ -29,20 +30,32 @@ SIZES = {
 }
 OBSERVATION_DIM, ACTION_DIM = 28, 5
 FIDEC_PRESETS = ("paper", "official", "local", "isotropic")
-COLUMNS = ("size", "agent", "variant", "single_ms", "update_n_ms", "vmap_ms", "vmap_per_seed_ms", "vmap_ratio",
-           "compile_s")
+COLUMNS = (
+    "size",
+    "agent",
+    "variant",
+    "single_ms",
+    "update_n_ms",
+    "vmap_ms",
+    "vmap_per_seed_ms",
+    "vmap_ratio",
+    "compile_s",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sizes", default="small,paper",
-                        help=f"comma-separated network sizes to time, from {sorted(SIZES)} (default: small,paper)")
+    parser.add_argument(
+        "--sizes",
+        default="small,paper",
+        help=f"comma-separated network sizes to time, from {sorted(SIZES)} (default: small,paper)",
+    )
     parser.add_argument("--steps", type=int, default=50, help="timed update steps per column (default: 50)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="timing rounds per column; the fastest round is reported (default: 3)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="timing rounds per column; the fastest round is reported (default: 3)"
+    )
     parser.add_argument("--fused", type=int, default=10, help="batches per update_n call (default: 10)")
     parser.add_argument("--seeds", type=int, default=4, help="seeds in the vmapped column (default: 4)")
-    parser.add_argument("--agents", default=None,
-                        help="comma-separated agent names (default: every registered agent)")
+    parser.add_argument("--agents", default=None, help="comma-separated agent names (default: every registered agent)")
     parser.add_argument("--out", default="results/bench", help="directory for bench_agents.csv/.json")
 
 
@@ -172,8 +185,11 @@ def _goals(rows: list[dict], seeds: int) -> dict:
             ratio = by_key["fidec", "official"]["single_ms"] / by_key["fidec", "official+log_mse"]["single_ms"]
             entry["fidec_official_over_logging_rollout"] = {"ratio": ratio, "goal": 0.8, "met": ratio <= 0.8}
         worst = max(rows_for_size["vmap_ratio"] for rows_for_size in by_key.values())
-        entry[f"vmap_{seeds}_seeds_over_one_worst"] = {"ratio": worst, "goal": 3.2 if seeds == 4 else None,
-                                                         "met": worst <= 3.2 if seeds == 4 else None}
+        entry[f"vmap_{seeds}_seeds_over_one_worst"] = {
+            "ratio": worst,
+            "goal": 3.2 if seeds == 4 else None,
+            "met": worst <= 3.2 if seeds == 4 else None,
+        }
         goals[size] = entry
     return goals
 
@@ -210,9 +226,11 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_text(csv_path, buffer.getvalue())
 
     def format_row(row: dict) -> str:
-        return (f"{row['size']:6} {row['agent']:7} {row['variant']:9} {row['single_ms']:8.2f} "
-                f"{row['update_n_ms']:9.2f} {row['vmap_ms']:8.2f} {row['vmap_per_seed_ms']:9.2f} "
-                f"{row['vmap_ratio']:6.2f} {row['compile_s']:7.1f}s")
+        return (
+            f"{row['size']:6} {row['agent']:7} {row['variant']:9} {row['single_ms']:8.2f} "
+            f"{row['update_n_ms']:9.2f} {row['vmap_ms']:8.2f} {row['vmap_per_seed_ms']:9.2f} "
+            f"{row['vmap_ratio']:6.2f} {row['compile_s']:7.1f}s"
+        )
 
     jobs = [(size, *variant) for size in sizes for variant in _variants(names)]
     rows = []
@@ -222,10 +240,14 @@ def run(args: argparse.Namespace) -> int:
         tqdm.write(format_row(rows[-1]))
         write_csv(rows)  # rows measured so far survive an interruption
 
-    print(f"ms per update ({jax.devices()[0].platform}, obs {OBSERVATION_DIM}, action {ACTION_DIM}, "
-          f"{args.seeds} vmapped seeds, update_n over {args.fused} batches)")
-    print(f"{'size':6} {'agent':7} {'variant':9} {'single':>8} {'update_n':>9} {'vmap':>8} {'per seed':>9} "
-          f"{'ratio':>6} {'compile':>8}")
+    print(
+        f"ms per update ({jax.devices()[0].platform}, obs {OBSERVATION_DIM}, action {ACTION_DIM}, "
+        f"{args.seeds} vmapped seeds, update_n over {args.fused} batches)"
+    )
+    print(
+        f"{'size':6} {'agent':7} {'variant':9} {'single':>8} {'update_n':>9} {'vmap':>8} {'per seed':>9} "
+        f"{'ratio':>6} {'compile':>8}"
+    )
     for row in rows:
         print(format_row(row))
     goals = _goals(rows, args.seeds)
@@ -233,10 +255,18 @@ def run(args: argparse.Namespace) -> int:
         for goal, value in entry.items():
             print(f"goal [{size}] {goal}: {value['ratio']:.2f} (goal <= {value['goal']}, met: {value['met']})")
 
-    meta = {"device": str(jax.devices()[0]), "platform": jax.devices()[0].platform, "steps": args.steps,
-            "rounds": args.rounds,
-            "fused": args.fused, "seeds": args.seeds, "observation_dim": OBSERVATION_DIM, "action_dim": ACTION_DIM}
-    atomic_write_text(os.path.join(args.out, "bench_agents.json"),
-                      json.dumps({"meta": meta, "rows": rows, "goals": goals}, indent=2))
+    meta = {
+        "device": str(jax.devices()[0]),
+        "platform": jax.devices()[0].platform,
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "fused": args.fused,
+        "seeds": args.seeds,
+        "observation_dim": OBSERVATION_DIM,
+        "action_dim": ACTION_DIM,
+    }
+    atomic_write_text(
+        os.path.join(args.out, "bench_agents.json"), json.dumps({"meta": meta, "rows": rows, "goals": goals}, indent=2)
+    )
     print(f"wrote {csv_path} and bench_agents.json")
     return 0

@@ -41,24 +41,39 @@ def run(args) -> int:
         with tempfile.TemporaryDirectory(prefix="fidec-bench-data-") as directory:
             started, cpu_started = time.perf_counter(), os.times()
             train_path, val_path = generate_manipulation_dataset(
-                args.dataset, args.episodes, directory, workers=workers, seed=args.seed, progress=False,
+                args.dataset,
+                args.episodes,
+                directory,
+                workers=workers,
+                seed=args.seed,
+                progress=False,
                 max_episode_steps=args.max_episode_steps,
             )
             seconds = time.perf_counter() - started
             cpu = os.times()
             # Worker processes are reaped before the call returns, so their time is in the children's fields.
-            cpu_seconds = sum(getattr(cpu, f) - getattr(cpu_started, f)
-                              for f in ("user", "system", "children_user", "children_system"))
+            cpu_seconds = sum(
+                getattr(cpu, f) - getattr(cpu_started, f)
+                for f in ("user", "system", "children_user", "children_system")
+            )
             with np.load(train_path) as train, np.load(val_path) as val:
                 transitions = len(train["terminals"]) + len(val["terminals"])
                 digest = hashlib.sha256(train["actions"].tobytes()).hexdigest()
         identical = None if reference is None else digest == reference
         reference = digest if reference is None else reference
-        rows.append({"dataset": args.dataset, "workers": workers, "episodes": args.episodes,
-                     "transitions": transitions, "seconds": round(seconds, 2),
-                     "transitions_per_s": round(transitions / seconds, 1), "cpu_seconds": round(cpu_seconds, 2),
-                     "ms_cpu_per_transition": round(1000 * cpu_seconds / transitions, 3),
-                     "same_data_as_first": identical})
+        rows.append(
+            {
+                "dataset": args.dataset,
+                "workers": workers,
+                "episodes": args.episodes,
+                "transitions": transitions,
+                "seconds": round(seconds, 2),
+                "transitions_per_s": round(transitions / seconds, 1),
+                "cpu_seconds": round(cpu_seconds, 2),
+                "ms_cpu_per_transition": round(1000 * cpu_seconds / transitions, 3),
+                "same_data_as_first": identical,
+            }
+        )
     table = pd.DataFrame(rows)
     table["speedup"] = (table["transitions_per_s"] / table["transitions_per_s"].iloc[0]).round(2)
     print(table.to_string(index=False))
@@ -66,8 +81,12 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "bench_data.csv", index=False)
-    machine = {"cpu_count": os.cpu_count(), "load_average": os.getloadavg(), "platform": platform.platform(),
-               "python": platform.python_version()}
+    machine = {
+        "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
     (out / "bench_data.json").write_text(json.dumps({"machine": machine, "rows": table.to_dict("records")}, indent=2))
     print(f"wrote {out / 'bench_data.csv'} and {out / 'bench_data.json'}")
     return 0

@@ -8,8 +8,9 @@ training run builds its evaluation environments once and reuses them.
 from __future__ import annotations
 
 import argparse
-from fidec_gym.files import atomic_path
+
 from fidec_gym.errors import ConfigError
+from fidec_gym.files import atomic_path
 
 DEFAULT_ENV = "fidec/cube-single-play-singletask-task2-v0"
 
@@ -66,9 +67,19 @@ def measure(env_id: str, episodes: int, workers: int, seed: int = 0, repeats: in
     finally:
         for evaluator in evaluators.values():
             evaluator.close()
-    return [{"env_id": env_id, "workers": count, "episodes": episodes, "env_steps": steps[count],
-             "seconds": best[count], "episodes_per_s": episodes / best[count], "steps_per_s": steps[count] / best[count],
-             "setup_s": setups[count]} for count in evaluators]
+    return [
+        {
+            "env_id": env_id,
+            "workers": count,
+            "episodes": episodes,
+            "env_steps": steps[count],
+            "seconds": best[count],
+            "episodes_per_s": episodes / best[count],
+            "steps_per_s": steps[count] / best[count],
+            "setup_s": setups[count],
+        }
+        for count in evaluators
+    ]
 
 
 def run(args) -> int:
@@ -89,11 +100,15 @@ def run(args) -> int:
         row["load_average_1min"] = os.getloadavg()[0]  # other processes on the machine distort the ratio
     print(f"{'workers':>7} {'episodes/s':>11} {'steps/s':>9} {'setup s':>8} {'speed-up':>9}")
     for row in rows:
-        print(f"{row['workers']:>7} {row['episodes_per_s']:>11.3f} {row['steps_per_s']:>9.1f} {row['setup_s']:>8.2f} "
-              f"{row['speedup_vs_one_env']:>8.2f}x")
+        print(
+            f"{row['workers']:>7} {row['episodes_per_s']:>11.3f} {row['steps_per_s']:>9.1f} {row['setup_s']:>8.2f} "
+            f"{row['speedup_vs_one_env']:>8.2f}x"
+        )
     goal = "met" if speedup >= 1.7 else "NOT met"
-    print(f"vector env with {args.workers} workers: {speedup:.2f}x one env (goal >= 1.7x on 2 cores: {goal}); "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        f"vector env with {args.workers} workers: {speedup:.2f}x one env (goal >= 1.7x on 2 cores: {goal}); "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, write in (("bench_eval.csv", _write_csv), ("bench_eval.json", _write_json)):

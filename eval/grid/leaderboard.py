@@ -4,10 +4,11 @@ A *cell* is one (agent, task) pair; its seeds run inside it, one after another. 
 (``concurrent.futures`` with the ``spawn`` start method, so JAX never sees a forked process) or as Ray tasks on a
 cluster. Every run is registered in the results store before anything trains, so the grid can be inspected with
 :func:`leaderboard_status` at any time; re-running a preset after an interruption (even ``kill -9``) skips finished
-cells and resumes unfinished runs from their last checkpoint (``fidec_gym.eval.run.trainer.train(..., resume=True)``), and a cell
-that fails is recorded as failed while the rest of the grid goes on.
+cells and resumes unfinished runs from their last checkpoint (``train(..., resume=True)``), and a cell that fails is
+recorded as failed while the rest of the grid goes on.
 
-Presets (``fidec_gym.eval.grid.presets``) are YAML files in ``leaderboards/presets``; see that folder's README for the schema.
+Presets (:mod:`fidec_gym.eval.grid.presets`) are YAML files in ``leaderboards/presets``; see that folder's README for
+the schema.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from typing import Optional
 
 from fidec_gym.errors import ResultsNotFoundError
 from fidec_gym.eval.grid.presets import (  # noqa: F401  (re-exported: the leaderboard's public API)
-    AGENT_NAMES, PRESET_DIR, RUN_DEFAULTS, RUN_SETTINGS, Cell, LeaderboardError, Preset, available_presets,
+    AGENT_NAMES,
+    PRESET_DIR,
+    RUN_DEFAULTS,
+    RUN_SETTINGS,
+    Cell,
+    LeaderboardError,
+    Preset,
+    available_presets,
     load_preset,
 )
 
@@ -44,8 +52,12 @@ def prepare_datasets(preset: Preset, data_dir: Path, progress: bool = True) -> l
         if name.startswith("visual-"):
             raise LeaderboardError(f"datasets.{dataset}: generation of visual datasets is not supported by presets")
         train_path, _ = generate_manipulation_dataset(
-            name, int(options.get("episodes", 50)), str(data_dir), workers=int(options.get("workers", 1)),
-            seed=int(options.get("seed", 0)), progress=progress,
+            name,
+            int(options.get("episodes", 50)),
+            str(data_dir),
+            workers=int(options.get("workers", 1)),
+            seed=int(options.get("seed", 0)),
+            progress=progress,
         )
         made.append(Path(train_path))
     return made
@@ -56,8 +68,13 @@ def _train_config(cell: Cell, seed: int, out_dir: Path):
     from fidec_gym.eval.run.config import TrainConfig
 
     return TrainConfig(
-        agent=cell.agent, env_id=cell.env_id, seed=seed, agent_overrides=copy.deepcopy(cell.agent_overrides),
-        dataset_path=cell.dataset_path, results_dir=str(out_dir), **cell.settings,
+        agent=cell.agent,
+        env_id=cell.env_id,
+        seed=seed,
+        agent_overrides=copy.deepcopy(cell.agent_overrides),
+        dataset_path=cell.dataset_path,
+        results_dir=str(out_dir),
+        **cell.settings,
     )
 
 
@@ -71,10 +88,18 @@ def register_cells(store, preset: Preset, cells: list[Cell], out_dir: Path) -> d
         ids = []
         for seed in cell.seeds:
             config = _train_config(cell, seed, out_dir)
-            ids.append(store.create_run(
-                agent=cell.agent, env_id=cell.env_id, seed=seed, config=config.record(),
-                data_provenance={}, code_version=version, cell=cell.name, preset=preset.name,
-            ))
+            ids.append(
+                store.create_run(
+                    agent=cell.agent,
+                    env_id=cell.env_id,
+                    seed=seed,
+                    config=config.record(),
+                    data_provenance={},
+                    code_version=version,
+                    cell=cell.name,
+                    preset=preset.name,
+                )
+            )
         run_ids[cell.name] = ids
     return run_ids
 
@@ -85,8 +110,8 @@ def run_cell(cell: Cell, out_dir: str, run_ids: list[int]) -> dict:
     Runs in a worker process (local pool or Ray). Returns {"cell", "statuses": {seed: status}, "messages"}.
     """
     from fidec_gym.envs.registration import register_all
-    from fidec_gym.eval.store import ResultsStore
     from fidec_gym.eval.run.trainer import train
+    from fidec_gym.eval.store import ResultsStore
 
     register_all()  # a fresh worker process knows no fidec/* IDs yet
 
@@ -142,8 +167,9 @@ def check_ray_address(address: str, timeout: float = 3.0) -> None:
     target = address.split("://", 1)[-1]
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
-        raise LeaderboardError(f"invalid Ray address {address!r}; use HOST:PORT (e.g. 10.0.0.5:6379), "
-                               "ray://HOST:10001 or 'auto'")
+        raise LeaderboardError(
+            f"invalid Ray address {address!r}; use HOST:PORT (e.g. 10.0.0.5:6379), ray://HOST:10001 or 'auto'"
+        )
     try:
         with socket.create_connection((host, int(port)), timeout=timeout):
             pass
@@ -215,8 +241,9 @@ def run_leaderboard(
         else:
             todo.append(cell)
     skipped_failed = [name for name in skipped if _cell_state(store, run_ids[name]) == "failed"]
-    result = GridResult(out_dir=out, total=len(cells), skipped=skipped, done=[], failed={},
-                        skipped_failed=skipped_failed)
+    result = GridResult(
+        out_dir=out, total=len(cells), skipped=skipped, done=[], failed={}, skipped_failed=skipped_failed
+    )
     failed_before = len(skipped_failed)
     bar = _progress_bar(len(cells), len(skipped), progress)
     try:
@@ -240,8 +267,11 @@ def run_leaderboard(
 
 def _cell_error(cell: Cell, error: BaseException) -> dict:
     message = f"worker crashed: {type(error).__name__}: {error}"
-    return {"cell": cell.name, "statuses": {seed: "failed" for seed in cell.seeds},
-            "messages": {seed: message for seed in cell.seeds}}
+    return {
+        "cell": cell.name,
+        "statuses": {seed: "failed" for seed in cell.seeds},
+        "messages": {seed: message for seed in cell.seeds},
+    }
 
 
 def _mark_failed(out: Path, run_ids: list[int], message: str) -> None:
@@ -339,15 +369,29 @@ def leaderboard_status(out_dir: str | Path, preset: Optional[str] = None) -> tup
 
     out = Path(out_dir).expanduser()
     if not (out / DB_FILENAME).is_file():
-        raise ResultsNotFoundError(f"no results in {out} (no {DB_FILENAME}); start a grid with "
-                                f"`fidec leaderboard run --preset NAME --out {out}`")
+        raise ResultsNotFoundError(
+            f"no results in {out} (no {DB_FILENAME}); start a grid with "
+            f"`fidec leaderboard run --preset NAME --out {out}`"
+        )
     store = ResultsStore(out)
     filters = {} if preset is None else {"preset": preset}
     cells: dict[str, dict] = {}
     for run in store.runs(**filters):
         name = run["cell"] or f"{run['agent']}/{run['env_id']}"
-        entry = cells.setdefault(name, {"cell": name, "agent": run["agent"], "env_id": run["env_id"], "done": 0,
-                                        "running": 0, "interrupted": 0, "failed": 0, "pending": 0, "messages": []})
+        entry = cells.setdefault(
+            name,
+            {
+                "cell": name,
+                "agent": run["agent"],
+                "env_id": run["env_id"],
+                "done": 0,
+                "running": 0,
+                "interrupted": 0,
+                "failed": 0,
+                "pending": 0,
+                "messages": [],
+            },
+        )
         status = run["status"]
         if status == "running" and _pid_alive(run["message"]) is False:
             status = "interrupted"

@@ -25,8 +25,11 @@ REFERENCE_MS = {
     ("cpu", "small"): {"bc": 0.34, "iql": 1.59, "rebrac": 2.14, "fql": 2.79, "deflow": 3.99, "fidec": 6.39},
 }
 # Transitions of the official datasets (docs/datasets.md §1.5); D4RL files are read as they are.
-DATASET_TRANSITIONS = {"antmaze-giant-navigate-v0": 1_000_000, "humanoidmaze-medium-navigate-v0": 2_000_000,
-                       "humanoidmaze-large-navigate-v0": 2_000_000}
+DATASET_TRANSITIONS = {
+    "antmaze-giant-navigate-v0": 1_000_000,
+    "humanoidmaze-medium-navigate-v0": 2_000_000,
+    "humanoidmaze-large-navigate-v0": 2_000_000,
+}
 DEFAULT_TRANSITIONS = 1_000_000
 
 
@@ -139,9 +142,14 @@ def make_plan(preset: Preset, data_dir: Path | None = None, measure: bool = Fals
     key = f"{backend}:" + ",".join(f"{agent}={size}" for agent, size in sorted(sizes.items()))
     cached = load_cached_costs()
     if measure:
-        overrides = {cell.agent: {k: v for k, v in cell.agent_overrides.items()
-                                  if k in ("actor_hidden_dims", "value_hidden_dims", "batch_size", "preset")}
-                     for cell in cells}
+        overrides = {
+            cell.agent: {
+                k: v
+                for k, v in cell.agent_overrides.items()
+                if k in ("actor_hidden_dims", "value_hidden_dims", "batch_size", "preset")
+            }
+            for cell in cells
+        }
         costs = measure_costs(sorted(sizes), overrides)
         cached[key] = {"ms": costs, "measured": time.strftime("%Y-%m-%d %H:%M")}
         atomic_write_json(cache_path(), cached)
@@ -152,27 +160,47 @@ def make_plan(preset: Preset, data_dir: Path | None = None, measure: bool = Fals
     else:
         reference = REFERENCE_MS[("cpu", "small" if all(size == "64x64" for size in sizes.values()) else "paper")]
         costs = {agent: reference[agent] for agent in sizes}
-        source = ("reference costs of the 2-core CPU at the paper's sizes (docs/benchmarks.md); run with --measure "
-                  "for this machine's")
-    updates = sum(len(cell.seeds) * (int(cell.settings.get("offline_steps", 1_000_000))
-                                     + int(cell.settings.get("online_steps", 0))) for cell in cells)
-    seconds = sum(len(cell.seeds) * (int(cell.settings.get("offline_steps", 1_000_000))
-                                     + int(cell.settings.get("online_steps", 0))) * costs[cell.agent] / 1000
-                  for cell in cells)
-    return Plan(preset=preset.name, cells=len(cells), runs=sum(len(cell.seeds) for cell in cells), updates=updates,
-                datasets=dataset_needs(preset, data_dir), hours=seconds / 3600, cost_source=source,
-                per_agent_ms=costs)
+        source = (
+            "reference costs of the 2-core CPU at the paper's sizes (docs/benchmarks.md); run with --measure "
+            "for this machine's"
+        )
+    updates = sum(
+        len(cell.seeds)
+        * (int(cell.settings.get("offline_steps", 1_000_000)) + int(cell.settings.get("online_steps", 0)))
+        for cell in cells
+    )
+    seconds = sum(
+        len(cell.seeds)
+        * (int(cell.settings.get("offline_steps", 1_000_000)) + int(cell.settings.get("online_steps", 0)))
+        * costs[cell.agent]
+        / 1000
+        for cell in cells
+    )
+    return Plan(
+        preset=preset.name,
+        cells=len(cells),
+        runs=sum(len(cell.seeds) for cell in cells),
+        updates=updates,
+        datasets=dataset_needs(preset, data_dir),
+        hours=seconds / 3600,
+        cost_source=source,
+        per_agent_ms=costs,
+    )
 
 
 def format_plan(plan: Plan, workers: int) -> str:
-    lines = [f"preset {plan.preset}: {plan.cells} cells, {plan.runs} runs, {format_steps(plan.updates)} updates",
-             f"datasets: {len(plan.datasets)} needed, {len(plan.missing)} missing "
-             f"(about {sum(n.approx_gb for n in plan.missing):.1f} GB to get)"]
+    lines = [
+        f"preset {plan.preset}: {plan.cells} cells, {plan.runs} runs, {format_steps(plan.updates)} updates",
+        f"datasets: {len(plan.datasets)} needed, {len(plan.missing)} missing "
+        f"(about {sum(n.approx_gb for n in plan.missing):.1f} GB to get)",
+    ]
     for need in plan.datasets:
         state = f"found: {need.found}" if need.found else f"MISSING (~{need.approx_gb:.1f} GB): {need.how}"
         lines.append(f"  {need.dataset:<40} {state}")
     per_agent = ", ".join(f"{agent} {ms:.1f}" for agent, ms in sorted(plan.per_agent_ms.items()))
     lines.append(f"ms/update: {per_agent}  ({plan.cost_source})")
-    lines.append(f"estimated training time: {plan.hours:,.0f} h of one worker; {plan.hours / workers:,.0f} h with "
-                 f"{workers} workers (updates only; evaluations add roughly 5-15 %)")
+    lines.append(
+        f"estimated training time: {plan.hours:,.0f} h of one worker; {plan.hours / workers:,.0f} h with "
+        f"{workers} workers (updates only; evaluations add roughly 5-15 %)"
+    )
     return "\n".join(lines)

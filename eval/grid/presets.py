@@ -15,24 +15,54 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+
 from fidec_gym.errors import ConfigError, ResultsNotFoundError
 
 PRESET_DIR = Path(str(resources.files("fidec_gym.leaderboards") / "presets"))
 AGENT_NAMES = ("bc", "iql", "rebrac", "fql", "deflow", "fidec")
 
-# Run settings a preset may set (top level or per suite); they map one to one onto fidec_gym.eval.run.config.TrainConfig fields.
+# Run settings a preset may set (top level or per suite); they map one to one onto TrainConfig fields
+# (fidec_gym.eval.run.config).
 RUN_SETTINGS = {
-    "offline_steps": int, "online_steps": int, "eval_interval": int, "eval_episodes": int, "eval_workers": int,
-    "log_interval": int, "checkpoint_interval": int, "use_task_hyperparameters": bool, "divergence_table": str,
-    "video_episodes": int, "video_frame_skip": int, "updates_per_dispatch": int,
+    "offline_steps": int,
+    "online_steps": int,
+    "eval_interval": int,
+    "eval_episodes": int,
+    "eval_workers": int,
+    "log_interval": int,
+    "checkpoint_interval": int,
+    "use_task_hyperparameters": bool,
+    "divergence_table": str,
+    "video_episodes": int,
+    "video_frame_skip": int,
+    "updates_per_dispatch": int,
 }
 RUN_DEFAULTS = {
-    "offline_steps": 1_000_000, "online_steps": 0, "eval_interval": 100_000, "eval_episodes": 50,
-    "eval_workers": None, "log_interval": 5_000, "checkpoint_interval": 100_000, "use_task_hyperparameters": True,
-    "divergence_table": "paper", "video_episodes": 0, "video_frame_skip": 1, "updates_per_dispatch": 1,
+    "offline_steps": 1_000_000,
+    "online_steps": 0,
+    "eval_interval": 100_000,
+    "eval_episodes": 50,
+    "eval_workers": None,
+    "log_interval": 5_000,
+    "checkpoint_interval": 100_000,
+    "use_task_hyperparameters": True,
+    "divergence_table": "paper",
+    "video_episodes": 0,
+    "video_frame_skip": 1,
+    "updates_per_dispatch": 1,
 }
-PRESET_KEYS = {"name", "description", "agents", "tasks", "seeds", "agent_overrides", "suite_settings", "datasets",
-               "exclude", *RUN_SETTINGS}
+PRESET_KEYS = {
+    "name",
+    "description",
+    "agents",
+    "tasks",
+    "seeds",
+    "agent_overrides",
+    "suite_settings",
+    "datasets",
+    "exclude",
+    *RUN_SETTINGS,
+}
 DATASET_KEYS = {"path", "generate"}
 GENERATE_KEYS = {"episodes", "seed", "workers"}
 EXCLUDE_KEYS = {"agent", "task", "suite", "category"}
@@ -95,10 +125,17 @@ class Preset:
                 if self._excluded(agent, spec):
                     continue
                 overrides = {**self.overrides_for(agent), **_merged_overrides(suite_overrides, agent)}
-                cells.append(Cell(
-                    name=f"{self.name}:{agent}:{spec.name}", agent=agent, env_id=spec.env_id, seeds=tuple(seeds),
-                    settings=settings, agent_overrides=overrides, dataset_path=dataset_path,
-                ))
+                cells.append(
+                    Cell(
+                        name=f"{self.name}:{agent}:{spec.name}",
+                        agent=agent,
+                        env_id=spec.env_id,
+                        seeds=tuple(seeds),
+                        settings=settings,
+                        agent_overrides=overrides,
+                        dataset_path=dataset_path,
+                    )
+                )
         return cells
 
     def overrides_for(self, agent: str) -> dict:
@@ -116,9 +153,10 @@ class Preset:
     def _excluded(self, agent: str, spec) -> bool:
         for rule in self.exclude:
             if all(
-                (key == "agent" and value == agent) or (key == "task" and spec.env_id == _task_id(value))
-                or (key == "suite" and value == spec.suite) or (key == "category" and value in (spec.category,
-                                                                                                 spec.table_category))
+                (key == "agent" and value == agent)
+                or (key == "task" and spec.env_id == _task_id(value))
+                or (key == "suite" and value == spec.suite)
+                or (key == "category" and value in (spec.category, spec.table_category))
                 for key, value in rule.items()
             ):
                 return True
@@ -188,7 +226,9 @@ def _check_keys(mapping: dict, valid: set, where: str) -> None:
         raise LeaderboardError(f"{where} must be a mapping, got {type(mapping).__name__}")
     for key in mapping:
         if key not in valid:
-            raise LeaderboardError(f"{where}: unknown key {key!r}{_close(str(key), valid)}; valid keys: {sorted(valid)}")
+            raise LeaderboardError(
+                f"{where}: unknown key {key!r}{_close(str(key), valid)}; valid keys: {sorted(valid)}"
+            )
 
 
 def _check_setting(key: str, value, where: str) -> Any:
@@ -202,8 +242,10 @@ def _check_setting(key: str, value, where: str) -> Any:
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 0:
             raise LeaderboardError(f"{where}: {key} must be a non-negative integer, got {value!r}")
-        if key in ("eval_interval", "log_interval", "checkpoint_interval", "updates_per_dispatch",
-                   "video_frame_skip") and value < 1:
+        if (
+            key in ("eval_interval", "log_interval", "checkpoint_interval", "updates_per_dispatch", "video_frame_skip")
+            and value < 1
+        ):
             raise LeaderboardError(f"{where}: {key} must be at least 1, got {value!r}")
         return int(value)
     if not isinstance(value, str):
@@ -262,8 +304,9 @@ def load_preset(name_or_path: str | Path) -> Preset:
         raise LeaderboardError(f"{where}: agents must be a non-empty list of {list(AGENT_NAMES)}")
     for agent in agents:
         if agent not in AGENT_NAMES:
-            raise LeaderboardError(f"{where}: unknown agent {agent!r}{_close(str(agent), AGENT_NAMES)}; valid agents: "
-                                   f"{list(AGENT_NAMES)}")
+            raise LeaderboardError(
+                f"{where}: unknown agent {agent!r}{_close(str(agent), AGENT_NAMES)}; valid agents: {list(AGENT_NAMES)}"
+            )
     if len(set(agents)) != len(agents):
         raise LeaderboardError(f"{where}: agents contain duplicates: {agents}")
     if not isinstance(raw["tasks"], list):
@@ -321,9 +364,19 @@ def load_preset(name_or_path: str | Path) -> Preset:
     name = str(raw.get("name", path.stem))
     if not name or "/" in name:
         raise LeaderboardError(f"{where}: name must be a non-empty string without '/', got {name!r}")
-    return Preset(name=name, description=str(raw.get("description", "")).strip(), agents=list(agents), tasks=tasks,
-                  seeds=seeds, settings=settings, agent_overrides=overrides, suite_settings=clean_suites,
-                  datasets=datasets, exclude=exclude, source=path)
+    return Preset(
+        name=name,
+        description=str(raw.get("description", "")).strip(),
+        agents=list(agents),
+        tasks=tasks,
+        seeds=seeds,
+        settings=settings,
+        agent_overrides=overrides,
+        suite_settings=clean_suites,
+        datasets=datasets,
+        exclude=exclude,
+        source=path,
+    )
 
 
 def _validate_overrides(overrides: dict, where: str) -> None:
@@ -332,5 +385,8 @@ def _validate_overrides(overrides: dict, where: str) -> None:
     if any(keys is None for keys in known.values()):
         return  # agents package not importable here; the training run validates the keys itself
     for target, values in overrides.items():
-        _check_keys(values, set().union(*known.values()) if target == "all" else known[target],
-                    f"{where}: agent_overrides.{target}")
+        _check_keys(
+            values,
+            set().union(*known.values()) if target == "all" else known[target],
+            f"{where}: agent_overrides.{target}",
+        )

@@ -15,11 +15,17 @@ from pathlib import Path
 from typing import Optional
 
 
-def quickstart(out_dir: str | Path = "results/quickstart", workers: Optional[int] = None, backend: str = "local",
-               preset: str = "quick", progress: bool = True, reps: int = 1000) -> Path:
+def quickstart(
+    out_dir: str | Path = "results/quickstart",
+    workers: Optional[int] = None,
+    backend: str = "local",
+    preset: str = "quick",
+    progress: bool = True,
+    reps: int = 1000,
+) -> Path:
     """Run ``preset`` into ``out_dir``, compare with the paper and write the report; returns index.html's path."""
-    from fidec_gym.eval.paper.compare import compare
     from fidec_gym.eval.grid.leaderboard import load_preset, run_leaderboard
+    from fidec_gym.eval.paper.compare import compare
     from fidec_gym.eval.paper.published import load_published
     from fidec_gym.eval.paper.report import build_report
     from fidec_gym.eval.store import ResultsStore
@@ -28,8 +34,10 @@ def quickstart(out_dir: str | Path = "results/quickstart", workers: Optional[int
     out = Path(out_dir).expanduser()
     _say(f"[1/3] {spec.name}: {len(spec.cells())} cells ({', '.join(spec.agents)}) -> {out}")
     result = run_leaderboard(spec, out, backend=backend, workers=workers, progress=progress)
-    _say(f"      {len(result.done)} cells finished now, {len(result.skipped)} already finished or failed before, "
-         f"{len(result.failed)} failed")
+    _say(
+        f"      {len(result.done)} cells finished now, {len(result.skipped)} already finished or failed before, "
+        f"{len(result.failed)} failed"
+    )
     for cell, message in result.failed.items():
         _say(f"      failed: {cell}: {message.splitlines()[0] if message else ''}")
 

@@ -21,10 +21,9 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from fidec_gym.text import format_steps
-
 from fidec_gym.envs.catalogue import task_info
 from fidec_gym.eval.paper.published import PublishedResults, method_name
+from fidec_gym.text import format_steps
 
 CONFIDENCE = 0.95
 DEFAULT_REPS = 1000
@@ -35,7 +34,7 @@ AGGREGATE_METRICS = ("IQM", "Mean", "Median", "Optimality Gap")
 def collect_scores(store, preset: Optional[str] = None, statuses: Sequence[str] = ("done",)) -> pd.DataFrame:
     """One row per finished run: agent, env_id, seed, score (table scale, 0–100) and its protocol facts.
 
-    Reads ``summary["score"]`` (the reported score by the paper's rule, computed by ``fidec_gym.eval.run.trainer``) and what the run
+    Reads ``summary["score"]`` (the reported score by the paper's rule, computed by the trainer) and what the run
     recorded about its protocol: offline steps, evaluation episodes, the averaged evaluation steps, the data
     provenance and the OGBench success timing. Runs without a score are skipped.
     """
@@ -51,24 +50,39 @@ def collect_scores(store, preset: Optional[str] = None, statuses: Sequence[str] 
         config = run.get("config") or {}
         provenance = run.get("data_provenance") or {}
         spec = task_info(run["env_id"])
-        rows.append({
-            "run_id": run["id"],
-            "agent": run["agent"],
-            "env_id": spec.env_id,
-            "seed": int(run["seed"]),
-            "score": float(score),
-            "suite": spec.suite,
-            "category": spec.table_category,
-            "offline_steps": _first(summary, config, ("offline_steps", "steps")),
-            "eval_episodes": _first(summary, config, ("eval_episodes",)),
-            "score_rule": summary.get("score_rule", ""),
-            "provenance": provenance.get("provenance") or summary.get("provenance"),
-            # The evaluation environment's timing (summary) decides the score; the dataset's is a fallback.
-            "success_timing": summary.get("success_timing") or provenance.get("success_timing"),
-            "updated": run.get("updated", ""),
-        })
-    columns = ["run_id", "agent", "env_id", "seed", "score", "suite", "category", "offline_steps", "eval_episodes",
-               "score_rule", "provenance", "success_timing", "updated"]
+        rows.append(
+            {
+                "run_id": run["id"],
+                "agent": run["agent"],
+                "env_id": spec.env_id,
+                "seed": int(run["seed"]),
+                "score": float(score),
+                "suite": spec.suite,
+                "category": spec.table_category,
+                "offline_steps": _first(summary, config, ("offline_steps", "steps")),
+                "eval_episodes": _first(summary, config, ("eval_episodes",)),
+                "score_rule": summary.get("score_rule", ""),
+                "provenance": provenance.get("provenance") or summary.get("provenance"),
+                # The evaluation environment's timing (summary) decides the score; the dataset's is a fallback.
+                "success_timing": summary.get("success_timing") or provenance.get("success_timing"),
+                "updated": run.get("updated", ""),
+            }
+        )
+    columns = [
+        "run_id",
+        "agent",
+        "env_id",
+        "seed",
+        "score",
+        "suite",
+        "category",
+        "offline_steps",
+        "eval_episodes",
+        "score_rule",
+        "provenance",
+        "success_timing",
+        "updated",
+    ]
     frame = pd.DataFrame(rows, columns=columns)
     # The same (agent, task, seed) may exist in several cells of one results directory: keep the latest.
     frame = frame.sort_values("updated").drop_duplicates(["agent", "env_id", "seed"], keep="last")
@@ -90,8 +104,9 @@ def population_std(values: Sequence[float]) -> float:
     return float(values.std(ddof=0)) if values.size else math.nan
 
 
-def bootstrap_ci(values: Sequence[float], confidence: float = CONFIDENCE, reps: int = DEFAULT_REPS,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], confidence: float = CONFIDENCE, reps: int = DEFAULT_REPS, seed: int = 0
+) -> tuple[float, float]:
     """Percentile-bootstrap interval of the mean over seeds (degenerate [x, x] for a single seed)."""
     values = np.asarray(values, dtype=float)
     if values.size == 0:
@@ -117,11 +132,17 @@ class CellStats:
     seeds: list[int] = field(default_factory=list)
 
 
-def cell_stats(values: Sequence[float], seeds: Sequence[int] = (), reps: int = DEFAULT_REPS, seed: int = 0
-               ) -> CellStats:
+def cell_stats(
+    values: Sequence[float], seeds: Sequence[int] = (), reps: int = DEFAULT_REPS, seed: int = 0
+) -> CellStats:
     values = np.asarray(values, dtype=float)
-    return CellStats(int(values.size), float(values.mean()) if values.size else math.nan, population_std(values),
-                     bootstrap_ci(values, reps=reps, seed=seed), list(seeds))
+    return CellStats(
+        int(values.size),
+        float(values.mean()) if values.size else math.nan,
+        population_std(values),
+        bootstrap_ci(values, reps=reps, seed=seed),
+        list(seeds),
+    )
 
 
 # ============================================================================ protocol flags
@@ -170,32 +191,71 @@ def _in_interval(value: Optional[float], interval: tuple[float, float]) -> Optio
 
 
 # ============================================================================ tables
-TASK_COLUMNS = ["agent", "env_id", "category", "n_seeds", "mean", "std", "ci_low", "ci_high", "paper_mean",
-                "paper_std", "diff", "paper_in_ci", "flags"]
-CATEGORY_COLUMNS = ["agent", "category", "n_tasks", "paper_n_tasks", "n_seeds", "mean", "std", "ci_low", "ci_high",
-                    "paper_mean", "paper_std", "paper_std_kind", "diff", "paper_in_ci", "flags"]
+TASK_COLUMNS = [
+    "agent",
+    "env_id",
+    "category",
+    "n_seeds",
+    "mean",
+    "std",
+    "ci_low",
+    "ci_high",
+    "paper_mean",
+    "paper_std",
+    "diff",
+    "paper_in_ci",
+    "flags",
+]
+CATEGORY_COLUMNS = [
+    "agent",
+    "category",
+    "n_tasks",
+    "paper_n_tasks",
+    "n_seeds",
+    "mean",
+    "std",
+    "ci_low",
+    "ci_high",
+    "paper_mean",
+    "paper_std",
+    "paper_std_kind",
+    "diff",
+    "paper_in_ci",
+    "flags",
+]
 
 
-def task_table(scores: pd.DataFrame, published: Optional[PublishedResults] = None, reps: int = DEFAULT_REPS,
-               seed: int = 0) -> pd.DataFrame:
+def task_table(
+    scores: pd.DataFrame, published: Optional[PublishedResults] = None, reps: int = DEFAULT_REPS, seed: int = 0
+) -> pd.DataFrame:
     """Per (agent, task): ours (mean ± std over seeds, bootstrap CI) beside the published cell, with flags."""
     rows = []
     for (agent, env_id), runs in scores.groupby(["agent", "env_id"], sort=True):
         stats = cell_stats(runs["score"], runs["seed"], reps=reps, seed=seed)
         cell = _published_task_cell(published, agent, env_id)
-        rows.append({
-            "agent": agent, "env_id": env_id, "category": runs["category"].iloc[0], "n_seeds": stats.n_seeds,
-            "mean": stats.mean, "std": stats.std, "ci_low": stats.ci[0], "ci_high": stats.ci[1],
-            "paper_mean": None if cell is None else cell.mean, "paper_std": None if cell is None else cell.std,
-            "diff": None if cell is None else stats.mean - cell.mean,
-            "paper_in_ci": None if cell is None else _in_interval(cell.mean, stats.ci),
-            "flags": protocol_flags(runs, cell, stats.n_seeds),
-        })
+        rows.append(
+            {
+                "agent": agent,
+                "env_id": env_id,
+                "category": runs["category"].iloc[0],
+                "n_seeds": stats.n_seeds,
+                "mean": stats.mean,
+                "std": stats.std,
+                "ci_low": stats.ci[0],
+                "ci_high": stats.ci[1],
+                "paper_mean": None if cell is None else cell.mean,
+                "paper_std": None if cell is None else cell.std,
+                "diff": None if cell is None else stats.mean - cell.mean,
+                "paper_in_ci": None if cell is None else _in_interval(cell.mean, stats.ci),
+                "flags": protocol_flags(runs, cell, stats.n_seeds),
+            }
+        )
     return pd.DataFrame(rows, columns=TASK_COLUMNS)
 
 
-def category_table(scores: pd.DataFrame, published: Optional[PublishedResults] = None, reps: int = DEFAULT_REPS,
-                   seed: int = 0) -> pd.DataFrame:
+def category_table(
+    scores: pd.DataFrame, published: Optional[PublishedResults] = None, reps: int = DEFAULT_REPS, seed: int = 0
+) -> pd.DataFrame:
     """Per (agent, category): mean of per-task means; std across seeds of the per-seed category means
     (docs/algorithms.md §11).
 
@@ -211,7 +271,7 @@ def category_table(scores: pd.DataFrame, published: Optional[PublishedResults] =
         ci = bootstrap_ci(seed_means, reps=reps, seed=seed)
         cell = None
         if published is not None and category != "toy":
-            cell = _safe(lambda: published.category_cell(agent, category))
+            cell = _safe(lambda: published.category_cell(agent, category))  # noqa: B023  (called at once)
         paper_tasks = len(published.tasks(category)) if (published is not None and cell is not None) else None
         flags = protocol_flags(runs, cell, len(complete))
         if paper_tasks is not None and len(per_task_means) < paper_tasks:
@@ -220,16 +280,25 @@ def category_table(scores: pd.DataFrame, published: Optional[PublishedResults] =
             flags.append("paper's ± is the std across tasks")
         if len(complete) < len(by_seed):
             flags.append(f"std over {len(complete)} seeds present in every task")
-        rows.append({
-            "agent": agent, "category": category, "n_tasks": int(len(per_task_means)), "paper_n_tasks": paper_tasks,
-            "n_seeds": int(len(complete)), "mean": float(per_task_means.mean()), "std": population_std(seed_means),
-            "ci_low": ci[0], "ci_high": ci[1],
-            "paper_mean": None if cell is None else cell.mean, "paper_std": None if cell is None else cell.std,
-            "paper_std_kind": None if cell is None else cell.std_kind,
-            "diff": None if cell is None else float(per_task_means.mean()) - cell.mean,
-            "paper_in_ci": None if cell is None else _in_interval(cell.mean, ci),
-            "flags": flags,
-        })
+        rows.append(
+            {
+                "agent": agent,
+                "category": category,
+                "n_tasks": int(len(per_task_means)),
+                "paper_n_tasks": paper_tasks,
+                "n_seeds": int(len(complete)),
+                "mean": float(per_task_means.mean()),
+                "std": population_std(seed_means),
+                "ci_low": ci[0],
+                "ci_high": ci[1],
+                "paper_mean": None if cell is None else cell.mean,
+                "paper_std": None if cell is None else cell.std,
+                "paper_std_kind": None if cell is None else cell.std_kind,
+                "diff": None if cell is None else float(per_task_means.mean()) - cell.mean,
+                "paper_in_ci": None if cell is None else _in_interval(cell.mean, ci),
+                "flags": flags,
+            }
+        )
     return pd.DataFrame(rows, columns=CATEGORY_COLUMNS)
 
 
@@ -256,14 +325,16 @@ def published_cells(published: PublishedResults, method: str = "FiDec") -> tuple
     """The paper's cells for one method: (per-task frame, per-category frame), for printing without results."""
     method = method_name(method)
     tasks = published.per_task[published.per_task["method"] == method][["task", "category", "mean", "std"]]
-    categories = published.per_category[published.per_category["method"] == method][["category", "n_tasks", "mean",
-                                                                                       "std"]]
+    categories = published.per_category[published.per_category["method"] == method][
+        ["category", "n_tasks", "mean", "std"]
+    ]
     return tasks.reset_index(drop=True), categories.reset_index(drop=True)
 
 
 # ============================================================================ rliable aggregates
-def score_matrices(scores: pd.DataFrame, agents: Optional[Sequence[str]] = None, scale: float = 100.0
-                   ) -> tuple[dict[str, np.ndarray], list[str]]:
+def score_matrices(
+    scores: pd.DataFrame, agents: Optional[Sequence[str]] = None, scale: float = 100.0
+) -> tuple[dict[str, np.ndarray], list[str]]:
     """{agent: (num_seeds, num_tasks)} on the tasks every agent ran, scores divided by ``scale``.
 
     Each agent keeps the seeds it has on every one of those tasks (rliable bootstraps runs within each task).
@@ -283,14 +354,21 @@ def score_matrices(scores: pd.DataFrame, agents: Optional[Sequence[str]] = None,
 
 def aggregate_table(matrices: dict[str, np.ndarray], reps: int = DEFAULT_REPS, seed: int = 0) -> pd.DataFrame:
     """IQM, mean, median and optimality gap with stratified-bootstrap 95 % intervals (rliable)."""
-    from rliable import library as rly, metrics
+    from rliable import library as rly
+    from rliable import metrics
 
     if not matrices:
         return pd.DataFrame(columns=["agent", "metric", "estimate", "ci_low", "ci_high"])
 
     def aggregate(scores):
-        return np.array([metrics.aggregate_iqm(scores), metrics.aggregate_mean(scores),
-                         metrics.aggregate_median(scores), metrics.aggregate_optimality_gap(scores)])
+        return np.array(
+            [
+                metrics.aggregate_iqm(scores),
+                metrics.aggregate_mean(scores),
+                metrics.aggregate_median(scores),
+                metrics.aggregate_optimality_gap(scores),
+            ]
+        )
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # arch's notice about RandomState, passed on by rliable
@@ -300,13 +378,21 @@ def aggregate_table(matrices: dict[str, np.ndarray], reps: int = DEFAULT_REPS, s
     rows = []
     for agent in matrices:
         for index, name in enumerate(AGGREGATE_METRICS):
-            rows.append({"agent": agent, "metric": name, "estimate": float(estimates[agent][index]),
-                         "ci_low": float(intervals[agent][0, index]), "ci_high": float(intervals[agent][1, index])})
+            rows.append(
+                {
+                    "agent": agent,
+                    "metric": name,
+                    "estimate": float(estimates[agent][index]),
+                    "ci_low": float(intervals[agent][0, index]),
+                    "ci_high": float(intervals[agent][1, index]),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def performance_profiles(matrices: dict[str, np.ndarray], taus: Optional[np.ndarray] = None,
-                         reps: int = DEFAULT_REPS, seed: int = 0) -> pd.DataFrame:
+def performance_profiles(
+    matrices: dict[str, np.ndarray], taus: Optional[np.ndarray] = None, reps: int = DEFAULT_REPS, seed: int = 0
+) -> pd.DataFrame:
     """Score-distribution performance profiles: fraction of runs with score > τ, with bootstrap bands."""
     from rliable import library as rly
 
@@ -318,16 +404,25 @@ def performance_profiles(matrices: dict[str, np.ndarray], taus: Optional[np.ndar
     rows = []
     for agent in matrices:
         for i, tau in enumerate(taus):
-            rows.append({"agent": agent, "tau": float(tau), "fraction": float(profiles[agent][i]),
-                         "ci_low": float(bands[agent][0, i]), "ci_high": float(bands[agent][1, i])})
+            rows.append(
+                {
+                    "agent": agent,
+                    "tau": float(tau),
+                    "fraction": float(profiles[agent][i]),
+                    "ci_low": float(bands[agent][0, i]),
+                    "ci_high": float(bands[agent][1, i]),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def improvement_table(matrices: dict[str, np.ndarray], reps: int = DEFAULT_REPS, seed: int = 0,
-                      reference: Optional[str] = "fidec") -> pd.DataFrame:
+def improvement_table(
+    matrices: dict[str, np.ndarray], reps: int = DEFAULT_REPS, seed: int = 0, reference: Optional[str] = "fidec"
+) -> pd.DataFrame:
     """P(X > Y) with stratified-bootstrap intervals (rliable): ``reference`` against every other agent, or every
     ordered pair when ``reference`` is None or was not run."""
-    from rliable import library as rly, metrics
+    from rliable import library as rly
+    from rliable import metrics
 
     columns = ["agent_x", "agent_y", "probability", "ci_low", "ci_high"]
     if reference is not None and reference in matrices:
@@ -345,10 +440,16 @@ def improvement_table(matrices: dict[str, np.ndarray], reps: int = DEFAULT_REPS,
     rows = []
     for key, (x_scores, y_scores) in pairs.items():
         x, y = key.split(",")
-        rows.append({"agent_x": x, "agent_y": y,
-                     # The point estimate comes from rliable's own (Mann-Whitney based) implementation.
-                     "probability": float(metrics.probability_of_improvement(x_scores, y_scores)),
-                     "ci_low": float(np.ravel(intervals[key])[0]), "ci_high": float(np.ravel(intervals[key])[1])})
+        rows.append(
+            {
+                "agent_x": x,
+                "agent_y": y,
+                # The point estimate comes from rliable's own (Mann-Whitney based) implementation.
+                "probability": float(metrics.probability_of_improvement(x_scores, y_scores)),
+                "ci_low": float(np.ravel(intervals[key])[0]),
+                "ci_high": float(np.ravel(intervals[key])[1]),
+            }
+        )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -400,8 +501,13 @@ class Comparison:
         return paths
 
 
-def compare(store, published: Optional[PublishedResults] = None, preset: Optional[str] = None,
-            reps: int = DEFAULT_REPS, seed: int = 0) -> Comparison:
+def compare(
+    store,
+    published: Optional[PublishedResults] = None,
+    preset: Optional[str] = None,
+    reps: int = DEFAULT_REPS,
+    seed: int = 0,
+) -> Comparison:
     """Build every comparison table from a results store (``published=None`` compares without the paper)."""
     scores = collect_scores(store, preset=preset)
     matrices, tasks = score_matrices(scores) if not scores.empty else ({}, [])
@@ -427,6 +533,7 @@ def format_mean_std(mean, std, digits: int = 1) -> str:
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
     """A GitHub-flavoured Markdown table (cells converted with str, pipes escaped)."""
+
     def clean(value) -> str:
         return str(value).replace("|", "\\|").replace("\n", " ")
 
@@ -447,20 +554,40 @@ def _yes_no(value) -> str:
 
 def task_rows(tasks: pd.DataFrame) -> tuple[list[str], list[list]]:
     header = ["agent", "task", "seeds", "ours", "95% CI", "paper", "diff", "paper in CI", "flags"]
-    rows = [[r.agent, r.env_id.removeprefix("fidec/"), r.n_seeds, format_mean_std(r.mean, r.std),
-             f"[{r.ci_low:.1f}, {r.ci_high:.1f}]", _paper(r.paper_mean, r.paper_std),
-             "–" if r.diff is None or pd.isna(r.diff) else f"{r.diff:+.1f}", _yes_no(r.paper_in_ci),
-             "; ".join(r.flags)] for r in tasks.itertuples(index=False)]
+    rows = [
+        [
+            r.agent,
+            r.env_id.removeprefix("fidec/"),
+            r.n_seeds,
+            format_mean_std(r.mean, r.std),
+            f"[{r.ci_low:.1f}, {r.ci_high:.1f}]",
+            _paper(r.paper_mean, r.paper_std),
+            "–" if r.diff is None or pd.isna(r.diff) else f"{r.diff:+.1f}",
+            _yes_no(r.paper_in_ci),
+            "; ".join(r.flags),
+        ]
+        for r in tasks.itertuples(index=False)
+    ]
     return header, rows
 
 
 def category_rows(categories: pd.DataFrame) -> tuple[list[str], list[list]]:
     header = ["agent", "category", "tasks", "seeds", "ours", "95% CI", "paper", "diff", "paper in CI", "flags"]
-    rows = [[r.agent, r.category, r.n_tasks if r.paper_n_tasks is None or pd.isna(r.paper_n_tasks)
-             else f"{r.n_tasks}/{int(r.paper_n_tasks)}", r.n_seeds, format_mean_std(r.mean, r.std),
-             f"[{r.ci_low:.1f}, {r.ci_high:.1f}]", _paper(r.paper_mean, r.paper_std),
-             "–" if r.diff is None or pd.isna(r.diff) else f"{r.diff:+.1f}", _yes_no(r.paper_in_ci),
-             "; ".join(r.flags)] for r in categories.itertuples(index=False)]
+    rows = [
+        [
+            r.agent,
+            r.category,
+            r.n_tasks if r.paper_n_tasks is None or pd.isna(r.paper_n_tasks) else f"{r.n_tasks}/{int(r.paper_n_tasks)}",
+            r.n_seeds,
+            format_mean_std(r.mean, r.std),
+            f"[{r.ci_low:.1f}, {r.ci_high:.1f}]",
+            _paper(r.paper_mean, r.paper_std),
+            "–" if r.diff is None or pd.isna(r.diff) else f"{r.diff:+.1f}",
+            _yes_no(r.paper_in_ci),
+            "; ".join(r.flags),
+        ]
+        for r in categories.itertuples(index=False)
+    ]
     return header, rows
 
 
@@ -486,9 +613,13 @@ def published_text(published: PublishedResults, method: str = "FiDec") -> str:
             row.append("–" if cell is None else str(cell))
         category_rows_.append(row)
     task_header = ["task", "category", f"{method_name(method)} (paper)"]
-    task_rows_ = [[t.task, t.category, _paper(t.mean, None if pd.isna(t.std) else t.std)]
-                  for t in tasks.itertuples(index=False)]
-    return (f"Published results: {published.protocol.get('source', published.name)}\n\n"
-            "Table 2 per category (DeFlow's ± is the std across tasks)\n\n"
-            + markdown_table(category_header, category_rows_)
-            + f"\n\nTable 2 per task, {method_name(method)}\n\n" + markdown_table(task_header, task_rows_))
+    task_rows_ = [
+        [t.task, t.category, _paper(t.mean, None if pd.isna(t.std) else t.std)] for t in tasks.itertuples(index=False)
+    ]
+    return (
+        f"Published results: {published.protocol.get('source', published.name)}\n\n"
+        "Table 2 per category (DeFlow's ± is the std across tasks)\n\n"
+        + markdown_table(category_header, category_rows_)
+        + f"\n\nTable 2 per task, {method_name(method)}\n\n"
+        + markdown_table(task_header, task_rows_)
+    )

@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 import yaml
+
 from fidec_gym.errors import DataError, UnknownNameError
 
 PUBLISHED_ROOT = Path(str(resources.files("fidec_gym.leaderboards") / "published"))
@@ -90,14 +91,37 @@ def method_name(agent_or_method: str) -> str:
     if lowered in AGENT_TO_METHOD:
         return AGENT_TO_METHOD[lowered]
     known = {
-        "bc", "iql", "rebrac", "idql", "srpo", "cac", "fawac", "fbrac", "ifql", "fql", "deflow", "fidec", "cal-ql", "rlpd"
+        "bc",
+        "iql",
+        "rebrac",
+        "idql",
+        "srpo",
+        "cac",
+        "fawac",
+        "fbrac",
+        "ifql",
+        "fql",
+        "deflow",
+        "fidec",
+        "cal-ql",
+        "rlpd",
     }
     if lowered in known:
         # Keep the paper's spelling for methods that are not fidec-gym agents.
-        return {"idql": "IDQL", "srpo": "SRPO", "cac": "CAC", "fawac": "FAWAC", "fbrac": "FBRAC", "ifql": "IFQL",
-                "cal-ql": "Cal-QL", "rlpd": "RLPD"}[lowered]
-    raise UnknownNameError(f"unknown method {agent_or_method!r}; valid: {sorted(AGENT_TO_METHOD)} (agents) or the paper's "
-                   f"names {sorted(METHOD_TO_AGENT)} and IDQL, SRPO, CAC, FAWAC, FBRAC, IFQL")
+        return {
+            "idql": "IDQL",
+            "srpo": "SRPO",
+            "cac": "CAC",
+            "fawac": "FAWAC",
+            "fbrac": "FBRAC",
+            "ifql": "IFQL",
+            "cal-ql": "Cal-QL",
+            "rlpd": "RLPD",
+        }[lowered]
+    raise UnknownNameError(
+        f"unknown method {agent_or_method!r}; valid: {sorted(AGENT_TO_METHOD)} (agents) or the paper's "
+        f"names {sorted(METHOD_TO_AGENT)} and IDQL, SRPO, CAC, FAWAC, FBRAC, IFQL"
+    )
 
 
 def _task_key(task: str) -> str:
@@ -114,9 +138,7 @@ class PublishedResults:
         self.protocol = protocol
         self.per_task = tables["per_task"]
         self.per_category = tables["per_category"]
-        self._task_index = {
-            (row.method, _task_key(row.task)): row for row in self.per_task.itertuples(index=False)
-        }
+        self._task_index = {(row.method, _task_key(row.task)): row for row in self.per_task.itertuples(index=False)}
         self._category_index = {(row.method, row.category): row for row in self.per_category.itertuples(index=False)}
 
     # ---------------------------------------------------------------- lookup
@@ -172,8 +194,15 @@ class PublishedResults:
             std_kind = "seeds"
         note = "" if pd.isna(row.decode_note) else str(row.decode_note)
         return PublishedCell(
-            method=method, key=key, mean=float(row.mean), std=std, suite=str(row.suite),
-            quoted=bool(protocol.get("quoted_from_prior_work", False)), std_kind=std_kind, protocol=protocol, note=note,
+            method=method,
+            key=key,
+            mean=float(row.mean),
+            std=std,
+            suite=str(row.suite),
+            quoted=bool(protocol.get("quoted_from_prior_work", False)),
+            std_kind=std_kind,
+            protocol=protocol,
+            note=note,
         )
 
     # ---------------------------------------------------------------- checks
@@ -300,8 +329,9 @@ def _load_cached(name: str, directory: str) -> PublishedResults:
     return PublishedResults(name, root, tables, protocol)
 
 
-def load_published(name: str = "fidec-paper", directory: str | Path | None = None, validate: bool = True
-                   ) -> PublishedResults:
+def load_published(
+    name: str = "fidec-paper", directory: str | Path | None = None, validate: bool = True
+) -> PublishedResults:
     """Load a published result set (``"fidec-paper"``) and, by default, verify its internal consistency.
 
     ``directory`` reads the same file layout from elsewhere (e.g. an edited copy). Raises
@@ -310,8 +340,10 @@ def load_published(name: str = "fidec-paper", directory: str | Path | None = Non
     if directory is None:
         if name not in PUBLISHED_SETS:
             close = difflib.get_close_matches(name, list(PUBLISHED_SETS), n=3)
-            raise UnknownNameError(f"unknown published result set {name!r}; valid: {sorted(PUBLISHED_SETS)}"
-                           + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise UnknownNameError(
+                f"unknown published result set {name!r}; valid: {sorted(PUBLISHED_SETS)}"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+            )
         directory = PUBLISHED_SETS[name]
     results = _load_cached(name, str(Path(directory).resolve()))
     if validate:

@@ -26,10 +26,16 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from fidec_gym.eval.paper.compare import (
-    AGGREGATE_METRICS, Comparison, aggregate_rows, category_rows, compare, markdown_table, task_rows,
-)
 from fidec_gym.errors import ResultsPermissionError
+from fidec_gym.eval.paper.compare import (
+    AGGREGATE_METRICS,
+    Comparison,
+    aggregate_rows,
+    category_rows,
+    compare,
+    markdown_table,
+    task_rows,
+)
 
 REPORT_DIRNAME = "report"
 CURVE_METRIC = "normalized_score"
@@ -119,8 +125,9 @@ def _save(fig, path: Path) -> None:
 # ============================================================================ built-in sections
 def overview_section(ctx: ReportContext) -> Section:
     runs = ctx.runs()
-    counts = {status: sum(run["status"] == status for run in runs) for status in ("done", "running", "failed",
-                                                                                  "pending")}
+    counts = {
+        status: sum(run["status"] == status for run in runs) for status in ("done", "running", "failed", "pending")
+    }
     presets = sorted({run["preset"] for run in runs if run["preset"]})
     versions = sorted({run["code_version"] for run in runs})
     section = Section("Overview")
@@ -132,12 +139,21 @@ def overview_section(ctx: ReportContext) -> Section:
     )
     failed = [run for run in runs if run["status"] == "failed"]
     if failed:
-        section.tables.append(Table(
-            ["agent", "task", "seed", "message"],
-            [[r["agent"], r["env_id"], r["seed"], (r["message"] or "").splitlines()[0][:200] if r["message"] else ""]
-             for r in failed],
-            "Failed runs (re-run with `fidec leaderboard run --retry-failed`)",
-        ))
+        section.tables.append(
+            Table(
+                ["agent", "task", "seed", "message"],
+                [
+                    [
+                        r["agent"],
+                        r["env_id"],
+                        r["seed"],
+                        (r["message"] or "").splitlines()[0][:200] if r["message"] else "",
+                    ]
+                    for r in failed
+                ],
+                "Failed runs (re-run with `fidec leaderboard run --retry-failed`)",
+            )
+        )
     return section
 
 
@@ -170,12 +186,16 @@ def aggregates_section(ctx: ReportContext) -> Optional[Section]:
     )
     section.tables.append(Table(*aggregate_rows(comparison.aggregates), caption="IQM, mean, median, optimality gap"))
     if not comparison.improvement.empty:
-        section.tables.append(Table(
-            ["X", "Y", "P(X > Y)", "95% CI"],
-            [[r.agent_x, r.agent_y, f"{r.probability:.3f}", f"[{r.ci_low:.3f}, {r.ci_high:.3f}]"]
-             for r in comparison.improvement.itertuples(index=False)],
-            "Probability of improvement",
-        ))
+        section.tables.append(
+            Table(
+                ["X", "Y", "P(X > Y)", "95% CI"],
+                [
+                    [r.agent_x, r.agent_y, f"{r.probability:.3f}", f"[{r.ci_low:.3f}, {r.ci_high:.3f}]"]
+                    for r in comparison.improvement.itertuples(index=False)
+                ],
+                "Probability of improvement",
+            )
+        )
     aggregate_figure(comparison, ctx.report_dir / "figures" / "aggregates.png")
     section.figures.append(Figure("figures/aggregates.png", "Aggregate metrics with 95% stratified-bootstrap CIs"))
     profile_figure(comparison, ctx.report_dir / "figures" / "profiles.png")
@@ -250,17 +270,25 @@ def toy_study_section(ctx: ReportContext) -> Optional[Section]:
         name = f"run{artefact['run_id']}_{source.name}"
         shutil.copy2(source, target / name)
         run = runs[artefact["run_id"]]
-        section.figures.append(Figure(f"figures/registered/{name}", f"{run['agent']} on {run['env_id']}, seed "
-                                                                     f"{run['seed']}: {source.stem}"))
+        section.figures.append(
+            Figure(
+                f"figures/registered/{name}", f"{run['agent']} on {run['env_id']}, seed {run['seed']}: {source.stem}"
+            )
+        )
     if rows:
         columns = list(dict.fromkeys(key for row in rows for key in row))
-        section.tables.append(Table(columns, [[_fmt(row.get(c)) for c in columns] for row in rows],
-                                    "Toy metrics (table `toy_metrics`)"))
+        section.tables.append(
+            Table(columns, [[_fmt(row.get(c)) for c in columns] for row in rows], "Toy metrics (table `toy_metrics`)")
+        )
     return section
 
 
 BUILTIN_SECTIONS: tuple[SectionBuilder, ...] = (
-    overview_section, comparison_section, aggregates_section, learning_curves_section, videos_section,
+    overview_section,
+    comparison_section,
+    aggregates_section,
+    learning_curves_section,
+    videos_section,
     toy_study_section,
 )
 
@@ -302,17 +330,33 @@ def category_bars(comparison: Comparison, path: Path) -> Optional[str]:
                 continue
             row = rows.loc[agent]
             err = [[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]]
-            ax.bar(xs[i] - width / 2, row["mean"], width, yerr=err, color=_colour(agent), capsize=3,
-                   label="ours" if i == 0 else None)
+            ax.bar(
+                xs[i] - width / 2,
+                row["mean"],
+                width,
+                yerr=err,
+                color=_colour(agent),
+                capsize=3,
+                label="ours" if i == 0 else None,
+            )
             if row["paper_mean"] is not None and not _isnan(row["paper_mean"]):
                 paper_std = 0.0 if row["paper_std"] is None or _isnan(row["paper_std"]) else row["paper_std"]
-                ax.bar(xs[i] + width / 2, row["paper_mean"], width, yerr=paper_std, color=_colour(agent), alpha=0.35,
-                       hatch="//", capsize=3, label="paper" if i == 0 else None)
+                ax.bar(
+                    xs[i] + width / 2,
+                    row["paper_mean"],
+                    width,
+                    yerr=paper_std,
+                    color=_colour(agent),
+                    alpha=0.35,
+                    hatch="//",
+                    capsize=3,
+                    label="paper" if i == 0 else None,
+                )
         ax.set_xticks(xs, agents, rotation=45, ha="right")
         ax.set_title(category)
         ax.set_ylabel("score")
         ax.grid(axis="y", alpha=0.3)
-    for ax in list(axes.flat)[len(categories):]:
+    for ax in list(axes.flat)[len(categories) :]:
         ax.axis("off")
     axes.flat[0].legend(loc="upper left", fontsize=8)
     fig.suptitle("Per category: ours (solid, 95% CI) beside the paper (hatched, ± std)")
@@ -343,9 +387,15 @@ def aggregate_figure(comparison: Comparison, path: Path) -> None:
         estimates[agent] = rows["estimate"].to_numpy()
         intervals[agent] = np.stack([rows["ci_low"].to_numpy(), rows["ci_high"].to_numpy()])
     fig, _ = plot_utils.plot_interval_estimates(
-        estimates, intervals, metric_names=list(AGGREGATE_METRICS), algorithms=agents,
-        colors={agent: _colour(agent) for agent in agents}, xlabel="normalised score", subfigure_width=3.2,
-        row_height=0.5, xlabel_y_coordinate=-0.35,
+        estimates,
+        intervals,
+        metric_names=list(AGGREGATE_METRICS),
+        algorithms=agents,
+        colors={agent: _colour(agent) for agent in agents},
+        xlabel="normalised score",
+        subfigure_width=3.2,
+        row_height=0.5,
+        xlabel_y_coordinate=-0.35,
     )
     _save(fig, path)
 
@@ -367,8 +417,12 @@ def profile_figure(comparison: Comparison, path: Path) -> None:
         bands[agent] = np.stack([rows["ci_low"].to_numpy(), rows["ci_high"].to_numpy()])
     fig, ax = plt.subplots(figsize=(6, 3.6))
     plot_utils.plot_performance_profiles(
-        profiles, taus, performance_profile_cis=bands, colors={agent: _colour(agent) for agent in agents},
-        xlabel=r"normalised score $\tau$", ax=ax,
+        profiles,
+        taus,
+        performance_profile_cis=bands,
+        colors={agent: _colour(agent) for agent in agents},
+        xlabel=r"normalised score $\tau$",
+        ax=ax,
     )
     ax.legend([plt.Line2D([0], [0], color=_colour(a), lw=2) for a in agents], agents, fontsize=8, loc="lower left")
     _save(fig, path)
@@ -392,13 +446,12 @@ def learning_curve_figure(curves: dict[str, dict[str, list]], path: Path) -> Non
             values = [[v for points in seeds for s, v in points if s == step] for step in steps]
             mean = np.array([np.mean(v) for v in values])
             ax.plot(steps, mean, color=_colour(agent), label=agent, marker="o", ms=3)
-            ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=_colour(agent),
-                            alpha=0.15)
+            ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=_colour(agent), alpha=0.15)
         ax.set_title(task.removeprefix("fidec/"), fontsize=9)
         ax.set_xlabel("training step")
         ax.set_ylabel("score")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(tasks):]:
+    for ax in list(axes.flat)[len(tasks) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
@@ -418,8 +471,12 @@ def render_markdown(title: str, sections: Sequence[Section]) -> str:
         for figure in section.figures:
             parts += [f"![{figure.caption}]({figure.path})", "", f"*{figure.caption}*", ""]
         for video in section.videos:
-            parts += [f'<video controls width="480" src="{video.path}"></video>', "",
-                      f"[{video.caption}]({video.path})", ""]
+            parts += [
+                f'<video controls width="480" src="{video.path}"></video>',
+                "",
+                f"[{video.caption}]({video.path})",
+                "",
+            ]
     return "\n".join(parts)
 
 
@@ -441,9 +498,17 @@ def _inline(text: str) -> str:
 
 
 def render_html(title: str, sections: Sequence[Section]) -> str:
-    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-           f"<title>{html.escape(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
-           f"<h1>{html.escape(title)}</h1>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
     for section in sections:
         out.append(f"<section><h2>{html.escape(section.title)}</h2>")
         out += [f"<p>{_inline(p)}</p>" for p in section.paragraphs]
@@ -456,21 +521,29 @@ def render_html(title: str, sections: Sequence[Section]) -> str:
                 out.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>")
             out.append("</table>")
         for figure in section.figures:
-            out.append(f'<figure><img src="{html.escape(figure.path)}" alt="{html.escape(figure.caption)}">'
-                       f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>")
+            out.append(
+                f'<figure><img src="{html.escape(figure.path)}" alt="{html.escape(figure.caption)}">'
+                f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>"
+            )
         for video in section.videos:
-            out.append(f'<figure><video controls preload="metadata" width="480" src="{html.escape(video.path)}">'
-                       f'<a href="{html.escape(video.path)}">download</a></video>'
-                       f"<figcaption>{html.escape(video.caption)}</figcaption></figure>")
+            out.append(
+                f'<figure><video controls preload="metadata" width="480" src="{html.escape(video.path)}">'
+                f'<a href="{html.escape(video.path)}">download</a></video>'
+                f"<figcaption>{html.escape(video.caption)}</figcaption></figure>"
+            )
         out.append("</section>")
-    out += [f"<footer><p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by fidec-gym.</p></footer>", "</body>",
-            "</html>"]
+    out += [
+        f"<footer><p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by fidec-gym.</p></footer>",
+        "</body>",
+        "</html>",
+    ]
     return "\n".join(out)
 
 
 # ============================================================================ entry point
-def build_report(store, published=None, preset: Optional[str] = None, reps: int = 1000,
-                 title: Optional[str] = None) -> Path:
+def build_report(
+    store, published=None, preset: Optional[str] = None, reps: int = 1000, title: Optional[str] = None
+) -> Path:
     """Write ``<results dir>/report/{report.md,index.html}`` with figures and videos; returns index.html's path.
 
     The report is assembled in a temporary folder next to the final one and swapped in at the end.
@@ -480,15 +553,19 @@ def build_report(store, published=None, preset: Optional[str] = None, reps: int 
     matplotlib.use("Agg")
     root = Path(store.root)
     if not os.access(root, os.W_OK):
-        raise ResultsPermissionError(f"the results directory {root} is not writable; fix its permissions or copy it "
-                              "somewhere writable before building the report")
+        raise ResultsPermissionError(
+            f"the results directory {root} is not writable; fix its permissions or copy it "
+            "somewhere writable before building the report"
+        )
     comparison = compare(store, published, preset=preset, reps=reps)
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=root))
     try:
-        ctx = ReportContext(store=store, comparison=comparison, published=published, report_dir=staging,
-                            preset=preset)
-        sections = [s for s in (builder(ctx) for builder in (*BUILTIN_SECTIONS, *_EXTRA_SECTIONS))
-                    if s is not None and not s.empty]
+        ctx = ReportContext(store=store, comparison=comparison, published=published, report_dir=staging, preset=preset)
+        sections = [
+            s
+            for s in (builder(ctx) for builder in (*BUILTIN_SECTIONS, *_EXTRA_SECTIONS))
+            if s is not None and not s.empty
+        ]
         title = title or f"fidec-gym results: {root.name}"
         comparison.write(staging / "tables")
         (staging / "report.md").write_text(render_markdown(title, sections))

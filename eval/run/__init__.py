@@ -1,1 +1,2 @@
-"""One training run: its configuration, the trainer loop, checkpoints, evaluation, videos, loggers and the reported score."""
+"""One training run: its configuration, the trainer loop, checkpoints, evaluation, videos, loggers and the reported
+score."""

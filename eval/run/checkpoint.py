@@ -59,7 +59,7 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     for entry in root.iterdir():
         if entry.is_dir() and entry.name.startswith(_PREFIX) and (entry / TRAINER_FILE).exists():
             try:
-                found.append((int(entry.name[len(_PREFIX):]), entry))
+                found.append((int(entry.name[len(_PREFIX) :]), entry))
             except ValueError:
                 continue
     return sorted(found)
@@ -71,8 +71,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return checkpoints[-1][1] if checkpoints else None
 
 
-def save_checkpoint(run_dir: str | Path, step: int, agent: Any, trainer_state: dict, meta: dict,
-                    keep: int = 2) -> Path:
+def save_checkpoint(run_dir: str | Path, step: int, agent: Any, trainer_state: dict, meta: dict, keep: int = 2) -> Path:
     """Write a checkpoint for ``step`` atomically and keep the newest ``keep`` checkpoints (two by default, so a
     damaged newest one has a fallback). ``meta`` (agent, task, seed, results directory) goes to meta.json."""
     root = checkpoint_root(run_dir)
@@ -130,8 +129,10 @@ def load_trainer_state(checkpoint_dir: str | Path) -> dict:
     except FileNotFoundError:
         raise CheckpointError(f"{checkpoint_dir} is not a training checkpoint (no {TRAINER_FILE})") from None
     except Exception as error:
-        raise CheckpointError(f"{path} is unreadable ({error}); delete that checkpoint directory to fall back to "
-                              "an earlier one, or start the run again without --resume") from None
+        raise CheckpointError(
+            f"{path} is unreadable ({error}); delete that checkpoint directory to fall back to "
+            "an earlier one, or start the run again without --resume"
+        ) from None
     if not isinstance(state, dict) or state.get("format_version") != TRAINER_FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has trainer format {state.get('format_version') if isinstance(state, dict) else '?'}; this "
@@ -147,16 +148,20 @@ def resolve_agent_file(path: str | Path) -> Path:
     if path.is_file():
         return path
     if not path.exists():
-        raise ResultsNotFoundError(f"no checkpoint at {path}; pass an agent file, a checkpoint directory or a run "
-                                "directory written by `fidec train`")
+        raise ResultsNotFoundError(
+            f"no checkpoint at {path}; pass an agent file, a checkpoint directory or a run "
+            "directory written by `fidec train`"
+        )
     if (path / AGENT_FILE).is_file():
         return path / AGENT_FILE
     for run_dir in (path, path.parent):  # a run directory, or its checkpoints/ directory
         latest = latest_checkpoint(run_dir)
         if latest is not None:
             return latest / AGENT_FILE
-    raise ResultsNotFoundError(f"{path} holds no checkpoint ({AGENT_FILE} or checkpoints/step_*); train with "
-                            "`fidec train ... --checkpoint-interval N` or pass the agent file itself")
+    raise ResultsNotFoundError(
+        f"{path} holds no checkpoint ({AGENT_FILE} or checkpoints/step_*); train with "
+        "`fidec train ... --checkpoint-interval N` or pass the agent file itself"
+    )
 
 
 def checkpoint_metadata(agent_file: str | Path) -> dict:

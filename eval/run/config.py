@@ -25,14 +25,23 @@ DIVERGENCE_TABLES = ("paper", "fidec_scripts", "deflow_readme")
 RUNS_DIRNAME = "runs"
 
 # Settings that define what is trained; a checkpoint may only be resumed when they are unchanged.
-IDENTITY_FIELDS = ("agent", "env_id", "seed", "agent_overrides", "use_task_hyperparameters", "divergence_table",
-                   "dataset_path", "updates_per_dispatch")
+IDENTITY_FIELDS = (
+    "agent",
+    "env_id",
+    "seed",
+    "agent_overrides",
+    "use_task_hyperparameters",
+    "divergence_table",
+    "dataset_path",
+    "updates_per_dispatch",
+)
 # Settings that say where and how a run is written, not what it is; left out of the stored run config.
 PLACEMENT_FIELDS = ("results_dir", "tensorboard", "wandb", "eval_workers", "progress")
 
 
-def _setting(default: Any, help: str, minimum: int | None = None, flag: str | None = None,
-             choices: tuple | None = None) -> Any:
+def _setting(
+    default: Any, help: str, minimum: int | None = None, flag: str | None = None, choices: tuple | None = None
+) -> Any:
     """A field with its help text, its lower bound and its command-line flag (default: --field-name)."""
     metadata = {"help": help, "minimum": minimum, "flag": flag, "choices": choices}
     if isinstance(default, dict):
@@ -47,22 +56,29 @@ class TrainConfig:
     agent: str = _setting("", "agent: " + ", ".join(AGENT_NAMES), choices=AGENT_NAMES)
     env_id: str = _setting("", "task ID, e.g. fidec/cube-single-play-singletask-task2-v0", flag="--env")
     seed: int = _setting(0, "random seed of the agent, the batch sampler and the evaluations", minimum=0)
-    offline_steps: int = _setting(1_000_000, "offline training steps (the paper: 1M on OGBench, 500K on D4RL)",
-                                  minimum=0, flag="--steps")
+    offline_steps: int = _setting(
+        1_000_000, "offline training steps (the paper: 1M on OGBench, 500K on D4RL)", minimum=0, flag="--steps"
+    )
     online_steps: int = _setting(0, "online fine-tuning steps after the offline phase", minimum=0)
-    eval_interval: int = _setting(100_000, "evaluate every this many steps (and at step 1 and the last step)",
-                                  minimum=1)
+    eval_interval: int = _setting(
+        100_000, "evaluate every this many steps (and at step 1 and the last step)", minimum=1
+    )
     eval_episodes: int = _setting(50, "episodes per evaluation", minimum=1)
-    eval_workers: int | None = _setting(None, "evaluation processes (default: one per core, at most the episodes)",
-                                        minimum=1)
+    eval_workers: int | None = _setting(
+        None, "evaluation processes (default: one per core, at most the episodes)", minimum=1
+    )
     log_interval: int = _setting(5_000, "log training and validation losses every this many steps", minimum=1)
     checkpoint_interval: int = _setting(100_000, "write a resumable checkpoint every this many steps", minimum=1)
     agent_overrides: dict = _setting({}, "agent config overrides, applied after the per-task hyperparameters")
     use_task_hyperparameters: bool = _setting(True, "apply the paper's per-task hyperparameters (alpha, delta, ...)")
-    divergence_table: str = _setting("paper", "which table of per-task trust-region sizes delta to use "
-                                     "(docs/algorithms.md D4)", choices=DIVERGENCE_TABLES)
-    dataset_path: str | None = _setting(None, "dataset file or directory (default: $FIDEC_DATA_DIR, then the "
-                                        "standard places)", flag="--dataset")
+    divergence_table: str = _setting(
+        "paper",
+        "which table of per-task trust-region sizes delta to use (docs/algorithms.md D4)",
+        choices=DIVERGENCE_TABLES,
+    )
+    dataset_path: str | None = _setting(
+        None, "dataset file or directory (default: $FIDEC_DATA_DIR, then the standard places)", flag="--dataset"
+    )
     results_dir: str = _setting("results", "results directory: results.sqlite and runs/", flag="--out")
     video_episodes: int = _setting(0, "record this many mp4 roll-outs at the end", minimum=0, flag="--videos")
     video_frame_skip: int = _setting(1, "keep every K-th frame in videos", minimum=1, flag="--frame-skip")
@@ -86,22 +102,30 @@ class TrainConfig:
             if choices and value not in choices:
                 close = difflib.get_close_matches(str(value), choices, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError(f"{_name(item)}: unknown {item.name.replace('_', ' ')} {value!r}{hint}; valid "
-                                  f"{item.name.replace('_', ' ')}s: {', '.join(choices)}")
+                raise ConfigError(
+                    f"{_name(item)}: unknown {item.name.replace('_', ' ')} {value!r}{hint}; valid "
+                    f"{item.name.replace('_', ' ')}s: {', '.join(choices)}"
+                )
         if self.total_steps < 1:
             raise ConfigError("nothing to train: set offline_steps (--steps) or online_steps (--online-steps) > 0")
         from fidec_gym.envs.catalogue import task_info
 
         spec = task_info(self.env_id)  # unknown task -> UnknownTaskError with close names
         if self.online_steps and spec.suite == "visual":
-            raise ConfigError(f"online fine-tuning is not supported for pixel tasks ({self.env_id}); the paper has "
-                              "no visual offline-to-online runs; set online_steps=0")
+            raise ConfigError(
+                f"online fine-tuning is not supported for pixel tasks ({self.env_id}); the paper has "
+                "no visual offline-to-online runs; set online_steps=0"
+            )
         if self.dataset_path is not None and spec.suite == "toy":
-            raise ConfigError(f"{self.env_id} is a toy task whose data is sampled from its analytic law; it reads "
-                              f"no dataset file, so drop --dataset {self.dataset_path}")
+            raise ConfigError(
+                f"{self.env_id} is a toy task whose data is sampled from its analytic law; it reads "
+                f"no dataset file, so drop --dataset {self.dataset_path}"
+            )
         if self.dataset_path is not None and not Path(self.dataset_path).expanduser().exists():
-            raise ConfigError(f"--dataset {self.dataset_path}: no such file or directory; pass the dataset file or "
-                              "the directory that holds it")
+            raise ConfigError(
+                f"--dataset {self.dataset_path}: no such file or directory; pass the dataset file or "
+                "the directory that holds it"
+            )
 
     def record(self) -> dict:
         """The settings stored with the run (what it is, not where it is written)."""
@@ -170,8 +194,9 @@ def resolve_agent_overrides(cfg: TrainConfig) -> dict:
     if "offline_steps" in known:  # where the online phase starts (fix_bc_flow_online), as the reference driver does
         overrides["offline_steps"] = cfg.offline_steps
     if cfg.use_task_hyperparameters:
-        table = task_hyperparameters(cfg.env_id, cfg.agent, divergence_table=cfg.divergence_table,
-                                     offline_to_online=cfg.online_steps > 0)
+        table = task_hyperparameters(
+            cfg.env_id, cfg.agent, divergence_table=cfg.divergence_table, offline_to_online=cfg.online_steps > 0
+        )
         overrides.update({key: value for key, value in table.items() if key in known})
     overrides.update(cfg.agent_overrides)
     check_overrides(cfg.agent, overrides)
@@ -185,8 +210,14 @@ def resolve_run(cfg: TrainConfig, cell: str | None = None) -> ResolvedRun:
     cfg.validate()
     spec = task_info(cfg.env_id)
     results_dir = Path(cfg.results_dir).expanduser().resolve()
-    return ResolvedRun(config=cfg, spec=spec, agent_overrides=resolve_agent_overrides(cfg), results_dir=results_dir,
-                       run_dir=run_directory(results_dir, cfg.agent, spec.name, cfg.seed, cell), cell=cell)
+    return ResolvedRun(
+        config=cfg,
+        spec=spec,
+        agent_overrides=resolve_agent_overrides(cfg),
+        results_dir=results_dir,
+        run_dir=run_directory(results_dir, cfg.agent, spec.name, cfg.seed, cell),
+        cell=cell,
+    )
 
 
 def code_version() -> str:
@@ -198,8 +229,13 @@ def code_version() -> str:
     except PackageNotFoundError:
         base = "unknown"
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, text=True,
-                                capture_output=True, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            text=True,
+            capture_output=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"{base}+{commit}" if commit else base

@@ -147,9 +147,7 @@ class Evaluator:
         vectorization = vectorization or ("async" if self.num_envs > 1 else "sync")
         mode = gym.vector.AutoresetMode.SAME_STEP
         if vectorization == "async":
-            self.envs = gym.vector.AsyncVectorEnv(
-                [factory] * self.num_envs, autoreset_mode=mode, context=context
-            )
+            self.envs = gym.vector.AsyncVectorEnv([factory] * self.num_envs, autoreset_mode=mode, context=context)
         elif vectorization == "sync":
             self.envs = gym.vector.SyncVectorEnv([factory] * self.num_envs, autoreset_mode=mode)
         else:
@@ -159,7 +157,7 @@ class Evaluator:
     def close(self) -> None:
         self.envs.close()
 
-    def __enter__(self) -> "Evaluator":
+    def __enter__(self) -> Evaluator:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -205,11 +203,16 @@ class Evaluator:
                         success = _info_value(infos, ("final_info", "episode", "success"), i)
                     success = math.nan if success is None else float(success)
                     reported = _info_value(infos, ("final_info", "episode", "normalized_score"), i)
-                    episodes.append({
-                        "env_index": int(i), "episode": int(finished[i]), "success": success,
-                        "return": float(returns[i]), "length": int(lengths[i]),
-                        "normalized_score": self._normalized(success, float(returns[i]), reported),
-                    })
+                    episodes.append(
+                        {
+                            "env_index": int(i),
+                            "episode": int(finished[i]),
+                            "success": success,
+                            "return": float(returns[i]),
+                            "length": int(lengths[i]),
+                            "normalized_score": self._normalized(success, float(returns[i]), reported),
+                        }
+                    )
                     finished[i] += 1
                     returns[i], lengths[i] = 0.0, 0
                     if bar is not None:
@@ -285,8 +288,15 @@ def evaluate(
         from fidec_gym.eval.run.video import record_episodes
 
         paths = record_episodes(
-            make_policy(agent, seed + 1, temperature), env_id, video_episodes, video_dir, seed=seed,
-            agent_name=agent_name, step=step, frame_skip=frame_skip, env_kwargs=env_kwargs,
+            make_policy(agent, seed + 1, temperature),
+            env_id,
+            video_episodes,
+            video_dir,
+            seed=seed,
+            agent_name=agent_name,
+            step=step,
+            frame_skip=frame_skip,
+            env_kwargs=env_kwargs,
         )
         result["videos"] = [str(p) for p in paths]
     return result

@@ -11,9 +11,9 @@ import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
-from fidec_gym.files import atomic_path
 
 from fidec_gym.errors import MissingDependencyError
+from fidec_gym.files import atomic_path
 
 LOGGING_EXTRA = 'pip install "fidec-gym[logging]"'
 
@@ -127,8 +127,9 @@ class TensorBoardLogger:
 class WandbLogger:
     """Weights & Biases run; offline unless ``WANDB_MODE`` says otherwise (sync later with ``wandb sync``)."""
 
-    def __init__(self, run_dir: str | Path, name: str, config: Mapping[str, Any], run_id: str,
-                 project: str = "fidec-gym"):
+    def __init__(
+        self, run_dir: str | Path, name: str, config: Mapping[str, Any], run_id: str, project: str = "fidec-gym"
+    ):
         try:
             import wandb
         except ImportError:
@@ -137,8 +138,14 @@ class WandbLogger:
             ) from None
         self._wandb = wandb
         self.run = wandb.init(
-            project=project, name=name, id=run_id, dir=str(run_dir), config=dict(config), resume="allow",
-            mode=os.environ.get("WANDB_MODE", "offline"), reinit="finish_previous",
+            project=project,
+            name=name,
+            id=run_id,
+            dir=str(run_dir),
+            config=dict(config),
+            resume="allow",
+            mode=os.environ.get("WANDB_MODE", "offline"),
+            reinit="finish_previous",
         )
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:

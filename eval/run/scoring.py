@@ -20,8 +20,17 @@ from typing import Sequence
 from fidec_gym.envs.catalogue import TaskSpec
 from fidec_gym.text import format_steps
 
-EVAL_METRICS = ("success", "normalized_score", "return", "length", "success_std", "normalized_score_std",
-                "return_std", "length_std", "num_episodes")
+EVAL_METRICS = (
+    "success",
+    "normalized_score",
+    "return",
+    "length",
+    "success_std",
+    "normalized_score_std",
+    "return_std",
+    "length_std",
+    "num_episodes",
+)
 PAPER_STEPS = {
     "ogbench": (800_000, 900_000, 1_000_000),
     "visual": (300_000, 400_000, 500_000),
@@ -53,18 +62,29 @@ def reported_score(evaluations: Sequence[dict], spec: TaskSpec, offline_steps: i
     history = sorted((e for e in evaluations if "step" in e), key=lambda e: e["step"])
     result: dict = {"unit": UNITS[spec.metric]}
     if not history:
-        return {**result, "score": math.nan, "score_rule": "no evaluations", "score_steps": [],
-                "paper_rule": "", "protocol_matches_paper": False}
+        return {
+            **result,
+            "score": math.nan,
+            "score_rule": "no evaluations",
+            "score_steps": [],
+            "paper_rule": "",
+            "protocol_matches_paper": False,
+        }
     scores = {int(e["step"]): float(e["normalized_score"]) for e in history}
 
     if online_steps > 0:
         offline_end = max((s for s in scores if s <= offline_steps), default=min(scores))
         online_end = max(scores)
         return {
-            **result, "score": scores[online_end], "score_offline": scores[offline_end],
-            "score_online": scores[online_end], "score_steps": [offline_end, online_end],
-            "score_rule": (f"offline-to-online: evaluation at the end of offline training (step {offline_end}) and "
-                           f"at the end of online training (step {online_end}); score = the latter"),
+            **result,
+            "score": scores[online_end],
+            "score_offline": scores[offline_end],
+            "score_online": scores[online_end],
+            "score_steps": [offline_end, online_end],
+            "score_rule": (
+                f"offline-to-online: evaluation at the end of offline training (step {offline_end}) and "
+                f"at the end of online training (step {online_end}); score = the latter"
+            ),
             "paper_rule": "evaluations at 1M (end of offline) and 2M (end of online)",
             "protocol_matches_paper": (offline_end, online_end) == (1_000_000, 2_000_000),
         }
@@ -77,10 +97,17 @@ def reported_score(evaluations: Sequence[dict], spec: TaskSpec, offline_steps: i
     else:
         used = candidates[-1:]
         rule = f"the last evaluation, at step {_fmt(used)}"
-        paper = ("the evaluation at 500K" if spec.suite == "d4rl"
-                 else "the last evaluation (toy tasks have no published protocol)")
+        paper = (
+            "the evaluation at 500K"
+            if spec.suite == "d4rl"
+            else "the last evaluation (toy tasks have no published protocol)"
+        )
     score = sum(scores[s] for s in used) / len(used)
     return {
-        **result, "score": score, "score_rule": rule, "score_steps": used, "paper_rule": paper,
+        **result,
+        "score": score,
+        "score_rule": rule,
+        "score_steps": used,
+        "paper_rule": paper,
         "protocol_matches_paper": tuple(used) == PAPER_STEPS.get(spec.suite, ()),
     }

@@ -30,7 +30,12 @@ from typing import Any
 import numpy as np
 
 from fidec_gym.errors import ConfigError, ResultsError, ResultsPermissionError
-from fidec_gym.eval.run.checkpoint import latest_checkpoint, load_trainer_state, remove_stale_temporaries, save_checkpoint
+from fidec_gym.eval.run.checkpoint import (
+    latest_checkpoint,
+    load_trainer_state,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from fidec_gym.eval.run.config import IDENTITY_FIELDS, ResolvedRun, TrainConfig, resolve_run, run_directory
 from fidec_gym.eval.run.loggers import CsvLogger, MetricLogger, TensorBoardLogger, WandbLogger, require_logging_packages
 from fidec_gym.eval.run.scoring import EVAL_METRICS, reported_score
@@ -58,7 +63,7 @@ class TrainerState:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, state: dict) -> "TrainerState":
+    def from_dict(cls, state: dict) -> TrainerState:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in state.items() if key in names})
 
@@ -86,8 +91,16 @@ def _is_nonfinite(info: dict[str, float]) -> bool:
 class _Trainer:
     """One run's state; :func:`train` drives it. Split out so that every piece of state is in one place."""
 
-    def __init__(self, run: ResolvedRun, store: ResultsStore | None, run_id: int | None, resume: bool,
-                 progress: bool, agent_create_kwargs: dict | None, env_kwargs: dict | None):
+    def __init__(
+        self,
+        run: ResolvedRun,
+        store: ResultsStore | None,
+        run_id: int | None,
+        resume: bool,
+        progress: bool,
+        agent_create_kwargs: dict | None,
+        env_kwargs: dict | None,
+    ):
         self.run_spec, self.cfg, self.spec = run, run.config, run.spec
         self.resume, self.progress = resume, progress
         self.overrides = run.agent_overrides
@@ -104,19 +117,26 @@ class _Trainer:
         if store is None:
             store = ResultsStore(run.results_dir)
         elif store.root.expanduser().resolve() != run.results_dir:
-            raise ConfigError(f"the store at {store.root} is not in the run's results directory {run.results_dir}; "
-                              "pass results_dir=store.root in the TrainConfig")
+            raise ConfigError(
+                f"the store at {store.root} is not in the run's results directory {run.results_dir}; "
+                "pass results_dir=store.root in the TrainConfig"
+            )
         self.store = store
         self.run_id, cell = self._register_run(run_id)
         if cell:
-            self.run_spec = run = dataclasses.replace(run, cell=cell, run_dir=run_directory(
-                run.results_dir, self.cfg.agent, self.spec.name, self.cfg.seed, cell))
+            self.run_spec = run = dataclasses.replace(
+                run,
+                cell=cell,
+                run_dir=run_directory(run.results_dir, self.cfg.agent, self.spec.name, self.cfg.seed, cell),
+            )
         self.run_dir = run.run_dir
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise ResultsPermissionError(f"cannot create the run directory {self.run_dir} ({error.strerror or error}); "
-                                         "choose a writable --out directory") from None
+            raise ResultsPermissionError(
+                f"cannot create the run directory {self.run_dir} ({error.strerror or error}); "
+                "choose a writable --out directory"
+            ) from None
         if not os.access(self.run_dir, os.W_OK):
             raise ResultsPermissionError(f"the run directory {self.run_dir} is not writable; choose another --out")
 
@@ -129,14 +149,22 @@ class _Trainer:
         if run_id is not None:
             run = self.store.get_run(run_id)
             if (run["agent"], run["env_id"], int(run["seed"])) != (cfg.agent, self.spec.env_id, cfg.seed):
-                raise ResultsError(f"run {run_id} in the store is {run['agent']} on {run['env_id']} seed {run['seed']}, "
-                                   f"not {cfg.agent} on {self.spec.env_id} seed {cfg.seed}; pass the matching run_id")
+                raise ResultsError(
+                    f"run {run_id} in the store is {run['agent']} on {run['env_id']} seed {run['seed']}, "
+                    f"not {cfg.agent} on {self.spec.env_id} seed {cfg.seed}; pass the matching run_id"
+                )
             return run_id, run["cell"]
         run = self.store.find_run(agent=cfg.agent, env_id=self.spec.env_id, seed=cfg.seed)
         self.owns_config = True  # found by key or new: its stored config follows this call (schedule changes allowed)
         if run is None:
-            return self.store.create_run(agent=cfg.agent, env_id=self.spec.env_id, seed=cfg.seed,
-                                         config=cfg.record(), data_provenance={}, code_version=code_version()), None
+            return self.store.create_run(
+                agent=cfg.agent,
+                env_id=self.spec.env_id,
+                seed=cfg.seed,
+                config=cfg.record(),
+                data_provenance={},
+                code_version=code_version(),
+            ), None
         return run["id"], None
 
     def _load_data(self) -> None:
@@ -152,13 +180,23 @@ class _Trainer:
         pixel = self.spec.suite == "visual"
         self.sampler_kwargs = dict(crop_augment_prob=0.5 if pixel else 0.0, frame_stack=3 if pixel else None)
         meta = self.dataset.metadata
-        self.provenance = {key: meta.get(key) for key in ("provenance", "dataset", "path", "sha256", "format_version",
-                                                          "success_timing", "num_transitions") if key in meta}
+        self.provenance = {
+            key: meta.get(key)
+            for key in (
+                "provenance",
+                "dataset",
+                "path",
+                "sha256",
+                "format_version",
+                "success_timing",
+                "num_transitions",
+            )
+            if key in meta
+        }
 
     def _make_agent(self) -> Any:
-        from fidec_gym.envs.datasets import BatchSampler
-
         from fidec_gym.agents import AGENTS
+        from fidec_gym.envs.datasets import BatchSampler
 
         # A throwaway sampler gives an example batch with the training layout (e.g. frame-stacked pixels) without
         # touching the training sampler's generator.
@@ -174,8 +212,11 @@ class _Trainer:
         agent = self.agent
         batch_size = int(agent.config["batch_size"])
         self.sampler = BatchSampler(self.dataset, batch_size, seed=cfg.seed, **self.sampler_kwargs)
-        self.val_sampler = (BatchSampler(self.val_dataset, batch_size, seed=cfg.seed + 1, **self.sampler_kwargs)
-                            if self.val_dataset is not None else None)
+        self.val_sampler = (
+            BatchSampler(self.val_dataset, batch_size, seed=cfg.seed + 1, **self.sampler_kwargs)
+            if self.val_dataset is not None
+            else None
+        )
         self.replay, self.replay_rng = None, np.random.default_rng(cfg.seed + 2)
         self.evaluations: list[dict] = []
         self.last_checkpoint_step = 0
@@ -187,8 +228,10 @@ class _Trainer:
         remove_stale_temporaries(self.run_dir)  # e.g. a checkpoint being written when the process was killed
         checkpoint = latest_checkpoint(self.run_dir)
         if checkpoint is not None and not self.resume:
-            raise ResultsError(f"{self.run_dir} already holds a run (checkpoint {checkpoint.name}); resume it with "
-                               "--resume (resume=True), or pick another --out directory to start over")
+            raise ResultsError(
+                f"{self.run_dir} already holds a run (checkpoint {checkpoint.name}); resume it with "
+                "--resume (resume=True), or pick another --out directory to start over"
+            )
         if checkpoint is not None:
             agent, start = self._restore(agent)
         else:
@@ -196,8 +239,12 @@ class _Trainer:
         # Only now (the checkpoint, if any, matched) may the stored run record change.
         config = self.cfg.record() if self.owns_config else store.get_run(self.run_id)["config"]
         store.update_config(self.run_id, config, data_provenance=self.provenance)
-        store.set_status(self.run_id, "running", message=f"pid {os.getpid()} on {socket.gethostname()}",
-                         last_good_step=self.last_checkpoint_step or None)
+        store.set_status(
+            self.run_id,
+            "running",
+            message=f"pid {os.getpid()} on {socket.gethostname()}",
+            last_good_step=self.last_checkpoint_step or None,
+        )
         self.started = True
         store.delete_evaluations_after(self.run_id, start)
         self._last_log_step = start
@@ -206,8 +253,14 @@ class _Trainer:
         if cfg.tensorboard:
             loggers.append(TensorBoardLogger(self.run_dir / "tensorboard", resume_step=start))
         if cfg.wandb:
-            loggers.append(WandbLogger(self.run_dir, name=self.run_dir.name, config=cfg.record(),
-                                       run_id=f"{self.run_dir.name}-{self.run_id}".replace("/", "-")[:120]))
+            loggers.append(
+                WandbLogger(
+                    self.run_dir,
+                    name=self.run_dir.name,
+                    config=cfg.record(),
+                    run_id=f"{self.run_dir.name}-{self.run_id}".replace("/", "-")[:120],
+                )
+            )
         self.logger = MetricLogger(*loggers)
         store.add_artefact(self.run_id, "metrics", str(self.run_dir / "metrics.csv"))
         self.evaluator = None
@@ -240,17 +293,25 @@ class _Trainer:
             if index + 1 < len(checkpoints):
                 print(f"warning: {failure}; resuming from the previous checkpoint instead", flush=True)
                 continue
-            raise CheckpointError(f"{failure}; no earlier checkpoint to fall back to: delete {self.run_dir} "
-                                  "(or pick another --out) and train without --resume") from None
+            raise CheckpointError(
+                f"{failure}; no earlier checkpoint to fall back to: delete {self.run_dir} "
+                "(or pick another --out) and train without --resume"
+            ) from None
         raise AssertionError("unreachable: called with at least one checkpoint")
 
     def _check_same_run(self, checkpoint: Path, state: TrainerState) -> None:
         saved, current = state.train_config, json.loads(to_json(self.cfg.record()))
-        differing = {key: (saved.get(key), current.get(key)) for key in IDENTITY_FIELDS
-                     if saved.get(key) != current.get(key)}
+        differing = {
+            key: (saved.get(key), current.get(key)) for key in IDENTITY_FIELDS if saved.get(key) != current.get(key)
+        }
         old_agent, new_agent = state.resolved_overrides, json.loads(to_json(self.overrides))
-        differing.update({f"agent config {key}": (old_agent.get(key), new_agent.get(key))
-                          for key in set(old_agent) | set(new_agent) if old_agent.get(key) != new_agent.get(key)})
+        differing.update(
+            {
+                f"agent config {key}": (old_agent.get(key), new_agent.get(key))
+                for key in set(old_agent) | set(new_agent)
+                if old_agent.get(key) != new_agent.get(key)
+            }
+        )
         if differing:
             details = "; ".join(f"{key}: checkpoint {a!r}, now {b!r}" for key, (a, b) in sorted(differing.items()))
             raise ResultsError(
@@ -277,21 +338,28 @@ class _Trainer:
 
     def _trainer_state(self, step: int) -> TrainerState:
         return TrainerState(
-            step=step, train_config=json.loads(to_json(self.cfg.record())),
-            resolved_overrides=json.loads(to_json(self.overrides)), sampler=self.sampler.state_dict(),
+            step=step,
+            train_config=json.loads(to_json(self.cfg.record())),
+            resolved_overrides=json.loads(to_json(self.overrides)),
+            sampler=self.sampler.state_dict(),
             val_sampler=self.val_sampler.state_dict() if self.val_sampler is not None else None,
-            python_random=random.getstate(), numpy_global=np.random.get_state(),
+            python_random=random.getstate(),
+            numpy_global=np.random.get_state(),
             replay_rng=self.replay_rng.bit_generator.state,
             replay=self.replay.online_state() if self.replay is not None else None,
-            evaluations=list(self.evaluations), elapsed=self.elapsed,
+            evaluations=list(self.evaluations),
+            elapsed=self.elapsed,
         )
 
     def _next_boundary(self, step: int) -> int:
         """The next step at which something besides an update happens (log, eval, checkpoint, phase end)."""
         cfg = self.cfg
-        candidates = [cfg.total_steps, (step // cfg.log_interval + 1) * cfg.log_interval,
-                      (step // cfg.eval_interval + 1) * cfg.eval_interval,
-                      (step // cfg.checkpoint_interval + 1) * cfg.checkpoint_interval]
+        candidates = [
+            cfg.total_steps,
+            (step // cfg.log_interval + 1) * cfg.log_interval,
+            (step // cfg.eval_interval + 1) * cfg.eval_interval,
+            (step // cfg.checkpoint_interval + 1) * cfg.checkpoint_interval,
+        ]
         if step < 1:
             candidates.append(1)
         if step < cfg.offline_steps:
@@ -307,8 +375,14 @@ class _Trainer:
         if self.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, initial=start, desc=f"{cfg.agent} {self.spec.name} seed {cfg.seed}",
-                       unit="step", dynamic_ncols=True, smoothing=0.05)
+            bar = tqdm(
+                total=total,
+                initial=start,
+                desc=f"{cfg.agent} {self.spec.name} seed {cfg.seed}",
+                unit="step",
+                dynamic_ncols=True,
+                smoothing=0.05,
+            )
         online_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0x0A11CE)
         train_env = observation = None
         info: dict[str, float] = {}
@@ -343,8 +417,12 @@ class _Trainer:
                     self._log(agent, step, info, now - tick)
                     tick = now
                 paused = time.perf_counter()
-                if step == 1 or step % cfg.eval_interval == 0 or step == total or (
-                        cfg.online_steps and step == cfg.offline_steps):
+                if (
+                    step == 1
+                    or step % cfg.eval_interval == 0
+                    or step == total
+                    or (cfg.online_steps and step == cfg.offline_steps)
+                ):
                     self._evaluate(agent, step)
                     if bar is not None:
                         bar.set_postfix(score=f"{self.evaluations[-1]['normalized_score']:.1f}")
@@ -380,8 +458,9 @@ class _Trainer:
         import jax
 
         action_key = jax.random.fold_in(key, step)
-        action = np.clip(np.asarray(agent.sample_actions(observation[None], seed=action_key, temperature=1.0))[0],
-                         -1.0, 1.0)
+        action = np.clip(
+            np.asarray(agent.sample_actions(observation[None], seed=action_key, temperature=1.0))[0], -1.0, 1.0
+        )
         next_observation, reward, terminated, truncated, info = env.step(action)
         if self.spec.category == "d4rl-antmaze":
             reward = float(reward) - 1.0  # same r - 1 shift as the dataset (docs/algorithms.md §3.3)
@@ -389,8 +468,11 @@ class _Trainer:
         if not (terminated or truncated):
             return next_observation, {}
         episode = info.get("episode", {})
-        logged = {"online/return": episode.get("r", math.nan), "online/length": episode.get("l", math.nan),
-                  "online/success": episode.get("success", math.nan)}
+        logged = {
+            "online/return": episode.get("r", math.nan),
+            "online/length": episode.get("l", math.nan),
+            "online/success": episode.get("success", math.nan),
+        }
         observation, _ = env.reset()
         return observation, logged
 
@@ -411,8 +493,9 @@ class _Trainer:
         cfg = self.cfg
         if self.evaluator is None:
             workers = cfg.eval_workers or default_num_workers(self.spec.env_id, cfg.eval_episodes)
-            self.evaluator = Evaluator(self.spec.env_id, max(1, min(workers, cfg.eval_episodes)),
-                                       env_kwargs=self.env_kwargs)
+            self.evaluator = Evaluator(
+                self.spec.env_id, max(1, min(workers, cfg.eval_episodes)), env_kwargs=self.env_kwargs
+            )
         seed = cfg.seed * 1_000_003 + step  # a function of (seed, step): identical after a resume
         result = self.evaluator.run(make_policy(agent, seed), cfg.eval_episodes, seed)
         metrics = {key: result[key] for key in EVAL_METRICS}
@@ -421,37 +504,58 @@ class _Trainer:
         self.logger.log(step, {f"eval/{key}": value for key, value in metrics.items()})
 
     def _checkpoint(self, agent, step: int) -> None:
-        meta = {"agent": self.cfg.agent, "env_id": self.spec.env_id, "seed": self.cfg.seed,
-                "results_dir": str(self.run_spec.results_dir)}
+        meta = {
+            "agent": self.cfg.agent,
+            "env_id": self.spec.env_id,
+            "seed": self.cfg.seed,
+            "results_dir": str(self.run_spec.results_dir),
+        }
         path = save_checkpoint(self.run_dir, step, agent, self._trainer_state(step).to_dict(), meta)
         self.last_checkpoint_step = step
         self.store.add_artefact(self.run_id, "checkpoint", str(path.parent), step=step)
-        self.store.set_status(self.run_id, "running", message=f"pid {os.getpid()} on {socket.gethostname()}", last_good_step=step)
+        self.store.set_status(
+            self.run_id, "running", message=f"pid {os.getpid()} on {socket.gethostname()}", last_good_step=step
+        )
 
     def _fail(self, agent, step: int, info: dict[str, float]) -> str:
         bad = sorted(key for key, value in info.items() if not math.isfinite(value))
-        kept = (f"the last good checkpoint (step {self.last_checkpoint_step}) is kept" if self.last_checkpoint_step
-                else "no checkpoint had been written yet")
-        message = (f"non-finite loss or gradient at step {step} (non-finite: {bad or ['nonfinite']}); training "
-                   f"stopped and {kept}; lower the learning rate or check the data, then start again")
-        self.store.set_status(self.run_id, "failed", message=message,
-                              last_good_step=self.last_checkpoint_step or None)
+        kept = (
+            f"the last good checkpoint (step {self.last_checkpoint_step}) is kept"
+            if self.last_checkpoint_step
+            else "no checkpoint had been written yet"
+        )
+        message = (
+            f"non-finite loss or gradient at step {step} (non-finite: {bad or ['nonfinite']}); training "
+            f"stopped and {kept}; lower the learning rate or check the data, then start again"
+        )
+        self.store.set_status(self.run_id, "failed", message=message, last_good_step=self.last_checkpoint_step or None)
         self.failure = message
         return "failed"
 
     def _finish(self, agent, status: str) -> TrainResult:
         cfg = self.cfg
         score = reported_score(self.evaluations, self.spec, cfg.offline_steps, cfg.online_steps)
-        env_meta = {"success_timing": self.env_kwargs.get("success_timing", "pre")} if self.spec.suite in (
-            "ogbench", "visual") else {}
+        env_meta = (
+            {"success_timing": self.env_kwargs.get("success_timing", "pre")}
+            if self.spec.suite in ("ogbench", "visual")
+            else {}
+        )
         summary = {
-            **score, "status": status, "agent": cfg.agent, "env_id": self.spec.env_id, "seed": cfg.seed,
+            **score,
+            "status": status,
+            "agent": cfg.agent,
+            "env_id": self.spec.env_id,
+            "seed": cfg.seed,
             "final": self.evaluations[-1] if self.evaluations else {},
             "evaluations": [{"step": e["step"], "normalized_score": e["normalized_score"]} for e in self.evaluations],
             "steps_done": self.evaluations[-1]["step"] if self.evaluations else 0,
-            "offline_steps": cfg.offline_steps, "online_steps": cfg.online_steps,
-            "eval_episodes": cfg.eval_episodes, "data_provenance": self.provenance, **env_meta,
-            "agent_overrides": self.overrides, "wall_time_s": self.elapsed,
+            "offline_steps": cfg.offline_steps,
+            "online_steps": cfg.online_steps,
+            "eval_episodes": cfg.eval_episodes,
+            "data_provenance": self.provenance,
+            **env_meta,
+            "agent_overrides": self.overrides,
+            "wall_time_s": self.elapsed,
         }
         if status == "failed":
             summary["message"] = self.failure
@@ -472,9 +576,17 @@ class _Trainer:
 
         step = self.cfg.total_steps
         try:
-            paths = record_episodes(make_policy(agent, self.cfg.seed + 1), self.spec.env_id, self.cfg.video_episodes,
-                                    self.run_dir / "videos", seed=self.cfg.seed, agent_name=self.cfg.agent,
-                                    step=step, frame_skip=self.cfg.video_frame_skip, env_kwargs=self.env_kwargs)
+            paths = record_episodes(
+                make_policy(agent, self.cfg.seed + 1),
+                self.spec.env_id,
+                self.cfg.video_episodes,
+                self.run_dir / "videos",
+                seed=self.cfg.seed,
+                agent_name=self.cfg.agent,
+                step=step,
+                frame_skip=self.cfg.video_frame_skip,
+                env_kwargs=self.env_kwargs,
+            )
         except VideoUnavailableError as error:  # toy landscapes have no frames; the run itself is fine
             return [f"skipped: {error}"]
         for path in paths:
@@ -482,9 +594,15 @@ class _Trainer:
         return [str(p) for p in paths]
 
 
-def train(cfg: TrainConfig | ResolvedRun, store: ResultsStore | None = None, run_id: int | None = None,
-          resume: bool = True, progress: bool = True, agent_create_kwargs: dict | None = None,
-          env_kwargs: dict | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig | ResolvedRun,
+    store: ResultsStore | None = None,
+    run_id: int | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    agent_create_kwargs: dict | None = None,
+    env_kwargs: dict | None = None,
+) -> TrainResult:
     """Train ``cfg.agent`` on ``cfg.env_id`` and return the final agent, the summary and the run directory.
 
     Args:
@@ -512,8 +630,14 @@ def train(cfg: TrainConfig | ResolvedRun, store: ResultsStore | None = None, run
         trainer = _Trainer(run, store, run_id, resume, progress, agent_create_kwargs, env_kwargs)
         return trainer.run()
     except KeyboardInterrupt:
-        _mark(trainer, store, run_id, "pending", "interrupted; run the same command again (with --resume for "
-              "fidec train) to continue from the last checkpoint")
+        _mark(
+            trainer,
+            store,
+            run_id,
+            "pending",
+            "interrupted; run the same command again (with --resume for "
+            "fidec train) to continue from the last checkpoint",
+        )
         raise
     except Exception as error:
         _mark(trainer, store, run_id, "failed", f"{type(error).__name__}: {error}")

@@ -13,8 +13,8 @@ import gymnasium as gym
 import numpy as np
 
 from fidec_gym.envs.catalogue import task_info
-from fidec_gym.files import atomic_path
 from fidec_gym.errors import ConfigError, FidecError
+from fidec_gym.files import atomic_path
 
 
 class VideoUnavailableError(FidecError, ValueError):

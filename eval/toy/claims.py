@@ -49,10 +49,23 @@ def paper_claims(fidec: str) -> list[Claim]:
         Claim("T2", "DeFlow crosses the saddle (more dip mass)", "dip_mass", "deflow", fidec),
         Claim("T2", "FiDec concentrates on the favourable mode (share > 0.6)", "favourable_share", fidec, constant=0.6),
     ]
-    for landscape, baselines in (("T2", ("fql", "deflow")), ("T3", ("fql", "deflow")), ("T4", ("fql", "deflow")),
-                                 ("T5", ("fql", "deflow")), ("T6", ("fql", "deflow"))):
-        claims += [Claim(landscape, f"FiDec has higher supported value than {b.upper() if b == 'fql' else 'DeFlow'}",
-                         "sv", fidec, b) for b in baselines]
+    for landscape, baselines in (
+        ("T2", ("fql", "deflow")),
+        ("T3", ("fql", "deflow")),
+        ("T4", ("fql", "deflow")),
+        ("T5", ("fql", "deflow")),
+        ("T6", ("fql", "deflow")),
+    ):
+        claims += [
+            Claim(
+                landscape,
+                f"FiDec has higher supported value than {b.upper() if b == 'fql' else 'DeFlow'}",
+                "sv",
+                fidec,
+                b,
+            )
+            for b in baselines
+        ]
     claims += [
         Claim("T3", "FQL drifts off support (lower SF1)", "sf1", fidec, "fql"),
         Claim("T3", "FQL drifts farther from support (M9)", "dist_mean", "fql", fidec),
@@ -74,10 +87,33 @@ def geometry_questions() -> list[Claim]:
     questions = []
     for landscape in LANDSCAPE_KEYS:
         questions += [
-            Claim(landscape, "paper vs isotropic (supported value)", "sv", "fidec-paper", "fidec-isotropic", kind="differs"),
-            Claim(landscape, "local vs isotropic (supported value)", "sv", "fidec-local", "fidec-isotropic", kind="differs"),
-            Claim(landscape, "paper vs official (supported value)", "sv", "fidec-paper", "fidec-official", kind="differs"),
-            Claim(landscape, "paper vs official (support fraction)", "sf1", "fidec-paper", "fidec-official", kind="differs"),
+            Claim(
+                landscape,
+                "paper vs isotropic (supported value)",
+                "sv",
+                "fidec-paper",
+                "fidec-isotropic",
+                kind="differs",
+            ),
+            Claim(
+                landscape,
+                "local vs isotropic (supported value)",
+                "sv",
+                "fidec-local",
+                "fidec-isotropic",
+                kind="differs",
+            ),
+            Claim(
+                landscape, "paper vs official (supported value)", "sv", "fidec-paper", "fidec-official", kind="differs"
+            ),
+            Claim(
+                landscape,
+                "paper vs official (support fraction)",
+                "sf1",
+                "fidec-paper",
+                "fidec-official",
+                kind="differs",
+            ),
         ]
     return questions
 
@@ -118,9 +154,13 @@ def evaluate_claims(frame, claims: Sequence[Claim], critic: str) -> list[dict]:
     """Paired differences over seeds for every claim whose agents were run with this critic."""
     rows = []
     for claim in claims:
-        def values(agent: str):
-            rows_ = frame[(frame["landscape"] == claim.landscape) & (frame["agent"] == agent)
-                          & frame["critic"].isin([critic, "none"])]
+
+        def values(agent: str, claim=claim):
+            rows_ = frame[
+                (frame["landscape"] == claim.landscape)
+                & (frame["agent"] == agent)
+                & frame["critic"].isin([critic, "none"])
+            ]
             if claim.metric not in rows_:
                 return None
             return rows_.set_index("seed")[claim.metric].astype(float)
@@ -139,11 +179,22 @@ def evaluate_claims(frame, claims: Sequence[Claim], critic: str) -> list[dict]:
             reference = f"{claim.constant:g}"
         mean = float(diff.mean()) if len(diff) else math.nan
         low, high = bootstrap_interval(diff.to_numpy())
-        rows.append({"critic": critic, "landscape": claim.landscape, "claim": claim.text, "metric": claim.metric,
-                     "agent": claim.agent, "reference": reference, "seeds": int(len(diff)), "mean_difference": mean,
-                     "ci_low": low, "ci_high": high,
-                     "prediction": {"greater": "> 0", "equals": "= 0", "differs": "≠ 0?"}[claim.kind],
-                     "verdict": verdict(diff.to_numpy(), low, high, claim.kind)})
+        rows.append(
+            {
+                "critic": critic,
+                "landscape": claim.landscape,
+                "claim": claim.text,
+                "metric": claim.metric,
+                "agent": claim.agent,
+                "reference": reference,
+                "seeds": int(len(diff)),
+                "mean_difference": mean,
+                "ci_low": low,
+                "ci_high": high,
+                "prediction": {"greater": "> 0", "equals": "= 0", "differs": "≠ 0?"}[claim.kind],
+                "verdict": verdict(diff.to_numpy(), low, high, claim.kind),
+            }
+        )
     return rows
 
 
@@ -160,8 +211,12 @@ def claims_frame(frame):
     return pd.DataFrame(rows)
 
 
-GEOMETRY_FINDINGS = ("paper vs isotropic (supported value)", "local vs isotropic (supported value)",
-                     "paper vs official (supported value)", "paper vs official (support fraction)")
+GEOMETRY_FINDINGS = (
+    "paper vs isotropic (supported value)",
+    "local vs isotropic (supported value)",
+    "paper vs official (supported value)",
+    "paper vs official (support fraction)",
+)
 
 
 def _verdict_class(verdict_text: str) -> str:
@@ -192,13 +247,18 @@ def study_findings(claims) -> list[str]:
                 continue
             counts = part["verdict"].map(_verdict_class).value_counts()
             if seeds < 2:  # no interval: only the sign of each difference is known
-                tallies.append(f"{fidec} {counts.get('hold', 0)} with the predicted sign, {counts.get('fail', 0)} "
-                               "without")
+                tallies.append(
+                    f"{fidec} {counts.get('hold', 0)} with the predicted sign, {counts.get('fail', 0)} without"
+                )
             else:
-                tallies.append(f"{fidec} {counts.get('hold', 0)} hold, {counts.get('fail', 0)} fail, "
-                               f"{counts.get('open', 0)} inconclusive")
-        sentences = [f"Critic `{critic}`, up to {seeds} seed(s) per agent. Of the paper's {len(paper_claims('x'))} "
-                     f"claims: " + "; ".join(tallies) + "."]
+                tallies.append(
+                    f"{fidec} {counts.get('hold', 0)} hold, {counts.get('fail', 0)} fail, "
+                    f"{counts.get('open', 0)} inconclusive"
+                )
+        sentences = [
+            f"Critic `{critic}`, up to {seeds} seed(s) per agent. Of the paper's {len(paper_claims('x'))} "
+            f"claims: " + "; ".join(tallies) + "."
+        ]
         for question in GEOMETRY_FINDINGS:
             part = rows[rows["claim"] == question]
             if part.empty:
@@ -211,8 +271,10 @@ def study_findings(claims) -> list[str]:
             if differs.empty:
                 sentences.append(f"{question}: no detectable difference on any landscape.")
                 continue
-            listed = ", ".join(f"{r.landscape} {r.mean_difference:+.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
-                               for r in differs.itertuples())
+            listed = ", ".join(
+                f"{r.landscape} {r.mean_difference:+.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
+                for r in differs.itertuples()
+            )
             rest = sorted(set(part["landscape"]) - set(differs["landscape"]))
             tail = f"; no detectable difference on {', '.join(rest)}" if rest else ""
             sentences.append(f"{question}: differs on {listed}{tail}.")

@@ -10,14 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fidec_gym.eval.toy.preset_metrics import PAPER_FISHER_TIMES
 from fidec_gym.errors import ConfigError
+from fidec_gym.eval.toy.preset_metrics import PAPER_FISHER_TIMES
 
 LANDSCAPE_KEYS = ("T1", "T2", "T3", "T4", "T5", "T6")
 
 TOY_ENV_IDS = {
-    "T1": "fidec/toy-bimodal-v0", "T2": "fidec/toy-saddle-v0", "T3": "fidec/toy-thin-manifold-v0",
-    "T4": "fidec/toy-arc-hotspot-v0", "T5": "fidec/toy-five-lobes-v0", "T6": "fidec/toy-crescent-v0",
+    "T1": "fidec/toy-bimodal-v0",
+    "T2": "fidec/toy-saddle-v0",
+    "T3": "fidec/toy-thin-manifold-v0",
+    "T4": "fidec/toy-arc-hotspot-v0",
+    "T5": "fidec/toy-five-lobes-v0",
+    "T6": "fidec/toy-crescent-v0",
 }
 
 CRITIC_MODES = ("learned", "oracle")
@@ -30,6 +34,7 @@ STUDY_PRESET = "toy-study"  # the store's ``preset`` column of every run the stu
 
 # Settings a finished row must share with the current study to be reused on a re-run.
 ROW_SETTINGS = ("steps", "hidden_dims", "batch_size", "lr", "target_divergence", "fql_alpha", "num_policy_samples")
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -48,8 +53,10 @@ class Variant:
     def preset(self) -> str:
         return dict(self.overrides).get("preset", "")
 
+
 def _fidec(name: str, sweep: bool = False, **overrides: Any) -> Variant:
     return Variant(f"fidec-{name}", "fidec", tuple(sorted(overrides.items())), sweep)
+
 
 VARIANTS: dict[str, Variant] = {
     variant.name: variant
@@ -67,6 +74,7 @@ VARIANTS: dict[str, Variant] = {
 }
 
 MAIN_VARIANTS = tuple(name for name, variant in VARIANTS.items() if not variant.sweep)
+
 
 @dataclass
 class ToyStudyConfig:
@@ -91,7 +99,7 @@ class ToyStudyConfig:
     progress: bool = True
 
     @classmethod
-    def quick(cls, **changes: Any) -> "ToyStudyConfig":
+    def quick(cls, **changes: Any) -> ToyStudyConfig:
         """One seed, no sweeps, 2 x 64 networks, batch 128, 600 updates: every comparison at smoke scale."""
         base = dict(seeds=1, steps=600, hidden_dims=(64, 64), batch_size=128, variants=MAIN_VARIANTS)
         return cls(**{**base, **changes})
@@ -106,18 +114,33 @@ class ToyStudyConfig:
         unknown = [mode for mode in self.critics if mode not in CRITIC_MODES]
         if unknown or not self.critics:
             raise ConfigError(f"unknown critic mode(s) {unknown}; use learned, oracle or both")
-        for name in ("seeds", "steps", "batch_size", "num_policy_samples", "figure_samples", "preset_metric_samples",
-                     "eval_episodes", "updates_per_dispatch", "workers"):
+        for name in (
+            "seeds",
+            "steps",
+            "batch_size",
+            "num_policy_samples",
+            "figure_samples",
+            "preset_metric_samples",
+            "eval_episodes",
+            "updates_per_dispatch",
+            "workers",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and self.target_divergence > 0 and self.fql_alpha > 0):
             raise ConfigError("lr, target_divergence and fql_alpha must be positive")
 
     def row_settings(self) -> dict:
-        return {"steps": int(self.steps), "hidden_dims": "x".join(str(int(h)) for h in self.hidden_dims),
-                "batch_size": int(self.batch_size), "lr": float(self.lr),
-                "target_divergence": float(self.target_divergence), "fql_alpha": float(self.fql_alpha),
-                "num_policy_samples": int(self.num_policy_samples)}
+        return {
+            "steps": int(self.steps),
+            "hidden_dims": "x".join(str(int(h)) for h in self.hidden_dims),
+            "batch_size": int(self.batch_size),
+            "lr": float(self.lr),
+            "target_divergence": float(self.target_divergence),
+            "fql_alpha": float(self.fql_alpha),
+            "num_policy_samples": int(self.num_policy_samples),
+        }
+
 
 @dataclass(frozen=True)
 class StudyTask:
@@ -132,6 +155,7 @@ class StudyTask:
     def key(self) -> tuple:
         return (self.variant, self.landscape, int(self.seed), self.critic)
 
+
 def study_tasks(config: ToyStudyConfig) -> list[StudyTask]:
     """Every (landscape, variant, critic, seed) the config asks for; BC once per landscape and seed."""
     tasks = []
@@ -142,10 +166,14 @@ def study_tasks(config: ToyStudyConfig) -> list[StudyTask]:
                 tasks.extend(StudyTask(landscape, name, critic, seed) for seed in range(config.seeds))
     return tasks
 
+
 def agent_overrides(variant: Variant, config: ToyStudyConfig, critic: str) -> dict:
     """Agent config overrides of one run: the study's network and optimiser settings plus the variant's own."""
-    overrides: dict[str, Any] = {"actor_hidden_dims": tuple(config.hidden_dims), "batch_size": int(config.batch_size),
-                                 "lr": float(config.lr)}
+    overrides: dict[str, Any] = {
+        "actor_hidden_dims": tuple(config.hidden_dims),
+        "batch_size": int(config.batch_size),
+        "lr": float(config.lr),
+    }
     if variant.uses_critic:
         overrides.update(value_hidden_dims=tuple(config.hidden_dims), critic=critic)
     if variant.agent == "fql":
@@ -154,6 +182,7 @@ def agent_overrides(variant: Variant, config: ToyStudyConfig, critic: str) -> di
         overrides["target_divergence"] = float(config.target_divergence)
     overrides.update(dict(variant.overrides))
     return overrides
+
 
 def samples_path(out_dir: Path, task: StudyTask) -> Path:
     return Path(out_dir) / "toy_samples" / f"{task.landscape}__{task.critic}__{task.variant}__seed{task.seed}.npz"

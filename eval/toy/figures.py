@@ -1,4 +1,5 @@
-"""Outputs of the toy study: CSV tables, the claims table (``fidec_gym.eval.toy.claims``), findings and matplotlib figures.
+"""Outputs of the toy study: CSV tables, the claims table (:mod:`fidec_gym.eval.toy.claims`), findings and
+matplotlib figures.
 
 Everything here reads the study's results store (tables ``toy_metrics`` and ``toy_preset_metrics``) and the saved
 policy samples, so the outputs can be rebuilt at any time without training (``fidec toy-study --outputs-only``).
@@ -15,8 +16,16 @@ from typing import Optional, Sequence
 import numpy as np
 
 from fidec_gym.eval.toy.claims import claims_frame, study_findings
+from fidec_gym.eval.toy.design import (
+    LANDSCAPE_KEYS,
+    METRICS_TABLE,
+    PRESET_TABLE,
+    TOY_ENV_IDS,
+    VARIANTS,
+    StudyTask,
+    samples_path,
+)
 from fidec_gym.eval.toy.preset_metrics import analytic_preset_metric_rows
-from fidec_gym.eval.toy.design import LANDSCAPE_KEYS, METRICS_TABLE, PRESET_TABLE, TOY_ENV_IDS, VARIANTS, StudyTask, samples_path
 from fidec_gym.files import atomic_path, atomic_write_text
 
 SUMMARY_COLUMNS = ("sf1", "mq", "sv", "ni", "final_divergence")
@@ -106,8 +115,15 @@ def _load_samples(out_dir: Path, task: StudyTask) -> Optional[np.ndarray]:
         return data["actions"]
 
 
-def landscape_figure(out_dir: Path, landscape: str, agents: Sequence[str], critics: Sequence[str], seed: int,
-                     path: Path, num_behaviour: int = 2_000) -> Path:
+def landscape_figure(
+    out_dir: Path,
+    landscape: str,
+    agents: Sequence[str],
+    critics: Sequence[str],
+    seed: int,
+    path: Path,
+    num_behaviour: int = 2_000,
+) -> Path:
     """One row per critic mode: behaviour samples, then each agent's samples, over the Q map and support contour."""
     import matplotlib.pyplot as plt
 
@@ -115,8 +131,9 @@ def landscape_figure(out_dir: Path, landscape: str, agents: Sequence[str], criti
 
     behaviour = get_landscape(landscape).sample(num_behaviour, np.random.default_rng(1))
     columns = ["behaviour", *agents]
-    fig, axes = plt.subplots(len(critics), len(columns), figsize=(1.9 * len(columns), 2.05 * len(critics)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(critics), len(columns), figsize=(1.9 * len(columns), 2.05 * len(critics)), squeeze=False
+    )
     for row, critic in enumerate(critics):
         for col, name in enumerate(columns):
             ax = axes[row, col]
@@ -134,8 +151,11 @@ def landscape_figure(out_dir: Path, landscape: str, agents: Sequence[str], criti
                 ax.set_title(name, fontsize=8)
             if col == 0:
                 ax.set_ylabel(f"critic: {critic}", fontsize=8)
-    fig.suptitle(f"{landscape} ({TOY_ENV_IDS[landscape]}), seed {seed}: 2,000 samples per panel; white line = 1 % "
-                 "support contour", fontsize=9)
+    fig.suptitle(
+        f"{landscape} ({TOY_ENV_IDS[landscape]}), seed {seed}: 2,000 samples per panel; white line = 1 % "
+        "support contour",
+        fontsize=9,
+    )
     return _save(fig, path)
 
 
@@ -146,12 +166,14 @@ def sweep_figure(out_dir: Path, landscapes: Sequence[str], critic: str, seed: in
     names = [n for n in VARIANTS if n.startswith("fidec-paper")]
     names = sorted(names, key=lambda n: VARIANTS[n].overrides and dict(VARIANTS[n].overrides).get("fisher_t", 0.8))
     names += ["fidec-local", "fidec-local-scaled"]
-    present = [n for n in names if any(_load_samples(out_dir, StudyTask(k, n, critic, seed)) is not None
-                                       for k in landscapes)]
+    present = [
+        n for n in names if any(_load_samples(out_dir, StudyTask(k, n, critic, seed)) is not None for k in landscapes)
+    ]
     if not any(VARIANTS[name].sweep for name in present):
         return None  # nothing swept: the main figures already show paper and local
-    fig, axes = plt.subplots(len(landscapes), len(present), figsize=(1.9 * len(present), 1.95 * len(landscapes)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(landscapes), len(present), figsize=(1.9 * len(present), 1.95 * len(landscapes)), squeeze=False
+    )
     for row, landscape in enumerate(landscapes):
         for col, name in enumerate(present):
             ax = axes[row, col]
@@ -235,8 +257,9 @@ def write_study_outputs(store, figures: bool = True) -> dict[str, Path]:
     for landscape in landscapes:
         rows = frame[frame["landscape"] == landscape]
         anchor[landscape] = int(rows.sort_values("run_id")["run_id"].iloc[0])
-        path = landscape_figure(out, landscape, agents, critics, seed,
-                                figure_dir / f"toy_study_{landscape}_samples.png")
+        path = landscape_figure(
+            out, landscape, agents, critics, seed, figure_dir / f"toy_study_{landscape}_samples.png"
+        )
         files[f"figure_{landscape}"] = path
         store.add_artefact(anchor[landscape], "figure", str(path))
     first = anchor[landscapes[0]]
@@ -245,19 +268,27 @@ def write_study_outputs(store, figures: bool = True) -> dict[str, Path]:
         if path is not None:
             files[f"figure_sweep_{critic}"] = path
             store.add_artefact(first, "figure", str(path))
-    compact = summary[["critic", "landscape", "agent", "seeds",
-                       *[c for c in summary.columns if c.endswith("_mean")]]]
+    compact = summary[["critic", "landscape", "agent", "seeds", *[c for c in summary.columns if c.endswith("_mean")]]]
     for critic in sorted(set(compact["critic"])):
         part = compact[compact["critic"].isin([critic, "none"])] if critic != "none" else compact
-        path = table_figure(part, figure_dir / f"toy_study_summary_{critic}.png",
-                            f"Toy study summary (mean over seeds), critic {critic}")
+        path = table_figure(
+            part,
+            figure_dir / f"toy_study_summary_{critic}.png",
+            f"Toy study summary (mean over seeds), critic {critic}",
+        )
         if path is not None and critic != "none":
             files[f"figure_summary_{critic}"] = path
             store.add_artefact(first, "figure", str(path))
-    cols = [c for c in ("landscape", "preset", "fisher_t", "source", "m11", "m12", "m22", "eig_ratio",
-                        "axial_concentration") if c in preset]
-    path = table_figure(preset[cols], figure_dir / "toy_study_preset_metrics.png",
-                        "Metric applied by each FiDec preset: trained BC flow vs ideal velocity")
+    cols = [
+        c
+        for c in ("landscape", "preset", "fisher_t", "source", "m11", "m12", "m22", "eig_ratio", "axial_concentration")
+        if c in preset
+    ]
+    path = table_figure(
+        preset[cols],
+        figure_dir / "toy_study_preset_metrics.png",
+        "Metric applied by each FiDec preset: trained BC flow vs ideal velocity",
+    )
     if path is not None:
         files["figure_preset_metrics"] = path
         store.add_artefact(first, "figure", str(path))
@@ -287,15 +318,48 @@ def report_section(ctx):
     section.paragraphs += study_findings(claims)
     if not claims.empty:
         main = claims[claims["fidec_variant"].isin(["fidec-paper", "fidec-local"]) | (claims["prediction"] == "≠ 0?")]
-        columns = ["critic", "landscape", "claim", "agent", "reference", "seeds", "mean_difference", "ci_low",
-                   "ci_high", "verdict"]
-        section.tables.append(Table(columns, [[_cell(v) for v in row] for row in main[columns].itertuples(index=False)],
-                                    "Claims (fidec-paper and fidec-local; full table in toy_claims.csv)"))
+        columns = [
+            "critic",
+            "landscape",
+            "claim",
+            "agent",
+            "reference",
+            "seeds",
+            "mean_difference",
+            "ci_low",
+            "ci_high",
+            "verdict",
+        ]
+        section.tables.append(
+            Table(
+                columns,
+                [[_cell(v) for v in row] for row in main[columns].itertuples(index=False)],
+                "Claims (fidec-paper and fidec-local; full table in toy_claims.csv)",
+            )
+        )
     if preset_path.is_file():
         preset = pd.read_csv(preset_path)
-        columns = [c for c in ("landscape", "preset", "fisher_t", "source", "m11", "m12", "m22", "eig_ratio",
-                               "axial_concentration", "median_row_eig_ratio") if c in preset]
-        section.tables.append(Table(columns, [[_cell(v) for v in row]
-                                              for row in preset[columns].itertuples(index=False)],
-                                    "Trace-normalised metric of each preset: trained BC flow vs ideal velocity"))
+        columns = [
+            c
+            for c in (
+                "landscape",
+                "preset",
+                "fisher_t",
+                "source",
+                "m11",
+                "m12",
+                "m22",
+                "eig_ratio",
+                "axial_concentration",
+                "median_row_eig_ratio",
+            )
+            if c in preset
+        ]
+        section.tables.append(
+            Table(
+                columns,
+                [[_cell(v) for v in row] for row in preset[columns].itertuples(index=False)],
+                "Trace-normalised metric of each preset: trained BC flow vs ideal velocity",
+            )
+        )
     return section

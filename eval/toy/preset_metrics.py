@@ -12,8 +12,9 @@ PAPER_FISHER_TIMES = (0.5, 0.7, 0.8, 0.9, 0.95)
 OFFICIAL_TIME_RANGE = (0.85, 0.90)
 
 
-def estimate_state_metric(velocity, behaviour_actions: np.ndarray, times, estimator: str, rng: np.random.Generator,
-                          damping: float = 1e-3) -> np.ndarray:
+def estimate_state_metric(
+    velocity, behaviour_actions: np.ndarray, times, estimator: str, rng: np.random.Generator, damping: float = 1e-3
+) -> np.ndarray:
     """The trace-normalised ``state``-mode metric from behaviour samples, as FiDec builds it (2 x 2 for the toys).
 
     Each sample is re-noised to its time t (x = (1 - t) x0 + t a, x0 ~ N(0, I) drawn from ``rng``), the score is the
@@ -38,8 +39,9 @@ def estimate_state_metric(velocity, behaviour_actions: np.ndarray, times, estima
     return np.asarray(fisher.fisher_matrix(scores[None], damping), dtype=np.float64)[0]
 
 
-def local_metric_summary(velocity, base_actions: np.ndarray, t: float, eval_point: str = "base",
-                         damping: float = 1e-3) -> dict:
+def local_metric_summary(
+    velocity, base_actions: np.ndarray, t: float, eval_point: str = "base", damping: float = 1e-3
+) -> dict:
     """How the ``local`` metric varies over base actions: it is rank one along the score at each action.
 
     Returns the mean metric (m11, m12, m22 and its eigenvalue ratio), the axial concentration R of the constrained
@@ -60,17 +62,24 @@ def local_metric_summary(velocity, base_actions: np.ndarray, t: float, eval_poin
     mean = metrics.mean(axis=0)
     doubled = np.exp(2j * np.arctan2(scores[:, 1], scores[:, 0]))
     eig_rows = np.linalg.eigvalsh(metrics)
-    return {**_matrix_fields(mean), "axial_concentration": float(abs(doubled.mean())),
-            "axis_angle_deg": float(np.degrees(np.angle(doubled.mean()) / 2.0)),
-            "median_row_eig_ratio": float(np.median(eig_rows[:, 1] / np.maximum(eig_rows[:, 0], 1e-12)))}
+    return {
+        **_matrix_fields(mean),
+        "axial_concentration": float(abs(doubled.mean())),
+        "axis_angle_deg": float(np.degrees(np.angle(doubled.mean()) / 2.0)),
+        "median_row_eig_ratio": float(np.median(eig_rows[:, 1] / np.maximum(eig_rows[:, 0], 1e-12))),
+    }
 
 
 def _matrix_fields(matrix: np.ndarray) -> dict:
     eig = np.linalg.eigvalsh(matrix)
     vector = np.linalg.eigh(matrix)[1][:, 1]
-    return {"m11": float(matrix[0, 0]), "m12": float(matrix[0, 1]), "m22": float(matrix[1, 1]),
-            "eig_ratio": float(eig[1] / max(eig[0], 1e-12)),
-            "stiff_axis_deg": float(np.degrees(np.arctan2(vector[1], vector[0])) % 180.0)}
+    return {
+        "m11": float(matrix[0, 0]),
+        "m12": float(matrix[0, 1]),
+        "m22": float(matrix[1, 1]),
+        "eig_ratio": float(eig[1] / max(eig[0], 1e-12)),
+        "stiff_axis_deg": float(np.degrees(np.arctan2(vector[1], vector[0])) % 180.0),
+    }
 
 
 def ideal_velocity(landscape: str):
@@ -97,8 +106,11 @@ def _preset_rows(landscape: str, velocity, sample, source: str, num_samples: int
         rows.append({"preset": "paper", "fisher_t": t, **_matrix_fields(matrix)})
     low, high = OFFICIAL_TIME_RANGE
     # Per-sample times as in the agent; the ideal velocity is evaluated on 8 quadrature times of the same range.
-    times = (rng.uniform(low, high, num_samples) if source == "trained"
-             else low + (np.arange(num_samples) % 8 + 0.5) * (high - low) / 8)
+    times = (
+        rng.uniform(low, high, num_samples)
+        if source == "trained"
+        else low + (np.arange(num_samples) % 8 + 0.5) * (high - low) / 8
+    )
     matrix = estimate_state_metric(velocity, sample(num_samples, rng), times, "velocity", rng)
     rows.append({"preset": "official", "fisher_t": 0.5 * (low + high), **_matrix_fields(matrix)})
     for point in ("base", "scaled"):

@@ -1,10 +1,11 @@
 """The toy study: do the paper's geometric claims (Figures 3 and 7) hold on the six 2-D landscapes?
 
-Every agent is trained by the ordinary :func:`fidec_gym.eval.run.trainer.train` loop on the bandit datasets of ``fidec/toy-*``,
-then its own ``sample_actions`` draws 10,000 actions that :func:`fidec_gym.eval.toy.metrics.toy_metrics` scores against the
-analytic behaviour density and value (docs/toy_landscapes.md §3). Two critic modes are run: ``learned`` (the agents'
-normal critic fitted to the bandit rewards) and ``oracle`` (the analytic Q passed as ``q_fn``; no critic is
-trained). BC has no critic and runs once (critic ``none``).
+Every agent is trained by the ordinary training loop (:func:`fidec_gym.eval.run.trainer.train`) on the bandit
+datasets of ``fidec/toy-*``, then its own ``sample_actions`` draws 10,000 actions that
+:func:`fidec_gym.eval.toy.metrics.toy_metrics` scores against the analytic behaviour density and value
+(docs/toy_landscapes.md §3). Two critic modes are run: ``learned`` (the agents' normal critic fitted to the bandit
+rewards) and ``oracle`` (the analytic Q passed as ``q_fn``; no critic is trained).
+BC has no critic and runs once (critic ``none``).
 
 Layout of a study directory ``DIR``::
 
@@ -33,16 +34,29 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from fidec_gym.errors import ConfigError
 from fidec_gym.eval.toy.design import (  # noqa: F401  (re-exported: the study's public names)
-    CRITIC_MODES, LANDSCAPE_KEYS, MAIN_VARIANTS, METRICS_TABLE, PRESET_TABLE, ROW_SETTINGS, STUDY_PRESET, TOY_ENV_IDS,
-    VARIANTS, StudyTask, ToyStudyConfig, Variant, agent_overrides, samples_path, study_tasks,
+    CRITIC_MODES,
+    LANDSCAPE_KEYS,
+    MAIN_VARIANTS,
+    METRICS_TABLE,
+    PRESET_TABLE,
+    ROW_SETTINGS,
+    STUDY_PRESET,
+    TOY_ENV_IDS,
+    VARIANTS,
+    StudyTask,
+    ToyStudyConfig,
+    Variant,
+    agent_overrides,
+    samples_path,
+    study_tasks,
 )
 from fidec_gym.eval.toy.preset_metrics import trained_preset_metric_rows
 from fidec_gym.files import atomic_path
-from fidec_gym.errors import ConfigError
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def oracle_q_fn(landscape: str):
     """The analytic Q as a jittable ``q_fn(observations, actions) -> (B,)``.
 
@@ -69,31 +83,49 @@ def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 # ================================================================================================ one run
 def run_task(task: StudyTask, config: ToyStudyConfig, store) -> dict:
-    """Train one task with :func:`fidec_gym.eval.run.trainer.train`, score 10,000 of its actions and append the metrics row."""
+    """Train one task with the ordinary training loop, score 10,000 of its actions and append the metrics row."""
     import jax
 
-    from fidec_gym.eval.toy.metrics import toy_metrics
     from fidec_gym.eval.run.config import TrainConfig, code_version
     from fidec_gym.eval.run.trainer import train
+    from fidec_gym.eval.toy.metrics import toy_metrics
 
     variant = VARIANTS[task.variant]
     env_id = TOY_ENV_IDS[task.landscape]
     steps = int(config.steps)
     train_config = TrainConfig(
-        agent=variant.agent, env_id=env_id, seed=int(task.seed), offline_steps=steps, eval_interval=steps,
-        eval_episodes=int(config.eval_episodes), log_interval=max(1, steps // 4), checkpoint_interval=max(1, steps // 2),
-        agent_overrides=agent_overrides(variant, config, task.critic), results_dir=str(store.root),
+        agent=variant.agent,
+        env_id=env_id,
+        seed=int(task.seed),
+        offline_steps=steps,
+        eval_interval=steps,
+        eval_episodes=int(config.eval_episodes),
+        log_interval=max(1, steps // 4),
+        checkpoint_interval=max(1, steps // 2),
+        agent_overrides=agent_overrides(variant, config, task.critic),
+        results_dir=str(store.root),
         updates_per_dispatch=int(config.updates_per_dispatch),
     )
     cell = f"toy-{task.critic}-{task.variant}"
-    run_id = store.create_run(agent=variant.agent, env_id=env_id, seed=int(task.seed), config=train_config.record(),
-                              data_provenance={}, code_version=code_version(), cell=cell, preset=STUDY_PRESET)
+    run_id = store.create_run(
+        agent=variant.agent,
+        env_id=env_id,
+        seed=int(task.seed),
+        config=train_config.record(),
+        data_provenance={},
+        code_version=code_version(),
+        cell=cell,
+        preset=STUDY_PRESET,
+    )
     create_kwargs = {"q_fn": oracle_q_fn(task.landscape)} if task.critic == "oracle" else None
-    result = train(train_config, store=store, run_id=run_id, resume=True, progress=False,
-                   agent_create_kwargs=create_kwargs)
+    result = train(
+        train_config, store=store, run_id=run_id, resume=True, progress=False, agent_create_kwargs=create_kwargs
+    )
     if result.status != "done":
-        raise RuntimeError(f"{task.variant} on {task.landscape} (critic {task.critic}, seed {task.seed}) failed: "
-                           f"{result.summary.get('message', result.status)}")
+        raise RuntimeError(
+            f"{task.variant} on {task.landscape} (critic {task.critic}, seed {task.seed}) failed: "
+            f"{result.summary.get('message', result.status)}"
+        )
     agent = result.agent
 
     # The evaluation policy of each agent (temperature 0: BC's mean; flow agents always sample).
@@ -105,8 +137,14 @@ def run_task(task: StudyTask, config: ToyStudyConfig, store) -> dict:
     _atomic_save_npz(path, actions=actions[: int(config.figure_samples)].astype(np.float32))
 
     row: dict[str, Any] = {
-        "agent": task.variant, "base_agent": variant.agent, "preset": variant.preset, "critic": task.critic,
-        "landscape": task.landscape, "env_id": env_id, "seed": int(task.seed), "run_id": run_id,
+        "agent": task.variant,
+        "base_agent": variant.agent,
+        "preset": variant.preset,
+        "critic": task.critic,
+        "landscape": task.landscape,
+        "env_id": env_id,
+        "seed": int(task.seed),
+        "run_id": run_id,
         **config.row_settings(),
         "fisher_t": float(agent.config["fisher_t"]) if "fisher_t" in agent.config else None,
         "local_eval_point": agent.config.get("local_eval_point"),
@@ -153,8 +191,10 @@ def _trust_region_values(agent, env_id: str, seed: int, num_batches: int = 8) ->
         return {"final_divergence": math.nan, "final_alpha": math.nan}
     sampler = BatchSampler(load_dataset(env_id, split="val"), int(agent.config["batch_size"]), seed=seed + 17)
     infos = [agent.validation_info(sampler.sample()) for _ in range(num_batches)]
-    return {"final_divergence": float(np.mean([float(i["val/actor/divergence"]) for i in infos])),
-            "final_alpha": float(np.mean([float(i["val/actor/alpha"]) for i in infos]))}
+    return {
+        "final_divergence": float(np.mean([float(i["val/actor/divergence"]) for i in infos])),
+        "final_alpha": float(np.mean([float(i["val/actor/alpha"]) for i in infos])),
+    }
 
 
 def _record_preset_metrics(agent, task: StudyTask, store, num_samples: int) -> None:
@@ -232,8 +272,10 @@ def pending_tasks(config: ToyStudyConfig, store) -> tuple[list[StudyTask], int]:
         differing = {key: (row.get(key), value) for key, value in settings.items() if row.get(key) != value}
         if differing:
             details = ", ".join(f"{key}: stored {a!r}, now {b!r}" for key, (a, b) in differing.items())
-            raise ConfigError(f"{store.root} already holds toy-study results made with other settings ({details}); "
-                             "re-run with the same settings to resume, or choose another --out directory")
+            raise ConfigError(
+                f"{store.root} already holds toy-study results made with other settings ({details}); "
+                "re-run with the same settings to resume, or choose another --out directory"
+            )
         skipped += 1
     return pending, skipped
 
@@ -250,8 +292,9 @@ def _groups(tasks: list[StudyTask]) -> list[list[StudyTask]]:
     return sorted(groups.values(), key=lambda group: (VARIANTS[group[0].variant].sweep, -len(group)))
 
 
-def run_toy_study(config: ToyStudyConfig, out_dir: str | Path, compile_cache: Optional[str] = "default",
-                  build_outputs: bool = True) -> StudyResult:
+def run_toy_study(
+    config: ToyStudyConfig, out_dir: str | Path, compile_cache: Optional[str] = "default", build_outputs: bool = True
+) -> StudyResult:
     """Train what is missing, then write the CSVs, figures and claims of the study in ``out_dir``.
 
     Args:
@@ -273,8 +316,14 @@ def run_toy_study(config: ToyStudyConfig, out_dir: str | Path, compile_cache: Op
     failures: list = []
     groups = _groups(tasks)
     workers = max(1, min(int(config.workers), len(groups)))
-    bar = tqdm(total=len(tasks) + skipped, initial=skipped, desc="toy study", unit="run",
-               disable=not config.progress or not tasks, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(tasks) + skipped,
+        initial=skipped,
+        desc="toy study",
+        unit="run",
+        disable=not config.progress or not tasks,
+        dynamic_ncols=True,
+    )
     try:
         if workers == 1:
             enable_compile_cache(cache)
@@ -285,8 +334,9 @@ def run_toy_study(config: ToyStudyConfig, out_dir: str | Path, compile_cache: Op
                     bar.update(1)
         else:
             context = multiprocessing.get_context("spawn")  # JAX is not fork-safe
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_setup,
-                                                        initargs=(cache, True)) as pool:
+            with concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_worker_setup, initargs=(cache, True)
+            ) as pool:
                 futures = {pool.submit(_run_group, group, config, str(out)): group for group in groups}
                 for future in concurrent.futures.as_completed(futures):
                     group = futures[future]

@@ -1,6 +1,7 @@
 """``fidec bench <target>``: benchmarks that measure speed (never asserted in tests).
 
-Each target lives in ``eval/bench/`` (``agents.py``, ``data.py``, ``evaluation.py``) and exposes ``add_arguments(parser)`` and ``run(args) -> int``.
+Each target lives in ``eval/bench/`` (``agents.py``, ``data.py``, ``evaluation.py``) and exposes
+``add_arguments(parser)`` and ``run(args) -> int``.
 Those modules keep heavy imports inside ``run`` so that building the parser stays cheap.
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+
 from fidec_gym.errors import ConfigError
 
 
@@ -17,9 +18,11 @@ def register(subparsers) -> None:
     actions.required = True
 
     generate = actions.add_parser(
-        "generate", help="regenerate an OGBench manipulation 'play' dataset with OGBench's oracles",
+        "generate",
+        help="regenerate an OGBench manipulation 'play' dataset with OGBench's oracles",
         description="Writes <dataset>.npz, <dataset>-val.npz (episodes // 10, at least 1) and <dataset>.meta.json "
-                    "atomically; the data depends on --seed only, not on --workers.")
+        "atomically; the data depends on --seed only, not on --workers.",
+    )
     generate.add_argument("dataset", help="e.g. cube-single-play, scene-play, puzzle-3x3-play, visual-cube-single-play")
     generate.add_argument("--episodes", type=int, default=1000, help="training episodes (default 1000, as OGBench)")
     generate.add_argument("--workers", type=int, default=1, help="processes generating episodes in parallel")
@@ -59,8 +62,14 @@ def _generate(args) -> int:
 
     out = args.out or _default_data_dir()
     train_path, val_path = generate_manipulation_dataset(
-        args.dataset, args.episodes, out, workers=args.workers, seed=args.seed, visual=args.visual,
-        progress=not args.no_progress, max_episode_steps=args.max_episode_steps,
+        args.dataset,
+        args.episodes,
+        out,
+        workers=args.workers,
+        seed=args.seed,
+        visual=args.visual,
+        progress=not args.no_progress,
+        max_episode_steps=args.max_episode_steps,
     )
     print(f"wrote {train_path}\nwrote {val_path}")
     print(f"check it with: fidec data check {train_path}")
@@ -90,8 +99,20 @@ def _check(args) -> int:
 
     report = check_dataset(args.target, split=args.split)
     if args.json:
-        print(json.dumps({"target": report.target, "kind": report.kind, "ok": report.ok, "problems": report.problems,
-                          "warnings": report.warnings, "summary": report.summary}, indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "target": report.target,
+                    "kind": report.kind,
+                    "ok": report.ok,
+                    "problems": report.problems,
+                    "warnings": report.warnings,
+                    "summary": report.summary,
+                },
+                indent=2,
+                default=str,
+            )
+        )
     else:
         print(report.format())
     return 0 if report.ok else 1

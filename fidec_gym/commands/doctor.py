@@ -38,8 +38,10 @@ def run(args) -> int:
         info = jax_devices()
         print(f"JAX {info['jax']} backend: {info['backend']}; devices: {', '.join(info['devices'])}")
     print(f"MUJOCO_GL={os.environ.get('MUJOCO_GL', '(unset: egl is used when there is no display)')}")
-    print(f"data directory ${DATA_DIR_ENV}: {os.environ.get(DATA_DIR_ENV, '(unset)')}; also searched: "
-          "~/.ogbench/data, ~/.d4rl/datasets, $MINARI_DATASETS_PATH")
+    print(
+        f"data directory ${DATA_DIR_ENV}: {os.environ.get(DATA_DIR_ENV, '(unset)')}; also searched: "
+        "~/.ogbench/data, ~/.d4rl/datasets, $MINARI_DATASETS_PATH"
+    )
     from fidec_gym.envs.catalogue import task_info
     from fidec_gym.eval.grid.presets import load_preset
 

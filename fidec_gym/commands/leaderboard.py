@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
 from fidec_gym.errors import DataNotFoundError
 
 DEFAULT_RESULTS = Path("results")
@@ -15,7 +16,8 @@ DEFAULT_RESULTS = Path("results")
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "leaderboard", help="run a preset grid (agents x tasks x seeds), inspect it, compare with the paper, report",
+        "leaderboard",
+        help="run a preset grid (agents x tasks x seeds), inspect it, compare with the paper, report",
         description="Run leaderboard presets and compare their results with the published tables.",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
@@ -24,10 +26,12 @@ def register(subparsers) -> None:
     run = actions.add_parser("run", help="run (or resume) every cell of a preset")
     run.add_argument("--preset", required=True, help="built-in preset name (smoke, quick, ...) or a YAML path")
     run.add_argument("--out", type=Path, help="results directory (default: results/<preset>)")
-    run.add_argument("--backend", choices=["local", "ray"], default="local",
-                     help="local process pool (default) or Ray tasks")
-    run.add_argument("--ray-address", help="existing Ray cluster, HOST:PORT / ray://HOST:PORT / auto "
-                                           "(default: start Ray locally)")
+    run.add_argument(
+        "--backend", choices=["local", "ray"], default="local", help="local process pool (default) or Ray tasks"
+    )
+    run.add_argument(
+        "--ray-address", help="existing Ray cluster, HOST:PORT / ray://HOST:PORT / auto (default: start Ray locally)"
+    )
     run.add_argument("--workers", type=int, help="cells in parallel (default: 2 on a CPU or one GPU)")
     run.add_argument("--dry-run", action="store_true", help="print the plan (`leaderboard plan`) and stop")
     run.add_argument("--retry-failed", action="store_true", help="also re-run cells that failed before")
@@ -35,14 +39,22 @@ def register(subparsers) -> None:
     run.set_defaults(func=run_command)
 
     plan = actions.add_parser(
-        "plan", help="what a preset will run: cells, runs, datasets present or missing, estimated time",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "plan",
+        help="what a preset will run: cells, runs, datasets present or missing, estimated time",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     plan.add_argument("--preset", required=True, help="built-in preset name or a YAML path")
     plan.add_argument("--out", type=Path, help="results directory the run would use (its data/ folder is searched)")
-    plan.add_argument("--workers", type=int, help="cells in parallel for the wall-time estimate "
-                                                  "(default: what `run` would use on this machine)")
-    plan.add_argument("--measure", action="store_true",
-                      help="time one update of each agent on this machine's backend (a minute or two) and cache it")
+    plan.add_argument(
+        "--workers",
+        type=int,
+        help="cells in parallel for the wall-time estimate (default: what `run` would use on this machine)",
+    )
+    plan.add_argument(
+        "--measure",
+        action="store_true",
+        help="time one update of each agent on this machine's backend (a minute or two) and cache it",
+    )
     plan.set_defaults(func=plan_command)
 
     status = actions.add_parser("status", help="done / running / failed / pending per cell, and totals")
@@ -54,8 +66,11 @@ def register(subparsers) -> None:
     compare.add_argument("--published", default="fidec-paper", help="published result set (default: fidec-paper)")
     compare.add_argument("--out", type=Path, help="results directory; without it, print the published cells")
     compare.add_argument("--preset", help="only runs of this preset")
-    compare.add_argument("--method", default="FiDec", help="method whose published per-task cells are printed "
-                                                           "after the comparison (default: FiDec)")
+    compare.add_argument(
+        "--method",
+        default="FiDec",
+        help="method whose published per-task cells are printed after the comparison (default: FiDec)",
+    )
     compare.add_argument("--reps", type=int, default=1000, help="bootstrap repetitions (default: 1000)")
     compare.set_defaults(func=compare_command)
 
@@ -67,11 +82,15 @@ def register(subparsers) -> None:
     report.set_defaults(func=report_command)
 
     quick = subparsers.add_parser(
-        "quickstart", help="run the quick preset (toy landscapes + a small generated cube-single dataset), "
-                           "then compare and report",
+        "quickstart",
+        help="run the quick preset (toy landscapes + a small generated cube-single dataset), then compare and report",
     )
-    quick.add_argument("--out", type=Path, default=DEFAULT_RESULTS / "quickstart", help="results directory "
-                                                                                       "(default: results/quickstart)")
+    quick.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_RESULTS / "quickstart",
+        help="results directory (default: results/quickstart)",
+    )
     quick.add_argument("--workers", type=int, help="cells in parallel (default: min(2, CPUs))")
     quick.add_argument("--backend", choices=["local", "ray"], default="local")
     quick.add_argument("--preset", default="quick", help=argparse.SUPPRESS)
@@ -99,38 +118,64 @@ def run_command(args) -> int:
     preset = load_preset(args.preset)
     out = (args.out or DEFAULT_RESULTS / preset.name).expanduser().resolve()
     print(f"preset {preset.name}: {len(preset.cells())} cells -> {out}", file=sys.stderr)
-    result = run_leaderboard(preset, out, backend=args.backend, workers=args.workers, ray_address=args.ray_address,
-                             retry_failed=args.retry_failed, progress=not args.no_progress)
-    print(f"{len(result.done)} cells finished now, {len(result.skipped)} skipped (finished or failed before), "
-          f"{len(result.failed)} failed, of {result.total}")
+    result = run_leaderboard(
+        preset,
+        out,
+        backend=args.backend,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        retry_failed=args.retry_failed,
+        progress=not args.no_progress,
+    )
+    print(
+        f"{len(result.done)} cells finished now, {len(result.skipped)} skipped (finished or failed before), "
+        f"{len(result.failed)} failed, of {result.total}"
+    )
     for cell, message in result.failed.items():
         print(f"  failed: {cell}: {message.splitlines()[0] if message else ''}")
     if result.skipped_failed:
-        print(f"{len(result.skipped_failed)} cells failed in an earlier run and were not retried; after fixing the "
-              f"cause, run them again with `fidec leaderboard run --preset {args.preset} --out {out} --retry-failed`")
-    print(f"inspect with `fidec leaderboard status --out {out}`; compare with "
-          f"`fidec leaderboard compare --out {out}`")
+        print(
+            f"{len(result.skipped_failed)} cells failed in an earlier run and were not retried; after fixing the "
+            f"cause, run them again with `fidec leaderboard run --preset {args.preset} --out {out} --retry-failed`"
+        )
+    print(f"inspect with `fidec leaderboard status --out {out}`; compare with `fidec leaderboard compare --out {out}`")
     return 0 if result.ok else 1
 
 
 def status_command(args) -> int:
-    from fidec_gym.eval.paper.compare import markdown_table
     from fidec_gym.eval.grid.leaderboard import leaderboard_status
+    from fidec_gym.eval.paper.compare import markdown_table
 
     rows, totals = leaderboard_status(args.out, preset=args.preset)
     header = ["cell", "state", "done", "running", "interrupted", "failed", "pending"]
-    print(markdown_table(header, [[r["cell"], r["state"], r["done"], r["running"], r["interrupted"], r["failed"],
-                                   r["pending"]] for r in rows]))
+    print(
+        markdown_table(
+            header,
+            [
+                [r["cell"], r["state"], r["done"], r["running"], r["interrupted"], r["failed"], r["pending"]]
+                for r in rows
+            ],
+        )
+    )
     for row in rows:
         for message in row["messages"]:
             print(f"  {row['cell']}: {message}")
-    print(f"\ncells: {totals['cells_done']}/{totals['cells']} done; runs: {totals['done']} done, {totals['running']} "
-          f"running, {totals['interrupted']} interrupted, {totals['failed']} failed, {totals['pending']} pending")
+    print(
+        f"\ncells: {totals['cells_done']}/{totals['cells']} done; runs: {totals['done']} done, {totals['running']} "
+        f"running, {totals['interrupted']} interrupted, {totals['failed']} failed, {totals['pending']} pending"
+    )
     return 0
 
 
 def compare_command(args) -> int:
-    from fidec_gym.eval.paper.compare import aggregate_rows, category_rows, compare, markdown_table, published_text, task_rows
+    from fidec_gym.eval.paper.compare import (
+        aggregate_rows,
+        category_rows,
+        compare,
+        markdown_table,
+        published_text,
+        task_rows,
+    )
     from fidec_gym.eval.paper.published import load_published
 
     published = load_published(args.published)
@@ -148,14 +193,22 @@ def compare_command(args) -> int:
     print("\nPer category (mean of per-task means; std across seeds of per-seed category means)\n")
     print(markdown_table(*category_rows(comparison.categories)))
     if not comparison.aggregates.empty:
-        print(f"\nAggregates over {len(comparison.aggregate_tasks)} tasks run by every agent (scores / 100, "
-              "stratified bootstrap 95% CIs)\n")
+        print(
+            f"\nAggregates over {len(comparison.aggregate_tasks)} tasks run by every agent (scores / 100, "
+            "stratified bootstrap 95% CIs)\n"
+        )
         print(markdown_table(*aggregate_rows(comparison.aggregates)))
     if not comparison.improvement.empty:
         print("\nProbability of improvement P(X > Y) over tasks and runs\n")
-        print(markdown_table(["X", "Y", "P(X > Y)", "95% CI"], [
-            [r.agent_x, r.agent_y, f"{r.probability:.3f}", f"[{r.ci_low:.3f}, {r.ci_high:.3f}]"]
-            for r in comparison.improvement.itertuples(index=False)]))
+        print(
+            markdown_table(
+                ["X", "Y", "P(X > Y)", "95% CI"],
+                [
+                    [r.agent_x, r.agent_y, f"{r.probability:.3f}", f"[{r.ci_low:.3f}, {r.ci_high:.3f}]"]
+                    for r in comparison.improvement.itertuples(index=False)
+                ],
+            )
+        )
     # The paper's own cells close the comparison, including tasks this results directory did not run.
     print(f"\nThe published {args.method} cells ({args.published}):\n")
     print(published_text(published, args.method))
@@ -186,6 +239,8 @@ def _open_existing_store(out: Path):
     from fidec_gym.eval.store import DB_FILENAME, ResultsStore
 
     if not (Path(out) / DB_FILENAME).is_file():
-        raise DataNotFoundError(f"no results in {out} (no {DB_FILENAME}); run a preset first: "
-                                f"`fidec leaderboard run --preset smoke --out {out}`")
+        raise DataNotFoundError(
+            f"no results in {out} (no {DB_FILENAME}); run a preset first: "
+            f"`fidec leaderboard run --preset smoke --out {out}`"
+        )
     return ResultsStore(out)

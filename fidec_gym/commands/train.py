@@ -8,6 +8,7 @@ import json
 import math
 import sys
 from pathlib import Path
+
 from fidec_gym.errors import ConfigError
 
 
@@ -25,16 +26,19 @@ def parse_overrides(pairs: list[str] | None) -> dict:
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as error:
-            raise ConfigError(f"--set {pair!r}: cannot parse the value ({error}); quote strings, write lists as [a,b]")
+            raise ConfigError(
+                f"--set {pair!r}: cannot parse the value ({error}); quote strings, write lists as [a,b]"
+            ) from None
         overrides[key.strip()] = tuple(value) if isinstance(value, list) else value
     return overrides
 
 
 def register(subparsers) -> None:
     train = subparsers.add_parser(
-        "train", help="train an agent on a task (offline, optionally online), with evaluations and checkpoints",
+        "train",
+        help="train an agent on a task (offline, optionally online), with evaluations and checkpoints",
         description="Train an agent. Results go to OUT/results.sqlite and OUT/runs/<agent>__<task>__seed<S>/ "
-                    "(metrics.csv, summary.json, checkpoints/, videos/).",
+        "(metrics.csv, summary.json, checkpoints/, videos/).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_config_arguments(train)
@@ -46,8 +50,12 @@ def register(subparsers) -> None:
     _checkpoint_arguments(evaluate)
     evaluate.add_argument("--episodes", type=int, default=50)
     evaluate.add_argument("--workers", type=int, default=None, help="evaluation processes (default: one per core)")
-    evaluate.add_argument("--temperature", type=float, default=0.0,
-                          help="sampling temperature (0: BC/IQL/ReBRAC act with their mean; flow agents ignore it)")
+    evaluate.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="sampling temperature (0: BC/IQL/ReBRAC act with their mean; flow agents ignore it)",
+    )
     evaluate.add_argument("--videos", type=int, default=0, metavar="N", help="also record N mp4 roll-outs")
     evaluate.add_argument("--frame-skip", type=int, default=1)
     evaluate.add_argument("--out", default=None, help="directory for videos (default: videos/ beside the checkpoint)")
@@ -65,8 +73,11 @@ def register(subparsers) -> None:
 
 
 def _checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True,
-                        help="agent file, checkpoint directory or run directory (its newest checkpoint is used)")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="agent file, checkpoint directory or run directory (its newest checkpoint is used)",
+    )
     parser.add_argument("--env", required=True, help="task ID to run the agent on")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -80,26 +91,44 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = item.metadata["help"]
         kind = item.type.split("|")[0].strip()
         if item.name == "agent_overrides":
-            parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
-                                help=f"{help_text}; repeatable (e.g. --set alpha=3 --set actor_hidden_dims=[64,64])")
+            parser.add_argument(
+                "--set",
+                dest="overrides",
+                action="append",
+                metavar="KEY=VALUE",
+                help=f"{help_text}; repeatable (e.g. --set alpha=3 --set actor_hidden_dims=[64,64])",
+            )
         elif kind == "bool":
             if item.default:
-                parser.add_argument("--no-" + flag[2:], dest=item.name, action="store_false",
-                                    help=f"do not {help_text[0].lower()}{help_text[1:]}")
+                parser.add_argument(
+                    "--no-" + flag[2:],
+                    dest=item.name,
+                    action="store_false",
+                    help=f"do not {help_text[0].lower()}{help_text[1:]}",
+                )
             else:
                 parser.add_argument(flag, dest=item.name, action="store_true", help=help_text)
         else:
             required = item.name in ("agent", "env_id")
-            parser.add_argument(flag, dest=item.name, type=int if kind == "int" else str, required=required,
-                                default=None if required else item.default, choices=item.metadata.get("choices"),
-                                help=help_text)
+            parser.add_argument(
+                flag,
+                dest=item.name,
+                type=int if kind == "int" else str,
+                required=required,
+                default=None if required else item.default,
+                choices=item.metadata.get("choices"),
+                help=help_text,
+            )
 
 
 def config_from_args(args: argparse.Namespace):
     from fidec_gym.eval.run.config import TrainConfig
 
-    values = {item.name: getattr(args, item.name) for item in dataclasses.fields(TrainConfig)
-              if item.name != "agent_overrides"}
+    values = {
+        item.name: getattr(args, item.name)
+        for item in dataclasses.fields(TrainConfig)
+        if item.name != "agent_overrides"
+    }
     return TrainConfig(**values, agent_overrides=parse_overrides(args.overrides))
 
 
@@ -111,8 +140,10 @@ def run_train(args) -> int:
 
     result = train(run, resume=args.resume, progress=not args.no_progress)
     summary = result.summary
-    print(f"{result.status}: {run.config.agent} on {summary['env_id']} seed {run.config.seed}: score "
-          f"{summary['score']:.2f} ({summary['unit']}; {summary['score_rule']})")
+    print(
+        f"{result.status}: {run.config.agent} on {summary['env_id']} seed {run.config.seed}: score "
+        f"{summary['score']:.2f} ({summary['unit']}; {summary['score_rule']})"
+    )
     print(f"run directory: {result.run_dir}")
     if result.status != "done":
         print(summary.get("message", ""), file=sys.stderr)
@@ -134,8 +165,8 @@ def _load_checkpoint(path: str, env_id: str):
     observation_shape = tuple(agent.config.get("observation_shape") or ())
     expected = tuple(spec.observation_shape)
     fits = action_dim == spec.action_shape[0] and (
-        observation_shape == expected
-        or (spec.suite == "visual" and observation_shape[:2] == expected[:2]))  # pixel stacks add channels
+        observation_shape == expected or (spec.suite == "visual" and observation_shape[:2] == expected[:2])
+    )  # pixel stacks add channels
     if not fits:
         trained_on = meta.get("env_id", "another task")
         raise ConfigError(
@@ -182,9 +213,18 @@ def run_eval(args) -> int:
 
     agent, agent_file, meta = _load_checkpoint(args.checkpoint, args.env)
     result = evaluate(
-        agent, args.env, args.episodes, args.seed, num_workers=args.workers, temperature=args.temperature,
-        video_dir=_video_dir(args, agent_file, meta) if args.videos else None, video_episodes=args.videos,
-        frame_skip=args.frame_skip, agent_name=agent.name, step=int(meta.get("step", 0)), progress=True,
+        agent,
+        args.env,
+        args.episodes,
+        args.seed,
+        num_workers=args.workers,
+        temperature=args.temperature,
+        video_dir=_video_dir(args, agent_file, meta) if args.videos else None,
+        video_episodes=args.videos,
+        frame_skip=args.frame_skip,
+        agent_name=agent.name,
+        step=int(meta.get("step", 0)),
+        progress=True,
     )
     _register_videos(agent_file, meta, result.get("videos", []))
     if args.json:
@@ -207,9 +247,16 @@ def run_record(args) -> int:
     check_video_support(args.env)  # toy tasks: clear message before loading anything
     agent, agent_file, meta = _load_checkpoint(args.checkpoint, args.env)
     paths = record_episodes(
-        make_policy(agent, args.seed), args.env, args.episodes, _video_dir(args, agent_file, meta), seed=args.seed,
-        agent_name=agent.name, step=int(meta.get("step", 0)), frame_skip=args.frame_skip,
-        max_episode_steps=args.max_steps, size=args.size,
+        make_policy(agent, args.seed),
+        args.env,
+        args.episodes,
+        _video_dir(args, agent_file, meta),
+        seed=args.seed,
+        agent_name=agent.name,
+        step=int(meta.get("step", 0)),
+        frame_skip=args.frame_skip,
+        max_episode_steps=args.max_steps,
+        size=args.size,
     )
     _register_videos(agent_file, meta, paths)
     for path in paths:
