@@ -190,6 +190,14 @@ class TrainState(flax.struct.PyTreeNode):
         return self.apply_gradients(grads), info
 
 
+def as_key(seed: Array | int) -> Array:
+    """A PRNG key from a key or an integer seed, so ``sample_actions(observations, seed=0)`` works as written."""
+    seed = jnp.asarray(seed)
+    if jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key) or seed.ndim > 0:
+        return seed
+    return jax.random.PRNGKey(seed)
+
+
 def clip_by_global_norm(max_norm: float, eps: float = 1e-6) -> optax.GradientTransformation:
     """g <- g * min(1, max_norm / (||g||_2 + eps)) with the norm over all leaves together (docs/algorithms.md §3.2).
 

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional
 import jax
 import jax.numpy as jnp
 
-from fidec_gym.agents.base import Agent, Array, Batch, Info
+from fidec_gym.agents.base import Agent, Array, Batch, Info, as_key
 from fidec_gym.agents.encoders import make_encoder
 from fidec_gym.agents.networks import GaussianActor
 
@@ -47,7 +47,8 @@ class BCAgent(Agent):
         return self.actor_loss(batch, grad_params)
 
     @jax.jit
-    def sample_actions(self, observations: Array, seed: Array, temperature: float = 1.0) -> Array:
+    def sample_actions(self, observations: Array, seed: Array | int, temperature: float = 1.0) -> Array:
+        seed = as_key(seed)  # an int seed is accepted wherever a key is
         dist = self.network.select("actor")(observations, temperature=temperature)
         return jnp.clip(dist.sample(seed), -1.0, 1.0)
 

@@ -37,8 +37,8 @@ class FrozenConfig(Mapping):
 
     __slots__ = ("_items", "_hash")
 
-    def __init__(self, values: Mapping[str, Any] = ()):
-        items = dict(values)
+    def __init__(self, values: Optional[Mapping[str, Any]] = None):
+        items = dict(values) if values is not None else {}
         self._items = {key: _freeze(items[key]) for key in sorted(items)}
         self._hash = hash(tuple(self._items.items()))
 

@@ -55,10 +55,7 @@ def velocity_score(velocity: jax.Array, x: jax.Array, t: jax.Array, eps: float =
     return velocity / jnp.maximum(1.0 - t, eps)
 
 
-SCORE_ESTIMATORS: dict[str, Callable[..., jax.Array]] = {
-    "marginal": marginal_score,
-    "velocity": velocity_score,
-}
+SCORE_ESTIMATORS: dict[str, Callable[..., jax.Array]] = {"marginal": marginal_score, "velocity": velocity_score}
 
 
 def get_score_estimator(name: str) -> Callable[..., jax.Array]:
@@ -84,10 +81,7 @@ def sample_fisher_times(rng: jax.Array, shape: tuple[int, ...], t_nominal: float
 
 
 def fisher_quadratic_form(
-    scores: jax.Array,
-    delta: jax.Array,
-    damping: float = DEFAULT_DAMPING,
-    trace_eps: float = TRACE_EPS,
+    scores: jax.Array, delta: jax.Array, damping: float = DEFAULT_DAMPING, trace_eps: float = TRACE_EPS
 ) -> tuple[jax.Array, jax.Array]:
     """Per-row Delta^T M Delta / d with M the trace-normalised, damped Fisher built from ``scores``.
 
@@ -146,10 +140,7 @@ def velocity_estimator_expected_fisher(true_fisher: jax.Array, second_moment: ja
 
 
 def divergence(
-    delta: jax.Array,
-    scores: jax.Array | None,
-    damping: float = DEFAULT_DAMPING,
-    trace_eps: float = TRACE_EPS,
+    delta: jax.Array, scores: jax.Array | None, damping: float = DEFAULT_DAMPING, trace_eps: float = TRACE_EPS
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Batch divergence D = mean_b Delta_b^T M_b Delta_b / d; isotropic (M = I) when ``scores`` is None.
 

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fidec_gym.agents.base import Agent, Array, Batch, FrozenConfig, Info, nonpytree_field
+from fidec_gym.agents.base import Agent, Array, Batch, FrozenConfig, Info, as_key, nonpytree_field
 from fidec_gym.agents.encoders import make_encoder
 from fidec_gym.agents.networks import ActorVectorField, Value
 from fidec_gym.errors import ConfigError
@@ -267,6 +267,7 @@ class FlowAgent(Agent):
         policy through ``actions`` only and never moves the critic.
         """
         if self.uses_oracle_critic:
+            assert self.q_fn is not None  # create() refuses critic="oracle" without a q_fn
             return self.q_fn(observations, actions)
         return self.network.select("critic")(observations, actions).mean(axis=0)
 
@@ -290,8 +291,9 @@ class FlowAgent(Agent):
     # ---- acting ----------------------------------------------------------------------------------------------
 
     @jax.jit
-    def sample_actions(self, observations: Array, seed: Array, temperature: float = 1.0) -> Array:
+    def sample_actions(self, observations: Array, seed: Array | int, temperature: float = 1.0) -> Array:
         """One stochastic policy sample per observation; flow policies ignore ``temperature``."""
+        seed = as_key(seed)  # an int seed is accepted wherever a key is
         del temperature
         single = jnp.ndim(observations) == len(self.config["observation_shape"])
         if single:

@@ -73,7 +73,7 @@ class Value(nn.Module):
     encoder: Optional[nn.Module] = None
 
     def setup(self) -> None:
-        mlp_class = MLP
+        mlp_class: type[nn.Module] = MLP
         if self.num_ensembles > 1:
             mlp_class = ensemblize(MLP, self.num_ensembles)
         self.value_net = mlp_class((*self.hidden_dims, 1), activate_final=False, layer_norm=self.layer_norm)
@@ -203,11 +203,7 @@ class ActorVectorField(nn.Module):
         self.mlp = MLP((*self.hidden_dims, self.action_dim), activate_final=False, layer_norm=self.layer_norm)
 
     def __call__(
-        self,
-        observations: Array,
-        actions: Array,
-        times: Optional[Array] = None,
-        is_encoded: bool = False,
+        self, observations: Array, actions: Array, times: Optional[Array] = None, is_encoded: bool = False
     ) -> Array:
         if self.encoder is not None and not is_encoded:
             observations = self.encoder(observations)

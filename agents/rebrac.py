@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fidec_gym.agents.base import Agent, Array, Batch, FrozenConfig, Info, TrainState
+from fidec_gym.agents.base import Agent, Array, Batch, FrozenConfig, Info, TrainState, as_key
 from fidec_gym.agents.encoders import make_encoder
 from fidec_gym.agents.networks import GaussianActor, Value
 
@@ -117,9 +117,7 @@ class ReBRACAgent(Agent):
             return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
         actor_loss, actor_info = jax.lax.cond(
-            self.is_actor_step(self.network.step),
-            lambda: self.actor_loss(batch, grad_params),
-            skipped_actor_loss,
+            self.is_actor_step(self.network.step), lambda: self.actor_loss(batch, grad_params), skipped_actor_loss
         )
         loss = critic_loss + actor_loss
         return loss, {"total/loss": loss, **critic_info, **actor_info}
@@ -146,7 +144,8 @@ class ReBRACAgent(Agent):
         )
 
     @jax.jit
-    def sample_actions(self, observations: Array, seed: Array, temperature: float = 1.0) -> Array:
+    def sample_actions(self, observations: Array, seed: Array | int, temperature: float = 1.0) -> Array:
+        seed = as_key(seed)  # an int seed is accepted wherever a key is
         actions = self.network.select("actor")(observations).mode()
         noise = jnp.clip(
             jax.random.normal(seed, actions.shape) * self.config["actor_noise"] * temperature,

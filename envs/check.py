@@ -206,8 +206,21 @@ def _check_d4rl_file(file: Path, report: CheckReport) -> Optional[TaskSpec]:
         report.warnings.append("no 'timeouts' array: episodes are split every <horizon> steps as D4RL does")
     else:
         ends = raw["terminals"].astype(bool) | raw["timeouts"].astype(bool)
+        if spec is not None and spec.category == "d4rl-antmaze":
+            # Antmaze terminals mark arrival at the goal while the episode goes on; only time-outs end episodes.
+            ends = raw["timeouts"].astype(bool).copy()
+            ends[-1] = True
         _check_structure(ends, report, regular=False)
     report.summary["rows"] = int(lengths["observations"])
+    sidecar = file.with_name(f"{file.stem}.meta.json")
+    if sidecar.is_file():
+        from fidec_gym.envs.readers import sha256_file
+
+        info = json.loads(sidecar.read_text())
+        recorded = info.get("files", {}).get(file.name, {}).get("sha256")
+        report.summary["provenance"] = info.get("provenance", "generated") if recorded else "unknown"
+        if recorded and recorded != sha256_file(file):
+            report.problems.append(f"checksum differs from the one recorded in {sidecar.name}: the file was changed")
     return spec
 
 

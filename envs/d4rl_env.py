@@ -48,23 +48,8 @@ from fidec_gym.errors import ConfigError
 # D4RL's evaluation maps for the v2 tasks (maze_env.U_MAZE_TEST, BIG_MAZE_TEST, HARDEST_MAZE_TEST), rows in
 # D4RL's order: '#' wall, '.' free, 'r' start cell, 'g' evaluation goal cell.
 D4RL_MAZES = {
-    "umaze": (
-        "#####",
-        "#r..#",
-        "###.#",
-        "#g..#",
-        "#####",
-    ),
-    "medium": (
-        "########",
-        "#r.##..#",
-        "#..#...#",
-        "##...###",
-        "#..#...#",
-        "#.#..#.#",
-        "#...#.g#",
-        "########",
-    ),
+    "umaze": ("#####", "#r..#", "###.#", "#g..#", "#####"),
+    "medium": ("########", "#r.##..#", "#..#...#", "##...###", "#..#...#", "#.#..#.#", "#...#.g#", "########"),
     "large": (
         "############",
         "#r...#.....#",
@@ -313,11 +298,7 @@ def make_d4rl_env(
 
         gym.register_envs(gymnasium_robotics)
         env = gym.make(
-            ADROIT_ENV_IDS[hand],
-            max_episode_steps=horizon,
-            render_mode=render_mode,
-            disable_env_checker=True,
-            **kwargs,
+            ADROIT_ENV_IDS[hand], max_episode_steps=horizon, render_mode=render_mode, disable_env_checker=True, **kwargs
         )
         env = SuccessAsFloat(env)
         if hand == "pen" and pen_drop_termination:

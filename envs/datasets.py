@@ -34,13 +34,7 @@ from fidec_gym.envs.readers import (
 )
 from fidec_gym.errors import DataError, DataNotFoundError, UnknownNameError
 
-__all__ = [
-    "BatchSampler",
-    "Dataset",
-    "DatasetError",
-    "DatasetNotFoundError",
-    "load_dataset",
-]
+__all__ = ["BatchSampler", "Dataset", "DatasetError", "DatasetNotFoundError", "load_dataset"]
 
 CORE_KEYS = ("observations", "actions", "rewards", "masks", "terminals", "next_actions")
 OPTIONAL_KEYS = ("next_observations", "valids", "qpos", "qvel", "button_states")
@@ -425,6 +419,7 @@ class BatchSampler:
         return batch
 
     def _stacked(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        assert self.frame_stack is not None and self._starts is not None  # only called when stacking frames
         observations = self.dataset["observations"]
         starts = self._starts[index]
         # Frames t-k+1 .. t, clamped to the trajectory's first frame.

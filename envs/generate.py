@@ -183,8 +183,11 @@ _worker_generator: Optional[EpisodeGenerator] = None
 
 def _init_worker(env_name: str, max_episode_steps: int, noise: float, noise_smoothing: float) -> None:
     global _worker_generator
-    # The parent handles Ctrl-C and terminates the pool; workers must not print their own tracebacks.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from fidec_gym.processes import worker_setup
+
+    # The parent handles Ctrl-C and SIGTERM and terminates the pool; workers must not print their own tracebacks,
+    # and a worker whose parent died (kill -9) exits at once instead of generating on as an orphan.
+    worker_setup(graceful=False)
     _worker_generator = EpisodeGenerator(env_name, max_episode_steps, noise, noise_smoothing)
 
 
@@ -297,9 +300,13 @@ def generate_manipulation_dataset(
     train_path, val_path = out_dir / f"{dataset}.npz", out_dir / f"{dataset}-val.npz"
     sidecar = out_dir / f"{dataset}.meta.json"
 
+    from fidec_gym.processes import stop_on_signals
+
     started = time.perf_counter()
     episodes = []
-    with tqdm(total=total, desc=f"generating {dataset}", unit="episode", disable=not progress) as bar:
+    # SIGTERM stops generation as Ctrl-C does: the pool is terminated and nothing is written.
+    bar = tqdm(total=total, desc=f"generating {dataset}", unit="episode", disable=not progress)
+    with stop_on_signals(), bar:
         for episode in _episodes(env_name, total, seed, min(workers, total), max_episode_steps, noise, noise_smoothing):
             episodes.append(episode)
             bar.update(1)

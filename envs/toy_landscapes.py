@@ -151,6 +151,8 @@ class Landscape(abc.ABC):
 class GaussianMixtureLandscape(Landscape):
     """Landscapes whose behaviour is a Gaussian mixture (T1, T2, T5): everything is closed-form."""
 
+    components: GaussianMixture  # always set here (``None`` only on the base class)
+
     def __init__(self, weights, means, covariances):
         self.components = GaussianMixture(
             np.asarray(weights, float), np.asarray(means, float), np.asarray(covariances, float)

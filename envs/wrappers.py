@@ -181,7 +181,8 @@ class SeededGlobalRandom(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def __init__(self, env: gym.Env):
         gym.utils.RecordConstructorArgs.__init__(self)
         gym.Wrapper.__init__(self, env)
-        self._global_state = None  # None: share the caller's global stream until the first seeded reset
+        # None: share the caller's global stream until the first seeded reset. A state as np.random.get_state gives.
+        self._global_state: Optional[dict[str, Any] | tuple[str, np.ndarray, int, int, float]] = None
 
     def _call_with_private_state(self, fn, *args, **kwargs):
         if self._global_state is None:

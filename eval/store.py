@@ -21,11 +21,14 @@ import datetime as _dt
 import json
 import os
 import re
+import socket
 import sqlite3
+import urllib.parse
 from pathlib import Path
 from typing import Any, Iterator
 
 from fidec_gym.errors import ConfigError, ResultsError, ResultsPermissionError, UnknownNameError
+from fidec_gym.processes import identity, pid_alive
 
 DB_FILENAME = "results.sqlite"
 RUN_STATUSES = ("pending", "running", "done", "failed")
@@ -112,6 +115,34 @@ CREATE TABLE IF NOT EXISTS artefacts (
 );
 """
 _CORE_TABLES = frozenset({"meta", "runs", "evaluations", "artefacts"})
+# Who is training a run right now (a leaderboard worker): pid, host, the process's start token (tells it from a later
+# process with the same pid) and a heartbeat (liveness of holders on other hosts). Added to older files in place.
+_CLAIM_COLUMNS = {"claim_pid": "INTEGER", "claim_host": "TEXT", "claim_start": "TEXT", "claim_heartbeat": "TEXT"}
+# A holder on another host whose heartbeat is older than this is taken to be gone.
+CLAIM_STALE_SECONDS = 90.0
+
+
+def claim_alive(claim: dict) -> bool:
+    """Is the holder of a claim (``claim_pid``, ``claim_host``, ``claim_start``, ``claim_heartbeat``) alive?
+
+    On this host: its pid exists and is the same process (start token). On another host: its heartbeat is recent.
+    """
+    if not claim.get("claim_pid"):
+        return False
+    if claim.get("claim_host") == socket.gethostname():
+        return pid_alive(int(claim["claim_pid"]), claim.get("claim_start"))
+    beat = claim.get("claim_heartbeat")
+    if not beat:
+        return False
+    age = _dt.datetime.now(_dt.timezone.utc) - _dt.datetime.fromisoformat(beat)
+    return age.total_seconds() < CLAIM_STALE_SECONDS
+
+
+def describe_claim(claim: dict) -> str:
+    return (
+        f"pid {claim.get('claim_pid')} on {claim.get('claim_host')} "
+        f"(since {str(claim.get('claim_heartbeat') or '?')[:19].replace('T', ' ')} UTC)"
+    )
 
 
 class ResultsStore:
@@ -119,6 +150,9 @@ class ResultsStore:
 
     Args:
         path: the results directory; created if missing. The database is ``path/results.sqlite``.
+        read_only: open an existing database for reading only (SQLite ``mode=ro``; ``immutable`` where even that
+            needs a write, e.g. a WAL database without its ``-shm`` file in a read-only directory). Nothing is
+            created or written; a write raises :class:`ResultsPermissionError`. See :meth:`open_for_reading`.
 
     Raises:
         PermissionError: the directory cannot be created or written.
@@ -127,11 +161,22 @@ class ResultsStore:
 
     SCHEMA_VERSION: int = 1
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, read_only: bool = False):
         self.root = Path(path).expanduser()
         self.db_path = self.root / DB_FILENAME
         self._conn: sqlite3.Connection | None = None
         self._pid: int | None = None
+        self.read_only = read_only
+        if read_only:
+            if not self.db_path.is_file():
+                from fidec_gym.errors import ResultsNotFoundError
+
+                raise ResultsNotFoundError(
+                    f"no results in {self.root} (no {DB_FILENAME}); start a grid with "
+                    f"`fidec leaderboard run --preset NAME --out {self.root}`"
+                )
+            self._check_schema()
+            return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -142,6 +187,15 @@ class ResultsStore:
         if self.root.is_dir() and not os.access(self.root, os.W_OK | os.X_OK):
             raise ResultsPermissionError(self._read_only_message())
         self._initialise()
+
+    @classmethod
+    def open_for_reading(cls, path: str | Path) -> ResultsStore:
+        """The store of ``path`` for commands that only read (status, compare, report): read-only when the
+        directory or the database file is not writable (a read-only mount, ``chmod -R a-w``), else as usual."""
+        root = Path(path).expanduser()
+        db = root / DB_FILENAME
+        writable = os.access(root, os.W_OK | os.X_OK) and (not db.exists() or os.access(db, os.W_OK))
+        return cls(root, read_only=not writable)
 
     # ------------------------------------------------------------------ connection handling
     def _read_only_message(self, detail: str = "") -> str:
@@ -154,6 +208,11 @@ class ResultsStore:
     def _connection(self) -> sqlite3.Connection:
         # A connection must not cross a fork; reconnect in a child process (and after unpickling).
         if self._conn is None or self._pid != os.getpid():
+            if self.read_only:
+                conn = self._connect_read_only()
+                conn.row_factory = sqlite3.Row
+                self._conn, self._pid = conn, os.getpid()
+                return conn
             try:
                 conn = sqlite3.connect(self.db_path, timeout=60.0, isolation_level=None)
                 conn.execute("PRAGMA busy_timeout = 60000")
@@ -170,9 +229,46 @@ class ResultsStore:
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
+    def _connect_read_only(self) -> sqlite3.Connection:
+        uri = "file:" + urllib.parse.quote(str(self.db_path.resolve()))
+        error: sqlite3.Error | None = None
+        # mode=ro reads a live database (and its WAL); a WAL database whose -shm file cannot be created (read-only
+        # directory, nobody writing) opens only as immutable.
+        for options in ("mode=ro", "mode=ro&immutable=1"):
+            try:
+                conn = sqlite3.connect(f"{uri}?{options}", uri=True, timeout=60.0, isolation_level=None)
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+                return conn
+            except sqlite3.DatabaseError as failure:
+                error = failure
+        raise SchemaError(
+            f"{self.db_path} cannot be read ({error}); check that it is a fidec-gym results database and readable"
+        )
+
+    def _check_schema(self) -> None:
+        try:
+            row = self._connection().execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as error:
+            raise SchemaError(
+                f"{self.db_path} is not a readable fidec-gym results database ({error}); "
+                "point --out at another directory or move the file away"
+            ) from None
+        found = int(row["value"]) if row is not None else self.SCHEMA_VERSION
+        if found > self.SCHEMA_VERSION:
+            raise SchemaError(
+                f"{self.db_path} uses results schema version {found}, but this fidec-gym only understands "
+                f"version {self.SCHEMA_VERSION} or older; upgrade fidec-gym (pip install -U fidec-gym)"
+            )
+
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; BEGIN IMMEDIATE takes the write lock up front so readers never deadlock."""
+        if self.read_only:
+            raise ResultsPermissionError(
+                f"the results directory {self.root} is read-only and this needs to write to it; make it writable, "
+                "or copy it somewhere writable (commands that only read, such as `fidec leaderboard status`, work "
+                "as is, and compare/report take --report-dir DIR to write elsewhere)"
+            )
         conn = self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -195,6 +291,10 @@ class ResultsStore:
                 for statement in _SCHEMA.split(";\n"):
                     if statement.strip():
                         conn.execute(statement)
+                columns = {info["name"] for info in conn.execute("PRAGMA table_info(runs)")}
+                for name, kind in _CLAIM_COLUMNS.items():
+                    if name not in columns:
+                        conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
                 row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
                 if row is None:
                     conn.execute(
@@ -224,10 +324,11 @@ class ResultsStore:
 
     def __getstate__(self) -> dict:
         # Picklable for process pools: the child opens its own connection.
-        return {"root": self.root, "db_path": self.db_path}
+        return {"root": self.root, "db_path": self.db_path, "read_only": self.read_only}
 
     def __setstate__(self, state: dict) -> None:
         self.root, self.db_path = state["root"], state["db_path"]
+        self.read_only = state.get("read_only", False)
         self._conn, self._pid = None, None
 
     def __repr__(self) -> str:
@@ -303,8 +404,7 @@ class ResultsStore:
         assignments = ", ".join(f"{name} = ?" for name in columns)
         with self._write() as conn:
             cursor = conn.execute(
-                f"UPDATE runs SET {assignments}, updated = ? WHERE id = ?",
-                (*columns.values(), _now(), int(run_id)),
+                f"UPDATE runs SET {assignments}, updated = ? WHERE id = ?", (*columns.values(), _now(), int(run_id))
             )
             if cursor.rowcount == 0:
                 raise UnknownNameError(f"no run with id {run_id} in {self.db_path}; create it with create_run()")
@@ -339,6 +439,84 @@ class ResultsStore:
                 "updated = ? WHERE id = ?",
                 (_now(), int(run_id)),
             )
+
+    def replace_run_config(self, run_id: int, config: dict) -> None:
+        """Give a run that is not done a new config and forget its history (evaluations, artefacts, summary), in one
+        transaction; refused for a finished run or one that a live process is training."""
+        with self._write() as conn:
+            row = conn.execute("SELECT * FROM runs WHERE id = ?", (int(run_id),)).fetchone()
+            if row is None:
+                raise UnknownNameError(f"no run with id {run_id} in {self.db_path}")
+            if row["status"] == "done":
+                raise ResultsError(f"run {run_id} in {self.root} is done; its config is not replaced")
+            if claim_alive(dict(row)) and row["claim_pid"] != os.getpid():
+                raise ResultsError(f"run {run_id} in {self.root} is being trained by {describe_claim(dict(row))}")
+            conn.execute("DELETE FROM evaluations WHERE run_id = ?", (int(run_id),))
+            conn.execute("DELETE FROM artefacts WHERE run_id = ?", (int(run_id),))
+            conn.execute(
+                "UPDATE runs SET config = ?, status = 'pending', message = '', summary = '{}', last_good_step = NULL, "
+                "updated = ? WHERE id = ?",
+                (to_json(config), _now(), int(run_id)),
+            )
+
+    # ------------------------------------------------------------------ claims (who trains a run now)
+    def claim_runs(self, run_ids: list[int]) -> dict | None:
+        """Claim ``run_ids`` for this process in one ``BEGIN IMMEDIATE`` transaction.
+
+        Returns None when claimed (runs held by a dead process, or by nobody, are taken over), or the claim of the
+        live process that holds one of them (nothing is changed then).
+        """
+        me = identity()
+        ids = [int(i) for i in run_ids]
+        if not ids:
+            return None
+        marks = ", ".join("?" * len(ids))
+        with self._write() as conn:
+            rows = conn.execute(f"SELECT * FROM runs WHERE id IN ({marks})", ids).fetchall()
+            for row in rows:
+                claim = dict(row)
+                mine = claim["claim_pid"] == me["pid"] and claim["claim_host"] == me["host"]
+                if not mine and claim_alive(claim):
+                    return claim
+            conn.execute(
+                f"UPDATE runs SET claim_pid = ?, claim_host = ?, claim_start = ?, claim_heartbeat = ? "
+                f"WHERE id IN ({marks})",
+                (me["pid"], me["host"], me["start"], _now(), *ids),
+            )
+        return None
+
+    def heartbeat(self, run_ids: list[int]) -> None:
+        """Refresh this process's claim on ``run_ids`` (holders on other hosts are judged by it)."""
+        me = identity()
+        ids = [int(i) for i in run_ids]
+        marks = ", ".join("?" * len(ids))
+        with self._write() as conn:
+            conn.execute(
+                f"UPDATE runs SET claim_heartbeat = ? WHERE id IN ({marks}) AND claim_pid = ? AND claim_host = ?",
+                (_now(), *ids, me["pid"], me["host"]),
+            )
+
+    def release_runs(self, run_ids: list[int]) -> None:
+        """Drop this process's claim on ``run_ids`` (claims of other processes stay)."""
+        me = identity()
+        ids = [int(i) for i in run_ids]
+        marks = ", ".join("?" * len(ids))
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE runs SET claim_pid = NULL, claim_host = NULL, claim_start = NULL, claim_heartbeat = NULL "
+                f"WHERE id IN ({marks}) AND claim_pid = ? AND claim_host = ?",
+                (*ids, me["pid"], me["host"]),
+            )
+
+    def live_claim(self, run_ids: list[int]) -> dict | None:
+        """The claim of a live process other than this one on any of ``run_ids``, or None."""
+        me = identity()
+        for run_id in run_ids:
+            run = self.get_run(run_id)
+            mine = run.get("claim_pid") == me["pid"] and run.get("claim_host") == me["host"]
+            if not mine and claim_alive(run):
+                return run
+        return None
 
     def runs(self, **filters: Any) -> list[dict]:
         """Runs matching ``filters`` (column=value or column=[values]), oldest first.

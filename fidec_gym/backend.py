@@ -61,5 +61,28 @@ def jax_devices() -> dict:
     return {"backend": jax.default_backend(), "devices": [str(device) for device in devices], "jax": jax.__version__}
 
 
+def default_compile_cache() -> str:
+    """JAX's persistent compilation cache of fidec-gym: ``$XDG_CACHE_HOME/fidec-gym/jax-compilation``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "fidec-gym", "jax-compilation")
+
+
+def enable_compile_cache(path: str | None = "default") -> None:
+    """Point JAX's persistent compilation cache at ``path`` ("default": :func:`default_compile_cache`), so a program
+    compiled once (by any run, worker or earlier session) is loaded instead of compiled again. ``None``, or
+    ``FIDEC_COMPILE_CACHE=0`` in the environment, leaves it off; a cache JAX already has is kept."""
+    if not path or os.environ.get("FIDEC_COMPILE_CACHE", "1") in ("0", "off", "false"):
+        return
+    import jax
+
+    # jax registers its options as attributes at import time; its Config class does not declare them.
+    if jax.config.jax_compilation_cache_dir:  # type: ignore[attr-defined]
+        return
+    path = default_compile_cache() if path == "default" else path
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def cuda_install_hint() -> str:
     return 'pip install -e ".[cuda]"  (CUDA 12 JAX wheels; see the README\'s "GPU" section)'

@@ -4,19 +4,22 @@
 Errors: a :class:`fidec_gym.errors.FidecError` (bad input, missing data, unusable results directory) is printed as
 one message that names the fix, exit code 2; a full disk is reported the same way (exit code 28). Anything else is a
 bug and keeps its traceback. ``--debug`` shows the traceback of every error.
+
+Ctrl-C and SIGTERM stop every command the same way (their ``except KeyboardInterrupt`` and ``finally`` blocks run, so
+runs are marked resumable and worker processes stop); the exit code is 128 + the signal (130, 143).
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import sys
 
 from fidec_gym import __version__
-from fidec_gym.errors import DiskFullError, FidecError
+from fidec_gym.errors import DiskFullError, FidecError, as_disk_full
+from fidec_gym.processes import exit_code_of, stop_on_signals
 
-COMMAND_MODULES = ("tasks", "leaderboard", "data", "train", "bench", "toy", "doctor")
+COMMAND_MODULES = ("tasks", "leaderboard", "data", "train", "bench", "toy", "doctor", "experts")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,44 +33,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _disk_full(error: BaseException) -> DiskFullError | None:
-    """A full disk seen as an OSError (ENOSPC) or as SQLite's "database or disk is full"."""
-    import sqlite3
+def _output_dir(args) -> object:
+    """The directory a command writes to (named in disk-full messages)."""
+    return getattr(args, "results_dir", None) or getattr(args, "out", None)
 
-    if isinstance(error, DiskFullError):
-        return error
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        where = f" while writing {error.filename}" if error.filename else ""
-        return DiskFullError(
-            f"no space left on the device{where}; free space there and run the same command again "
-            "(training resumes from its last checkpoint)"
-        )
-    if isinstance(error, sqlite3.OperationalError) and "disk is full" in str(error):
-        return DiskFullError(
-            "the results store cannot grow: the disk is full; free space in the results directory "
-            "and run the same command again (finished runs are kept, unfinished ones resume)"
-        )
-    return None
+
+def _disk_full(error: BaseException, args=None) -> DiskFullError | None:
+    """A full disk seen as an OSError (ENOSPC) or as SQLite's "database or disk is full"."""
+    return as_disk_full(error, None if args is None else _output_dir(args))
+
+
+def _interrupted_advice(args, argv: list[str]) -> str:
+    """What to do after Ctrl-C, per command; every hint works as written."""
+    if args.command == "train":
+        return "the run is resumable: run the same command " + ("again" if "--resume" in argv else "with --resume")
+    if args.command == "data" and getattr(args, "data_command", "") == "generate":
+        return "nothing was written; run the same command again to start over"
+    if args.command in ("leaderboard", "quickstart", "toy-study"):
+        return "unfinished runs are resumable: run the same command again to continue"
+    return "run the same command again"
+
+
+def _resume_hint(args, argv: list[str]) -> str:
+    if args.command == "train" and "--resume" not in argv:
+        return "; for `fidec train`, add --resume to continue from the last checkpoint"
+    return ""
 
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
-        result = args.func(args)
-    except KeyboardInterrupt:
-        print(f"fidec {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        with stop_on_signals():  # SIGTERM stops a command exactly as Ctrl-C does
+            result = args.func(args)
+    except KeyboardInterrupt as interrupt:
+        print(f"fidec {args.command}: interrupted; {_interrupted_advice(args, argv)}", file=sys.stderr)
+        return exit_code_of(interrupt)
     except FidecError as error:
         if args.debug:
             raise
-        print(f"fidec {args.command}: error: {error}", file=sys.stderr)
+        hint = _resume_hint(args, argv) if isinstance(error, DiskFullError) else ""
+        print(f"fidec {args.command}: error: {error}{hint}", file=sys.stderr)
         return error.exit_code
     except Exception as error:
-        full = _disk_full(error)
+        full = _disk_full(error, args)
         if full is None or args.debug:
             raise
-        print(f"fidec {args.command}: error: {full}", file=sys.stderr)
+        print(f"fidec {args.command}: error: {full}{_resume_hint(args, argv)}", file=sys.stderr)
         return full.exit_code
     return int(result or 0)
 

@@ -54,3 +54,25 @@ class MissingDependencyError(FidecError, ImportError):
 
 class ResultsNotFoundError(ResultsError, FileNotFoundError):
     """No results (store, run or checkpoint) where the command looked; the message says how to make them."""
+
+
+def as_disk_full(error: BaseException, where: object = None) -> DiskFullError | None:
+    """A full disk seen as an OSError (ENOSPC) or as SQLite's "database or disk is full", as a
+    :class:`DiskFullError` naming ``where`` (the directory being written); None for any other error."""
+    import errno
+    import sqlite3
+
+    if isinstance(error, DiskFullError):
+        return error
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        place = error.filename or where
+        return DiskFullError(
+            f"no space left on the device{f' while writing {place}' if place else ''}; free space on that disk "
+            f"{f'(the directory {where}) ' if where else ''}and run the same command again"
+        )
+    if isinstance(error, sqlite3.OperationalError) and "disk is full" in str(error):
+        return DiskFullError(
+            f"the results store{f' in {where}' if where else ''} cannot grow: the disk is full; free space on that "
+            "disk and run the same command again (finished runs are kept, unfinished ones resume)"
+        )
+    return None

@@ -16,7 +16,7 @@ from fidec_gym.errors import DiskFullError
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends without error it replaces ``path``.
 
     ``suffix`` keeps the extension of the temporary file where a writer insists on one (``np.savez`` adds ``.npz``).
@@ -43,17 +43,17 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         raise
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
-def atomic_write_json(path: str | Path, payload: Any) -> None:
+def atomic_write_json(path: str | os.PathLike[str], payload: Any) -> None:
     """JSON with sorted-free, indented output; numpy scalars and arrays, tuples and paths are converted."""
     atomic_write_text(path, json.dumps(to_jsonable(payload), indent=2, allow_nan=True) + "\n")
 

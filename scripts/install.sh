@@ -35,7 +35,9 @@ fi
 
 python -m pip install --quiet --upgrade "pip>=23"
 if [ "$with_tests" = 1 ]; then
-  python -m pip install --quiet -e ".[test,ray,logging]"
+  # The experts extra (stable-baselines3) needs torch; install its CPU build first, a bare "torch" pulls CUDA.
+  python -m pip install --quiet "torch==2.13.0"
+  python -m pip install --quiet -e ".[test,ray,logging,experts]"
 else
   python -m pip install --quiet -e .
 fi

@@ -144,7 +144,7 @@ def test_ogbench_missing_data_messages(tmp_path):
     message = str(error.value)
     assert str(tmp_path / "cube-single-play-v0.npz") in message and ".ogbench/data" in message
     assert "fidec data generate cube-single-play --episodes 1000 --out $FIDEC_DATA_DIR" in message
-    with pytest.raises(FileNotFoundError, match="cannot be generated locally.*fidec data download"):
+    with pytest.raises(FileNotFoundError, match="fidec data generate antmaze-large-navigate .*fidec data download"):
         load_dataset("fidec/antmaze-large-navigate-singletask-v0")
 
 

@@ -155,12 +155,14 @@ def read_d4rl_hdf5(spec, file: Path) -> tuple[dict, dict]:
     )
     if len(arrays["observations"]) == 0:
         raise DatasetError(f"{file}: no transitions are left after dropping time-out rows; the file is unusable.")
+    checksum = sha256_file(file)
+    generator = _generator_sidecar(file, checksum)
     metadata = {
         "env_id": spec.env_id,
         "dataset": spec.dataset,
-        "provenance": "d4rl-hdf5",
+        "provenance": generator.get("provenance", "generated") if generator else "d4rl-hdf5",
         "path": str(file),
-        "sha256": sha256_file(file),
+        "sha256": checksum,
         "format_version": DATASET_FORMAT_VERSION,
         "source_format": "d4rl-hdf5",
         "split": "train",
@@ -169,4 +171,21 @@ def read_d4rl_hdf5(spec, file: Path) -> tuple[dict, dict]:
         "reward_convention": reward_convention(antmaze),
         "split_by_timeouts": "timeouts" in raw,
     }
+    if generator:
+        metadata["generator"] = {k: v for k, v in generator.items() if k != "files"}
     return arrays, metadata
+
+
+def _generator_sidecar(file: Path, checksum: str) -> Optional[dict]:
+    """The ``<task>.meta.json`` written by a local generator (envs/locomotion/d4rl_antmaze.py) when it describes
+    this very file (same checksum); such data is reported as ``generated``, never as D4RL's."""
+    import json
+
+    sidecar = file.with_name(f"{file.stem}.meta.json")
+    if not sidecar.is_file():
+        return None
+    try:
+        info = json.loads(sidecar.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return info if info.get("files", {}).get(file.name, {}).get("sha256") == checksum else None

@@ -82,9 +82,11 @@ def missing_data_message(dataset: str, tried: list[Path]) -> str:
             + f"), or {fetch}."
         )
     else:
+        name = base[: -len("-v0")]
         how = (
-            "Locomotion (navigate) data cannot be generated locally: OGBench drives its expert policies from "
-            f"checkpoints that are not in the package (docs/datasets.md §2.2). To get it, {fetch}."
+            f"Make a locally generated stand-in with `fidec data generate {name} --out $FIDEC_DATA_DIR` (driven by "
+            "a self-trained expert, not OGBench's, so scores are not comparable to published ones; "
+            f"docs/datasets.md §2.3), or {fetch}."
         )
     return f"no OGBench dataset file {dataset}.npz found. Looked in:\n{looked}\n{how}"
 

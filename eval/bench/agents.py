@@ -81,7 +81,7 @@ def _random_batch(rng: Any, leading: tuple[int, ...]) -> dict:
 
 def _variants(names: list[str]) -> list[tuple[str, str, dict]]:
     """(agent, variant label, config overrides) rows; FiDec is timed once per preset."""
-    rows = []
+    rows: list[tuple[str, str, dict]] = []
     for name in names:
         if name == "fidec":
             rows.extend((name, preset, {"preset": preset}) for preset in FIDEC_PRESETS)

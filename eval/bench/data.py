@@ -1,4 +1,6 @@
-"""``fidec bench data``: throughput of OGBench manipulation data generation with 1 and 2 worker processes.
+"""``fidec bench data``: throughput of local data generation with 1 and 2 worker processes: OGBench manipulation
+(oracles), and the locomotion generators (``--dataset antmaze-large-navigate`` or a D4RL antmaze task such as
+``antmaze-large-diverse``, driven by the shipped expert or ``--expert``).
 
 Each configuration generates the same seeded episodes into a temporary directory (so the outputs are identical
 and the files are discarded); the table reports wall time, transitions per second and the speed-up over one worker.
@@ -15,9 +17,16 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="cube-single-play", help="manipulation play dataset to generate")
+    parser.add_argument(
+        "--dataset",
+        default="cube-single-play",
+        help="dataset to generate: manipulation play, a navigate maze (antmaze-large-navigate) or a D4RL antmaze task",
+    )
     parser.add_argument("--episodes", type=int, default=8, help="training episodes per run (val adds 10%%, >= 1)")
-    parser.add_argument("--max-episode-steps", type=int, default=1001, help="rows per episode (OGBench: 1001)")
+    parser.add_argument(
+        "--max-episode-steps", type=int, default=None, help="rows per episode (default: the dataset's, e.g. 1001)"
+    )
+    parser.add_argument("--expert", default=None, help="locomotion: expert zip or directory (default: shipped)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to compare")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results/bench", help="directory for bench_data.csv and bench_data.json")
@@ -36,19 +45,11 @@ def run(args) -> int:
     from fidec_gym.envs.generate import generate_manipulation_dataset
 
     rows = []
-    reference = None
+    reference: str | None = None
     for workers in args.workers:
         with tempfile.TemporaryDirectory(prefix="fidec-bench-data-") as directory:
             started, cpu_started = time.perf_counter(), os.times()
-            train_path, val_path = generate_manipulation_dataset(
-                args.dataset,
-                args.episodes,
-                directory,
-                workers=workers,
-                seed=args.seed,
-                progress=False,
-                max_episode_steps=args.max_episode_steps,
-            )
+            files = _generate(args, directory, workers, generate_manipulation_dataset)
             seconds = time.perf_counter() - started
             cpu = os.times()
             # Worker processes are reaped before the call returns, so their time is in the children's fields.
@@ -56,9 +57,7 @@ def run(args) -> int:
                 getattr(cpu, f) - getattr(cpu_started, f)
                 for f in ("user", "system", "children_user", "children_system")
             )
-            with np.load(train_path) as train, np.load(val_path) as val:
-                transitions = len(train["terminals"]) + len(val["terminals"])
-                digest = hashlib.sha256(train["actions"].tobytes()).hexdigest()
+            transitions, digest = _count_and_digest(files, np, hashlib)
         identical = None if reference is None else digest == reference
         reference = digest if reference is None else reference
         rows.append(
@@ -90,3 +89,34 @@ def run(args) -> int:
     (out / "bench_data.json").write_text(json.dumps({"machine": machine, "rows": table.to_dict("records")}, indent=2))
     print(f"wrote {out / 'bench_data.csv'} and {out / 'bench_data.json'}")
     return 0
+
+
+def _generate(args, directory, workers, generate_manipulation_dataset) -> list:
+    """Generate ``args.dataset`` into ``directory``; the data files written (npz train + val, or one hdf5)."""
+    from fidec_gym.envs.locomotion.d4rl_antmaze import generate_d4rl_antmaze_dataset, parse_d4rl_antmaze
+    from fidec_gym.envs.locomotion.navigate import generate_navigate_dataset, parse_navigate_dataset
+
+    common = dict(workers=workers, seed=args.seed, progress=False, max_episode_steps=args.max_episode_steps)
+    if parse_navigate_dataset(args.dataset):
+        return list(generate_navigate_dataset(args.dataset, args.episodes, directory, expert=args.expert, **common))
+    if parse_d4rl_antmaze(args.dataset):
+        return [generate_d4rl_antmaze_dataset(args.dataset, args.episodes, directory, expert=args.expert, **common)]
+    if common["max_episode_steps"] is None:
+        common["max_episode_steps"] = 1001
+    return list(generate_manipulation_dataset(args.dataset, args.episodes, directory, **common))
+
+
+def _count_and_digest(files, np, hashlib) -> tuple[int, str]:
+    """Rows in all files, and a digest of the first file's actions (equal digests: the same data)."""
+    if str(files[0]).endswith(".hdf5"):
+        import h5py
+
+        with h5py.File(files[0], "r") as f:
+            actions = f["actions"][()]
+        return len(actions), hashlib.sha256(actions.tobytes()).hexdigest()
+    transitions, digest = 0, None
+    for file in files:
+        with np.load(file) as archive:
+            transitions += len(archive["terminals"])
+            digest = digest or hashlib.sha256(archive["actions"].tobytes()).hexdigest()
+    return transitions, digest

@@ -13,16 +13,16 @@ the schema.
 
 from __future__ import annotations
 
-import concurrent.futures
-import copy
-import multiprocessing
+import json
 import os
+import shutil
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from fidec_gym.errors import ResultsNotFoundError
+from fidec_gym.errors import DiskFullError, as_disk_full
 from fidec_gym.eval.grid.presets import (  # noqa: F401  (re-exported: the leaderboard's public API)
     AGENT_NAMES,
     PRESET_DIR,
@@ -33,6 +33,12 @@ from fidec_gym.eval.grid.presets import (  # noqa: F401  (re-exported: the leade
     Preset,
     available_presets,
     load_preset,
+    train_config,
+)
+from fidec_gym.processes import WorkerPool, pid_alive, stop_on_signals
+
+INTERRUPTED_MESSAGE = (
+    "interrupted; run the same `fidec leaderboard run` command again to resume from the last checkpoint"
 )
 
 
@@ -65,23 +71,88 @@ def prepare_datasets(preset: Preset, data_dir: Path, progress: bool = True) -> l
 
 # ============================================================================ running one cell
 def _train_config(cell: Cell, seed: int, out_dir: Path):
-    from fidec_gym.eval.run.config import TrainConfig
-
-    return TrainConfig(
-        agent=cell.agent,
-        env_id=cell.env_id,
-        seed=seed,
-        agent_overrides=copy.deepcopy(cell.agent_overrides),
-        dataset_path=cell.dataset_path,
-        results_dir=str(out_dir),
-        **cell.settings,
-    )
+    return train_config(cell, seed, out_dir)
 
 
-def register_cells(store, preset: Preset, cells: list[Cell], out_dir: Path) -> dict[str, list[int]]:
-    """Create (or find) every run of every cell in the store, status ``pending``; returns cell -> run ids."""
+def _differences(old, new, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf that differs between two configs (nested keys joined with dots)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in sorted(set(old) | set(new), key=str):
+            found += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return found
+    return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
+
+
+def _check_changed_cells(store, preset: Preset, cells: list[Cell], out: Path, retry_failed: bool) -> list[tuple]:
+    """Runs already in the store whose stored config differs from the preset's: the ones that may be restarted with
+    the new config, as (run, new config, cell); a changed cell that may not is an error naming it and the keys."""
+    from fidec_gym.eval.store import claim_alive, describe_claim, to_json
+
+    replace, problems = [], []
+    for cell in cells:
+        changed = []
+        for seed in cell.seeds:
+            run = store.find_run(agent=cell.agent, env_id=cell.env_id, seed=seed, cell=cell.name)
+            config = json.loads(to_json(_train_config(cell, seed, out).record()))
+            if run is not None and run["config"] != config:
+                changed.append((run, config))
+        if not changed:
+            continue
+        keys = _differences(changed[0][0]["config"], changed[0][1])
+        what = f"cell {cell.name} ({'; '.join(keys[:6])}{'; ...' if len(keys) > 6 else ''})"
+        statuses = {run["status"] for run, _ in changed}
+        holder = next((run for run, _ in changed if claim_alive(run)), None)
+        started = any(run["last_good_step"] or store.evaluations(run["id"]) for run, _ in changed)
+        if "done" in statuses:
+            problems.append(
+                f"{what} finished with other settings, so new results would mix with the old ones: write the "
+                f"changed preset to a new directory (--out), or give it a new name (`name:` in the YAML)"
+            )
+        elif holder is not None:
+            problems.append(f"{what} is being trained with other settings by {describe_claim(holder)}")
+        elif ("failed" in statuses or started) and not retry_failed:
+            state = "failed" if "failed" in statuses else "was interrupted"
+            problems.append(
+                f"{what} {state} with other settings: add --retry-failed to run it again with the new settings "
+                "(its old results are discarded), or restore the preset's old settings"
+            )
+        else:
+            replace += [(run, config, cell) for run, config in changed]
+    if problems:
+        raise LeaderboardError(
+            f"preset {preset.name}: {len(problems)} cell(s) in {out} already exist with other settings:\n  "
+            + "\n  ".join(problems)
+        )
+    return replace
+
+
+def _restart_with(store, out: Path, replace: list[tuple]) -> None:
+    """Give failed (or unstarted) runs their new config: old rows and the run directory go."""
+    from fidec_gym.envs.catalogue import task_info
+    from fidec_gym.eval.run.config import run_directory
+
+    for run, config, cell in replace:
+        store.replace_run_config(run["id"], config)
+        run_dir = run_directory(out, cell.agent, task_info(cell.env_id).name, run["seed"], cell.name)
+        if run_dir.exists():
+            doomed = run_dir.with_name(f".old-{run_dir.name}-{os.getpid()}")
+            os.replace(run_dir, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+
+
+def register_cells(
+    store, preset: Preset, cells: list[Cell], out_dir: Path, retry_failed: bool = False
+) -> dict[str, list[int]]:
+    """Create (or find) every run of every cell in the store, status ``pending``; returns cell -> run ids.
+
+    A run already stored with another config (the preset was edited) is restarted with the new one when it failed
+    and ``retry_failed`` is set, or when it never started; otherwise nothing changes and a
+    :class:`LeaderboardError` names the cells, the differing keys and the fix.
+    """
     from fidec_gym.eval.run.config import code_version
 
+    _restart_with(store, out_dir, _check_changed_cells(store, preset, cells, out_dir, retry_failed))
     version = code_version()
     run_ids = {}
     for cell in cells:
@@ -104,10 +175,47 @@ def register_cells(store, preset: Preset, cells: list[Cell], out_dir: Path) -> d
     return run_ids
 
 
+class _CellClaim:
+    """Hold a cell's runs for this process while it trains them (so a second grid on the same directory skips the
+    cell), with a heartbeat thread for holders on other hosts. ``holder`` is set when a live process holds it."""
+
+    def __init__(self, store, run_ids: list[int], beat_seconds: float = 15.0):
+        self.store, self.run_ids, self.beat_seconds = store, list(run_ids), beat_seconds
+        self.holder: Optional[dict] = None
+        self._stop = threading.Event()
+
+    def __enter__(self) -> _CellClaim:
+        self.holder = self.store.claim_runs(self.run_ids)
+        if self.holder is None:
+            threading.Thread(target=self._beat, name="fidec-claim-heartbeat", daemon=True).start()
+        return self
+
+    def _beat(self) -> None:
+        from fidec_gym.eval.store import ResultsStore
+
+        store = ResultsStore(self.store.root)  # SQLite connections stay in their thread
+        while not self._stop.wait(self.beat_seconds):
+            try:
+                store.heartbeat(self.run_ids)
+            except Exception:  # e.g. a full disk: the training thread reports it
+                pass
+        store.close()
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self.holder is None:
+            try:
+                self.store.release_runs(self.run_ids)
+            except Exception:  # a dead holder's claim is taken over anyway
+                pass
+
+
 def run_cell(cell: Cell, out_dir: str, run_ids: list[int]) -> dict:
     """Train every unfinished seed of one cell (resuming from checkpoints); never raises for a failed seed.
 
-    Runs in a worker process (local pool or Ray). Returns {"cell", "statuses": {seed: status}, "messages"}.
+    Runs in a worker process (local pool or Ray). Returns {"cell", "statuses": {seed: status}, "messages"}, plus
+    "held" (the claim of a live process that is training this cell; nothing was done), "already_done" (seeds found
+    finished) or "disk_full" (a message; the run was marked resumable and the grid should stop).
     """
     from fidec_gym.envs.registration import register_all
     from fidec_gym.eval.run.trainer import train
@@ -118,20 +226,42 @@ def run_cell(cell: Cell, out_dir: str, run_ids: list[int]) -> dict:
     out = Path(out_dir)
     store = ResultsStore(out)
     statuses, messages = {}, {}
-    for seed, run_id in zip(cell.seeds, run_ids):
-        run = store.get_run(run_id)
-        if run["status"] == "done":
-            statuses[seed] = "done"
-            continue
-        try:
-            result = train(_train_config(cell, seed, out), store=store, run_id=run_id, resume=True, progress=False)
-            status = result.status
-            message = "" if status == "done" else store.get_run(run_id).get("message", "")
-        except Exception as error:  # train() recorded the failure in the store; the grid goes on
-            status, message = "failed", f"{type(error).__name__}: {error}"
-        statuses[seed], messages[seed] = status, message
+    outcome = {"cell": cell.name, "statuses": statuses, "messages": messages}
+    # -- claim: a second grid on the same directory must not train this cell at the same time
+    with _CellClaim(store, run_ids) as claim:
+        if claim.holder is not None:
+            store.close()
+            return {**outcome, "held": claim.holder}
+        # -- the seeds
+        for seed, run_id in zip(cell.seeds, run_ids):
+            run = store.get_run(run_id)
+            if run["status"] == "done":
+                statuses[seed] = "done"
+                outcome.setdefault("already_done", []).append(seed)  # e.g. finished by another grid meanwhile
+                continue
+            try:
+                result = train(_train_config(cell, seed, out), store=store, run_id=run_id, resume=True, progress=False)
+                status = result.status
+                message = "" if status == "done" else store.get_run(run_id).get("message", "")
+            except Exception as error:  # train() recorded the failure in the store; the grid goes on
+                status, message = "failed", f"{type(error).__name__}: {error}"
+                # -- a full disk is no failure of the cell: keep the run resumable and stop the grid
+                full = as_disk_full(error, out)
+                if full is not None:
+                    _mark_pending(store, run_id, f"stopped: {full}")
+                    statuses[seed], messages[seed] = "pending", str(full)
+                    outcome["disk_full"] = f"{cell.name} seed {seed}: {full}"
+                    break
+            statuses[seed], messages[seed] = status, message
     store.close()
-    return {"cell": cell.name, "statuses": statuses, "messages": messages}
+    return outcome
+
+
+def _mark_pending(store, run_id: int, message: str) -> None:
+    try:
+        store.set_status(run_id, "pending", message=message[:4000])
+    except Exception:  # the store may be what is full; a run left "running" by a dead process resumes too
+        pass
 
 
 # ============================================================================ the grid
@@ -145,6 +275,7 @@ class GridResult:
     done: list[str]
     failed: dict[str, str]
     skipped_failed: list[str] = field(default_factory=list)  # failed before and not retried
+    held: dict[str, str] = field(default_factory=dict)  # cell -> the live process (another grid) training it
 
     @property
     def ok(self) -> bool:
@@ -205,8 +336,14 @@ def run_leaderboard(
         workers: parallel cells (local: processes, default min(2, cpu count); Ray: CPUs of a local start).
         ray_address: an existing Ray cluster (``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``); unreachable
             addresses fail within seconds.
-        retry_failed: also re-run cells that failed before (they are skipped by default).
+        retry_failed: also re-run cells that failed before (they are skipped by default), with the preset's
+            current settings when it was edited since.
         progress: show a progress bar of cells done/total.
+
+    Ctrl-C or SIGTERM stops the grid within seconds: the workers stop, their runs are marked ``pending`` (resumable)
+    and :class:`~fidec_gym.processes.Interrupted` propagates; a second Ctrl-C stops at once. A cell that another
+    live process (a second grid on the same directory) is training is skipped and listed in ``held``. A full disk
+    stops the grid with :class:`~fidec_gym.errors.DiskFullError`, every run resumable.
     """
     from fidec_gym.eval.store import ResultsStore
 
@@ -227,29 +364,58 @@ def run_leaderboard(
             check_ray_address(ray_address)
 
     out = Path(out_dir).expanduser().resolve()
-    store = ResultsStore(out)  # creates the directory; read-only or newer-schema directories fail here
+    with stop_on_signals():  # SIGTERM stops the grid as Ctrl-C does
+        store = ResultsStore(out)  # creates the directory; read-only or newer-schema directories fail here
+        try:
+            return _run_grid(store, preset, out, backend, workers, ray_address, retry_failed, progress)
+        except Exception as error:
+            full = as_disk_full(error, out)
+            if full is None or full is error:
+                raise
+            raise full from error
+        finally:
+            store.close()
+
+
+def _run_grid(store, preset, out, backend, workers, ray_address, retry_failed, progress) -> GridResult:
     data_dir = out / "data"
     cells = preset.cells(data_dir)
-    run_ids = register_cells(store, preset, cells, out)
+    run_ids = register_cells(store, preset, cells, out, retry_failed=retry_failed)
     prepare_datasets(preset, data_dir, progress=progress)
 
-    skipped, todo = [], []
+    skipped, todo, held = [], [], {}
     for cell in cells:
         state = _cell_state(store, run_ids[cell.name])
-        if state == "done" or (state == "failed" and not retry_failed):
+        holder = store.live_claim(run_ids[cell.name]) if state != "done" else None
+        if holder is not None:
+            held[cell.name] = _held_message(holder)
+        elif state == "done" or (state == "failed" and not retry_failed):
             skipped.append(cell.name)
         else:
             todo.append(cell)
     skipped_failed = [name for name in skipped if _cell_state(store, run_ids[name]) == "failed"]
     result = GridResult(
-        out_dir=out, total=len(cells), skipped=skipped, done=[], failed={}, skipped_failed=skipped_failed
+        out_dir=out, total=len(cells), skipped=skipped, done=[], failed={}, skipped_failed=skipped_failed, held=held
     )
     failed_before = len(skipped_failed)
     bar = _progress_bar(len(cells), len(skipped), progress)
+    disk_full = None
     try:
         if todo:
             runner = _run_local if backend == "local" else _run_ray
-            for outcome in runner(todo, out, run_ids, workers, ray_address):
+            outcomes = runner(todo, out, run_ids, workers, ray_address)
+            for outcome in outcomes:
+                if outcome.get("disk_full"):
+                    disk_full = outcome["disk_full"]
+                    outcomes.close()  # stops the other workers (their runs stay resumable)
+                    break
+                if outcome.get("held"):
+                    result.held[outcome["cell"]] = _held_message(outcome["held"])
+                    continue
+                if len(outcome.get("already_done", ())) == len(outcome["statuses"]):
+                    result.skipped.append(outcome["cell"])  # another grid finished it first
+                    bar.update(1)
+                    continue
                 failed = {s: m for s, m in outcome["statuses"].items() if m != "done"}
                 if failed:
                     result.failed[outcome["cell"]] = "; ".join(
@@ -259,14 +425,46 @@ def run_leaderboard(
                     result.done.append(outcome["cell"])
                 bar.update(1)
                 bar.set_postfix(failed=len(result.failed) + failed_before)
+    except KeyboardInterrupt:
+        _release_unfinished(store, todo, run_ids, INTERRUPTED_MESSAGE)
+        raise
     finally:
         bar.close()
-        store.close()
+    if disk_full is not None:
+        _release_unfinished(store, todo, run_ids, f"stopped: the disk is full; {INTERRUPTED_MESSAGE}")
+        raise DiskFullError(
+            f"the disk holding {out} is full ({disk_full}); free space there and run the same command again: "
+            "finished cells are kept and unfinished runs resume from their last checkpoint"
+        )
     return result
 
 
-def _cell_error(cell: Cell, error: BaseException) -> dict:
-    message = f"worker crashed: {type(error).__name__}: {error}"
+def _held_message(holder: dict) -> str:
+    from fidec_gym.eval.store import describe_claim
+
+    return f"being trained by another process: {describe_claim(holder)}"
+
+
+def _release_unfinished(store, cells: list[Cell], run_ids: dict, message: str) -> None:
+    """After the workers stopped: runs they left ``running`` (killed before they could clean up) become ``pending``
+    with ``message``; runs a live process (another grid) holds are left alone."""
+    from fidec_gym.eval.store import claim_alive
+
+    for cell in cells:
+        for run_id in run_ids[cell.name]:
+            try:
+                run = store.get_run(run_id)
+                if run["status"] != "running" or claim_alive(run) or _pid_alive(run["message"]):
+                    continue
+                store.set_status(run_id, "pending", message=message)
+            except Exception:  # best effort on the way out (e.g. the store's disk is full)
+                pass
+
+
+def _cell_error(cell: Cell, error: BaseException | str) -> dict:
+    message = (
+        f"worker crashed: {error}" if isinstance(error, str) else f"worker crashed: {type(error).__name__}: {error}"
+    )
     return {
         "cell": cell.name,
         "statuses": {seed: "failed" for seed in cell.seeds},
@@ -284,22 +482,33 @@ def _mark_failed(out: Path, run_ids: list[int], message: str) -> None:
     store.close()
 
 
+def _run_cell_item(item: tuple) -> dict:
+    return run_cell(*item)
+
+
 def _run_local(cells: list[Cell], out: Path, run_ids: dict, workers: Optional[int], _address):
     from fidec_gym.backend import default_workers, prepare_worker_environment
 
     workers = min(workers or default_workers(), len(cells))
     prepare_worker_environment(workers)  # inherited by the spawned workers: share one GPU
-    context = multiprocessing.get_context("spawn")  # JAX is not fork-safe
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(run_cell, cell, str(out), run_ids[cell.name]): cell for cell in cells}
-        for future in concurrent.futures.as_completed(futures):
-            cell = futures[future]
-            try:
-                yield future.result()
-            except Exception as error:  # e.g. a worker killed by the OOM killer: record, keep going
-                outcome = _cell_error(cell, error)
+    pool = WorkerPool(_run_cell_item, workers)  # spawn: JAX is not fork-safe
+    results = pool.run([(cell, str(out), run_ids[cell.name]) for cell in cells])
+    try:
+        for (cell, _, _), kind, value in results:
+            if kind == "ok":
+                yield value
+            elif kind == "interrupted":  # the worker alone got SIGTERM: its run is pending, the grid goes on
+                yield {
+                    "cell": cell.name,
+                    "statuses": {seed: "pending" for seed in cell.seeds},
+                    "messages": {seed: f"{value[0]}; {INTERRUPTED_MESSAGE}" for seed in cell.seeds},
+                }
+            else:  # e.g. a worker killed by the OOM killer: record, keep going
+                outcome = _cell_error(cell, value[0])
                 _mark_failed(out, run_ids[cell.name], outcome["messages"][cell.seeds[0]])
                 yield outcome
+    finally:
+        results.close()  # an interrupt or an early stop ends every worker (SIGTERM, grace, SIGKILL)
 
 
 def _run_ray(cells: list[Cell], out: Path, run_ids: dict, workers: Optional[int], address: Optional[str]):
@@ -317,55 +526,71 @@ def _run_ray(cells: list[Cell], out: Path, run_ids: dict, workers: Optional[int]
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise LeaderboardError(
                 f"cannot start or join Ray ({error}); check --ray-address (start a cluster with `ray start --head`) "
-                "or use --backend local"
+                "or use --backend local. A cluster with token authentication (the default of `ray start` since Ray "
+                "2.59) needs RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN, or ~/.ray/auth_token from "
+                "`ray get-auth-token`) in this shell too"
             ) from None
+    pending: dict = {}
     try:
-        remote = ray.remote(num_cpus=1, max_retries=0)(run_cell)
+        # max_retries: a task whose worker process died (killed, node lost) runs once more; its runs' claim is
+        # then held by a dead process and taken over, and training resumes from the last checkpoint.
+        remote = ray.remote(num_cpus=1, max_retries=1)(run_cell)
         pending = {remote.remote(cell, str(out), run_ids[cell.name]): cell for cell in cells}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             cell = pending.pop(ready[0])
             try:
                 yield ray.get(ready[0])
-            except Exception as error:  # a task whose worker died: record, keep going
+            except Exception as error:  # a task whose worker died twice: record, keep going
                 outcome = _cell_error(cell, error)
                 _mark_failed(out, run_ids[cell.name], outcome["messages"][cell.seeds[0]])
                 yield outcome
+    except BaseException:  # Ctrl-C, SIGTERM, a full disk: stop the tasks (KeyboardInterrupt in each, then force)
+        _cancel_ray_tasks(ray, list(pending))
+        raise
     finally:
         if started_here:
             ray.shutdown()
 
 
+def _cancel_ray_tasks(ray, refs: list, grace: float = 10.0) -> None:
+    if not refs:
+        return
+    for ref in refs:
+        ray.cancel(ref, force=False)  # KeyboardInterrupt in the task: train() marks its run pending
+    try:
+        ray.wait(refs, num_returns=len(refs), timeout=grace)
+    except KeyboardInterrupt:
+        pass  # a second Ctrl-C: stop now
+    for ref in refs:
+        try:
+            ray.cancel(ref, force=True)
+        except Exception:  # finished meanwhile
+            pass
+
+
 # ============================================================================ status
 def _pid_alive(message: str) -> Optional[bool]:
-    """For a ``running`` run marked "pid N [on HOST]": is that process alive (None when unknown or elsewhere)?"""
+    """For a ``running`` run marked "pid N [on HOST]": is that process alive (None when unknown or elsewhere)?
+
+    A killed worker whose parent died too may linger as a zombie until it is reaped: that is not alive.
+    """
     parts = message.split()
     if len(parts) < 2 or parts[0] != "pid" or not parts[1].isdigit():
         return None
     if len(parts) == 4 and parts[2] == "on" and parts[3] != socket.gethostname():
         return None
-    pid = int(parts[1])
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A killed worker whose parent died too may linger as a zombie until it is reaped: that is not alive.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
+    return pid_alive(int(parts[1]))
 
 
 def leaderboard_status(out_dir: str | Path, preset: Optional[str] = None) -> tuple[list[dict], dict]:
     """Per-cell counts of done / running / failed / pending runs, and the totals.
 
     A ``running`` run whose process no longer exists (on this host) is reported as ``interrupted``; re-running the
-    preset resumes it.
+    preset resumes it. Only reads: works on a read-only results directory.
     """
-    from fidec_gym.eval.store import DB_FILENAME, ResultsStore
+    from fidec_gym.errors import ResultsNotFoundError
+    from fidec_gym.eval.store import DB_FILENAME, ResultsStore, claim_alive
 
     out = Path(out_dir).expanduser()
     if not (out / DB_FILENAME).is_file():
@@ -373,7 +598,7 @@ def leaderboard_status(out_dir: str | Path, preset: Optional[str] = None) -> tup
             f"no results in {out} (no {DB_FILENAME}); start a grid with "
             f"`fidec leaderboard run --preset NAME --out {out}`"
         )
-    store = ResultsStore(out)
+    store = ResultsStore.open_for_reading(out)
     filters = {} if preset is None else {"preset": preset}
     cells: dict[str, dict] = {}
     for run in store.runs(**filters):
@@ -393,8 +618,10 @@ def leaderboard_status(out_dir: str | Path, preset: Optional[str] = None) -> tup
             },
         )
         status = run["status"]
-        if status == "running" and _pid_alive(run["message"]) is False:
-            status = "interrupted"
+        if status == "running":
+            claimed = bool(run.get("claim_pid"))
+            if (claimed and not claim_alive(run)) or (not claimed and _pid_alive(run["message"]) is False):
+                status = "interrupted"
         entry[status] += 1
         if status == "failed" and run["message"]:
             entry["messages"].append(f"seed {run['seed']}: {run['message'].splitlines()[0]}")

@@ -8,7 +8,9 @@ naming the entry, the closest valid names and the fix, before anything runs.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -163,6 +165,44 @@ class Preset:
         return False
 
 
+def train_config(cell: Cell, seed: int, results_dir: str | Path):
+    """The :class:`~fidec_gym.eval.run.config.TrainConfig` of one seed of a cell (not validated here)."""
+    from fidec_gym.eval.run.config import TrainConfig
+
+    return TrainConfig(
+        agent=cell.agent,
+        env_id=cell.env_id,
+        seed=seed,
+        agent_overrides=copy.deepcopy(cell.agent_overrides),
+        dataset_path=cell.dataset_path,
+        results_dir=str(results_dir),
+        **cell.settings,
+    )
+
+
+def _preset_advice(message: str) -> str:
+    """A TrainConfig/agent-config message with its command-line spelling turned into the preset's YAML spelling:
+    ``offline_steps (--steps)`` -> ``offline_steps``, ``--set key=value`` -> ``key: value``."""
+    message = re.sub(r" \(--[a-z-]+\)", "", message)
+    return re.sub(r"--set (\w+)=", r"\1: ", message)
+
+
+def _validate_cells(preset: Preset, where: str) -> None:
+    """Every cell's run settings through ``TrainConfig.validate`` (types, ranges, a step budget) before anything
+    runs; the preset names the cell and the key. Dataset paths are checked when the cell trains."""
+    from fidec_gym.errors import FidecError
+
+    for cell in preset.cells():
+        for seed in cell.seeds:
+            config = train_config(dataclasses.replace(cell, dataset_path=None), seed, ".")
+            try:
+                config.validate()
+            except FidecError as error:
+                raise LeaderboardError(
+                    f"{where}: cell {cell.name}, seed {seed}: {_preset_advice(str(error))}"
+                ) from None
+
+
 def _merged_overrides(overrides: dict, agent: str) -> dict:
     """``overrides["all"]`` restricted to the keys ``agent`` knows, then ``overrides[agent]``."""
     merged = {}
@@ -256,13 +296,22 @@ def _check_setting(key: str, value, where: str) -> Any:
 def _check_seeds(value, where: str) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 1:
-            raise LeaderboardError(f"{where}: seeds must be a positive count or a list of integers, got {value}")
+            raise LeaderboardError(
+                f"{where}: seeds must be a positive count or a list of integers >= 0, got {value} "
+                "(e.g. seeds: 3 for seeds 0, 1, 2, or seeds: [0, 1, 2])"
+            )
         return list(range(value))
     if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
         if len(set(value)) != len(value):
-            raise LeaderboardError(f"{where}: seeds contain duplicates: {value}")
+            raise LeaderboardError(f"{where}: seeds contain duplicates: {value}; list each seed once")
+        negative = [s for s in value if s < 0]
+        if negative:
+            raise LeaderboardError(f"{where}: seeds must be >= 0, got {negative} in {value}")
         return list(value)
-    raise LeaderboardError(f"{where}: seeds must be a positive count or a list of integers, got {value!r}")
+    raise LeaderboardError(
+        f"{where}: seeds must be a positive count or a list of integers >= 0, got {value!r} "
+        "(e.g. seeds: 3 for seeds 0, 1, 2, or seeds: [0, 1, 2])"
+    )
 
 
 def _resolve_preset_path(name_or_path: str | Path) -> Path:
@@ -362,9 +411,9 @@ def load_preset(name_or_path: str | Path) -> Preset:
         _check_keys(rule, EXCLUDE_KEYS, f"{where}: exclude rule {rule}")
 
     name = str(raw.get("name", path.stem))
-    if not name or "/" in name:
-        raise LeaderboardError(f"{where}: name must be a non-empty string without '/', got {name!r}")
-    return Preset(
+    if not name or "/" in name or ":" in name:
+        raise LeaderboardError(f"{where}: name must be a non-empty string without '/' or ':', got {name!r}")
+    preset = Preset(
         name=name,
         description=str(raw.get("description", "")).strip(),
         agents=list(agents),
@@ -377,16 +426,49 @@ def load_preset(name_or_path: str | Path) -> Preset:
         exclude=exclude,
         source=path,
     )
+    if not preset.cells():
+        raise LeaderboardError(f"{where}: the exclude rules remove every cell; nothing would run")
+    _validate_cells(preset, where)
+    return preset
+
+
+def _numbers_from_text(values: dict, agents) -> None:
+    """YAML 1.1 reads ``3e-4`` and ``1e6`` as text; where the agent's default is a number, such text is the number
+    the user meant (converted in place)."""
+    from fidec_gym.agents.config import default_config
+
+    numeric = set()
+    for agent in agents:
+        numeric |= {
+            k for k, v in default_config(agent).items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+    for key, value in list(values.items()):
+        if key in numeric and isinstance(value, str) and any(c.isdigit() for c in value):
+            try:
+                values[key] = float(value) if any(c in value for c in ".eE") else int(value)
+            except ValueError:
+                pass  # not a number: check_overrides names the key and the expected type
 
 
 def _validate_overrides(overrides: dict, where: str) -> None:
-    """Every override key must be a config key of the agent it names (``all``: of at least one agent)."""
+    """Every override key must be a config key of the agent it names (``all``: of at least one agent), and every
+    value of the type that key takes (``check_overrides``: a whole number for a batch size, a list of widths...)."""
     known = {agent: _agent_config_keys(agent) for agent in AGENT_NAMES}
     if any(keys is None for keys in known.values()):
         return  # agents package not importable here; the training run validates the keys itself
+    from fidec_gym.agents.config import check_overrides
+    from fidec_gym.errors import FidecError
+
     for target, values in overrides.items():
         _check_keys(
-            values,
+            values or {},
             set().union(*known.values()) if target == "all" else known[target],
             f"{where}: agent_overrides.{target}",
         )
+        _numbers_from_text(values or {}, AGENT_NAMES if target == "all" else (target,))
+        for agent in AGENT_NAMES if target == "all" else (target,):
+            mine = {key: value for key, value in (values or {}).items() if key in known[agent]}
+            try:
+                check_overrides(agent, mine)
+            except FidecError as error:
+                raise LeaderboardError(f"{where}: agent_overrides.{target}: {_preset_advice(str(error))}") from None

@@ -16,10 +16,11 @@ import itertools
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from fidec_gym.envs.catalogue import task_info
 from fidec_gym.eval.paper.published import PublishedResults, method_name
@@ -38,7 +39,7 @@ def collect_scores(store, preset: Optional[str] = None, statuses: Sequence[str] 
     recorded about its protocol: offline steps, evaluation episodes, the averaged evaluation steps, the data
     provenance and the OGBench success timing. Runs without a score are skipped.
     """
-    filters = {"status": list(statuses)}
+    filters: dict[str, Any] = {"status": list(statuses)}
     if preset is not None:
         filters["preset"] = preset
     rows = []
@@ -98,24 +99,24 @@ def _first(summary: dict, config: dict, keys: Iterable[str]):
 
 
 # ============================================================================ statistics of one cell
-def population_std(values: Sequence[float]) -> float:
+def population_std(values: ArrayLike) -> float:
     """Standard deviation with divisor n, as the paper's summarisers compute it."""
-    values = np.asarray(values, dtype=float)
-    return float(values.std(ddof=0)) if values.size else math.nan
+    array = np.asarray(values, dtype=float)
+    return float(array.std(ddof=0)) if array.size else math.nan
 
 
 def bootstrap_ci(
-    values: Sequence[float], confidence: float = CONFIDENCE, reps: int = DEFAULT_REPS, seed: int = 0
+    values: ArrayLike, confidence: float = CONFIDENCE, reps: int = DEFAULT_REPS, seed: int = 0
 ) -> tuple[float, float]:
     """Percentile-bootstrap interval of the mean over seeds (degenerate [x, x] for a single seed)."""
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
+    array = np.asarray(values, dtype=float)
+    if array.size == 0:
         return math.nan, math.nan
-    if values.size == 1 or np.all(values == values[0]):
-        return float(values[0]), float(values[0])
+    if array.size == 1 or np.all(array == array[0]):
+        return float(array[0]), float(array[0])
     rng = np.random.default_rng(seed)
     # Resample seeds with replacement; means of each resample form the bootstrap distribution.
-    means = values[rng.integers(0, values.size, size=(reps, values.size))].mean(axis=1)
+    means = array[rng.integers(0, array.size, size=(reps, array.size))].mean(axis=1)
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
@@ -132,15 +133,13 @@ class CellStats:
     seeds: list[int] = field(default_factory=list)
 
 
-def cell_stats(
-    values: Sequence[float], seeds: Sequence[int] = (), reps: int = DEFAULT_REPS, seed: int = 0
-) -> CellStats:
-    values = np.asarray(values, dtype=float)
+def cell_stats(values: ArrayLike, seeds: Sequence[int] = (), reps: int = DEFAULT_REPS, seed: int = 0) -> CellStats:
+    array = np.asarray(values, dtype=float)
     return CellStats(
-        int(values.size),
-        float(values.mean()) if values.size else math.nan,
-        population_std(values),
-        bootstrap_ci(values, reps=reps, seed=seed),
+        int(array.size),
+        float(array.mean()) if array.size else math.nan,
+        population_std(array),
+        bootstrap_ci(array, reps=reps, seed=seed),
         list(seeds),
     )
 

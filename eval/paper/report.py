@@ -22,7 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -36,6 +36,10 @@ from fidec_gym.eval.paper.compare import (
     markdown_table,
     task_rows,
 )
+from fidec_gym.eval.paper.published import PublishedResults
+
+if TYPE_CHECKING:
+    from fidec_gym.eval.store import ResultsStore
 
 REPORT_DIRNAME = "report"
 CURVE_METRIC = "normalized_score"
@@ -81,9 +85,9 @@ class Section:
 class ReportContext:
     """What a section builder gets: the store, the comparison, and the folder it may write files into."""
 
-    store: object
+    store: ResultsStore
     comparison: Comparison
-    published: object
+    published: Optional[PublishedResults]
     report_dir: Path
     preset: Optional[str]
 
@@ -167,8 +171,10 @@ def comparison_section(ctx: ReportContext) -> Optional[Section]:
         "interval of the mean. Category: mean of per-task means; std across seeds of the per-seed category means. "
         "Flags list every way our protocol differs from the one behind the published number."
     )
-    section.tables.append(Table(*category_rows(comparison.categories), caption="Per category"))
-    section.tables.append(Table(*task_rows(comparison.tasks), caption="Per task"))
+    header, rows = category_rows(comparison.categories)
+    section.tables.append(Table(header, rows, caption="Per category"))
+    header, rows = task_rows(comparison.tasks)
+    section.tables.append(Table(header, rows, caption="Per task"))
     figure = category_bars(comparison, ctx.report_dir / "figures" / "categories.png")
     if figure is not None:
         section.figures.append(Figure("figures/categories.png", figure))
@@ -184,7 +190,8 @@ def aggregates_section(ctx: ReportContext) -> Optional[Section]:
         f"Over the {len(comparison.aggregate_tasks)} tasks that every agent ran, scores divided by 100; stratified "
         "bootstrap 95% intervals. Probability of improvement P(X > Y) is over tasks and runs."
     )
-    section.tables.append(Table(*aggregate_rows(comparison.aggregates), caption="IQM, mean, median, optimality gap"))
+    header, rows = aggregate_rows(comparison.aggregates)
+    section.tables.append(Table(header, rows, caption="IQM, mean, median, optimality gap"))
     if not comparison.improvement.empty:
         section.tables.append(
             Table(
@@ -205,7 +212,7 @@ def aggregates_section(ctx: ReportContext) -> Optional[Section]:
 
 def learning_curves_section(ctx: ReportContext) -> Optional[Section]:
     runs = [run for run in ctx.runs() if run["status"] in ("done", "running", "failed")]
-    evaluations = {}
+    evaluations: dict[int, list[dict]] = {}
     for evaluation in ctx.store.evaluations():
         evaluations.setdefault(evaluation["run_id"], []).append(evaluation)
     curves: dict[str, dict[str, list]] = {}
@@ -542,23 +549,36 @@ def render_html(title: str, sections: Sequence[Section]) -> str:
 
 # ============================================================================ entry point
 def build_report(
-    store, published=None, preset: Optional[str] = None, reps: int = 1000, title: Optional[str] = None
+    store,
+    published=None,
+    preset: Optional[str] = None,
+    reps: int = 1000,
+    title: Optional[str] = None,
+    report_dir: Optional[Path] = None,
 ) -> Path:
     """Write ``<results dir>/report/{report.md,index.html}`` with figures and videos; returns index.html's path.
 
-    The report is assembled in a temporary folder next to the final one and swapped in at the end.
+    ``report_dir`` writes the report there instead (the results directory is then only read, so it may be
+    read-only). The report is assembled in a temporary folder next to the final one and swapped in at the end.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     root = Path(store.root)
-    if not os.access(root, os.W_OK):
+    final = Path(report_dir).expanduser().resolve() if report_dir is not None else root / REPORT_DIRNAME
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
         raise ResultsPermissionError(
-            f"the results directory {root} is not writable; fix its permissions or copy it "
-            "somewhere writable before building the report"
+            f"cannot create {final.parent} for the report ({error.strerror or error}); pass a writable --report-dir"
+        ) from None
+    if not os.access(final.parent, os.W_OK) or (getattr(store, "read_only", False) and report_dir is None):
+        raise ResultsPermissionError(
+            f"{final.parent} is not writable, so the report cannot be written there; pass --report-dir DIR to "
+            "write it elsewhere (the results are only read), or fix the directory's permissions"
         )
     comparison = compare(store, published, preset=preset, reps=reps)
-    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=root))
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=final.parent))
     try:
         ctx = ReportContext(store=store, comparison=comparison, published=published, report_dir=staging, preset=preset)
         sections = [
@@ -570,11 +590,10 @@ def build_report(
         comparison.write(staging / "tables")
         (staging / "report.md").write_text(render_markdown(title, sections))
         (staging / "index.html").write_text(render_html(title, sections))
-        final = root / REPORT_DIRNAME
         old = None
         if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=".report-old-", dir=root))
-            os.replace(final, old / REPORT_DIRNAME)
+            old = Path(tempfile.mkdtemp(prefix=".report-old-", dir=final.parent))
+            os.replace(final, old / final.name)
         os.replace(staging, final)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)

@@ -20,7 +20,7 @@ import pickle
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fidec_gym.errors import ResultsError, ResultsNotFoundError
 
@@ -173,3 +173,27 @@ def checkpoint_metadata(agent_file: str | Path) -> dict:
         except ValueError:
             return {}
     return {}
+
+
+def load_newest_readable(run_dir: str | Path, load: Callable[[Path], Any]) -> Any:
+    """``load(checkpoint)`` on the newest checkpoint of ``run_dir``, falling back to the previous one (with a warning)
+    when the newest is damaged: a :class:`CheckpointError`, an ``OSError`` or a ``ValueError`` from reading it. Any
+    other :class:`ResultsError` (e.g. a checkpoint of a different run) is raised at once."""
+    checkpoints = [path for _, path in list_checkpoints(run_dir)]
+    for index, checkpoint in enumerate(reversed(checkpoints)):
+        try:
+            return load(checkpoint)
+        except ResultsError as error:
+            if not isinstance(error, CheckpointError):
+                raise
+            failure: Exception = error
+        except (OSError, ValueError) as error:  # e.g. a truncated agent file
+            failure = error
+        if index + 1 < len(checkpoints):
+            print(f"warning: {failure}; resuming from the previous checkpoint instead", flush=True)
+            continue
+        raise CheckpointError(
+            f"{failure}; no earlier checkpoint to fall back to: delete {Path(run_dir)} (or pick "
+            "another --out) and train without --resume"
+        ) from None
+    raise CheckpointError(f"no checkpoint in {run_dir}")

@@ -94,7 +94,7 @@ class TrainConfig:
         """Check every value's type and range (no JAX import); raise :class:`ConfigError` naming the setting."""
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
-            _check_type(item.name, value, item.type)
+            _check_type(item.name, value, str(item.type))  # a string: annotations are postponed
             minimum = item.metadata.get("minimum")
             if minimum is not None and value is not None and value < minimum:
                 raise ConfigError(f"{_name(item)} must be >= {minimum}, got {value}")

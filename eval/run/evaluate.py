@@ -54,6 +54,21 @@ def _make_env(env_id: str, env_kwargs: dict) -> gym.Env:
     return EvaluationInfo(gym.make(env_id, **env_kwargs))
 
 
+def _quiet_async_worker(*args: Any) -> None:
+    """Gymnasium's sub-environment worker, quiet on the way out. Ctrl-C is left to the parent (a Ctrl-C at the
+    terminal reaches every process of the group; the parent closes the environments), the worker ends when its
+    parent dies (even by ``kill -9``), and a parent that is gone ends it without a BrokenPipe traceback."""
+    from gymnasium.vector.async_vector_env import _async_worker
+
+    from fidec_gym.processes import worker_setup
+
+    worker_setup(graceful=False)
+    try:
+        _async_worker(*args)
+    except (BrokenPipeError, EOFError, ConnectionError):
+        pass  # the parent closed its end or died
+
+
 def _task_spec(env: str | Callable) -> TaskSpec | None:
     if not isinstance(env, str):
         return None
@@ -101,7 +116,7 @@ def episode_quotas(num_episodes: int, num_envs: int) -> np.ndarray:
     return np.array([base + (1 if i < rest else 0) for i in range(num_envs)], dtype=np.int64)
 
 
-def _info_value(infos: dict, path: tuple[str, ...], index: int) -> Any:
+def _info_value(infos: dict, path: tuple[str, ...], index: int | np.integer) -> Any:
     """Value of sub-env ``index`` at nested key ``path`` of vector infos, or None where that env has none."""
     node = infos
     for key in path:
@@ -134,7 +149,7 @@ class Evaluator:
     ):
         if isinstance(env, str):
             task_info(env)  # unknown ID -> error with close-name suggestions, before any process starts
-            factory = functools.partial(_make_env, env, dict(env_kwargs or {}))
+            factory: Callable[[], gym.Env] = functools.partial(_make_env, env, dict(env_kwargs or {}))
         elif callable(env):
             factory = env
         else:
@@ -146,8 +161,11 @@ class Evaluator:
             raise ConfigError(f"num_envs must be >= 1, got {self.num_envs}")
         vectorization = vectorization or ("async" if self.num_envs > 1 else "sync")
         mode = gym.vector.AutoresetMode.SAME_STEP
+        self.envs: gym.vector.VectorEnv
         if vectorization == "async":
-            self.envs = gym.vector.AsyncVectorEnv([factory] * self.num_envs, autoreset_mode=mode, context=context)
+            self.envs = gym.vector.AsyncVectorEnv(
+                [factory] * self.num_envs, autoreset_mode=mode, context=context, worker=_quiet_async_worker
+            )
         elif vectorization == "sync":
             self.envs = gym.vector.SyncVectorEnv([factory] * self.num_envs, autoreset_mode=mode)
         else:
@@ -171,15 +189,21 @@ class Evaluator:
         value = success if self.spec.metric == "success" else episode_return
         return self.spec.normalized_score(value)
 
-    def run(self, policy: Policy, num_episodes: int, seed: int, progress: bool = False) -> dict:
+    def run(
+        self, policy: Policy, num_episodes: int, seed: int, progress: bool = False, quotas: np.ndarray | None = None
+    ) -> dict:
         """Run ``num_episodes`` episodes (split into fixed per-sub-env quotas) and return the metrics.
 
         Sub-environment ``i`` is reset with ``seed + i`` (Gymnasium's vector seeding), so the result is a function
-        of the seed and the policy only.
+        of the seed and the policy only. ``quotas`` sets the episodes of each sub-environment explicitly (several
+        agents evaluated side by side, each on its own sub-environments).
         """
         if num_episodes < 1:
             raise ConfigError(f"num_episodes must be >= 1, got {num_episodes}")
-        quotas = episode_quotas(num_episodes, self.num_envs)
+        if quotas is None:
+            quotas = episode_quotas(num_episodes, self.num_envs)
+        elif len(quotas) != self.num_envs or int(np.sum(quotas)) != num_episodes:
+            raise ConfigError(f"quotas {list(quotas)} must give {num_episodes} episodes over {self.num_envs} envs")
         finished = np.zeros(self.num_envs, dtype=np.int64)
         returns = np.zeros(self.num_envs)
         lengths = np.zeros(self.num_envs, dtype=np.int64)

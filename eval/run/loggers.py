@@ -10,7 +10,7 @@ import csv
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 from fidec_gym.errors import MissingDependencyError
 from fidec_gym.files import atomic_path
@@ -82,12 +82,12 @@ class CsvLogger:
         pass
 
 
-def read_metrics_csv(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a metrics CSV with numbers parsed (empty cells omitted)."""
+def read_metrics_csv(path: str | Path) -> list[dict[str, float | str]]:
+    """Rows of a metrics CSV with numbers parsed (empty cells omitted; cells that are not numbers stay strings)."""
     rows = []
     with open(path, newline="") as stream:
         for row in csv.DictReader(stream):
-            parsed = {}
+            parsed: dict[str, float | str] = {}
             for key, value in row.items():
                 if value in ("", None):
                     continue
@@ -144,7 +144,8 @@ class WandbLogger:
             dir=str(run_dir),
             config=dict(config),
             resume="allow",
-            mode=os.environ.get("WANDB_MODE", "offline"),
+            # A plain string from the environment; wandb checks it against its modes itself.
+            mode=cast(Any, os.environ.get("WANDB_MODE", "offline")),
             reinit="finish_previous",
         )
 

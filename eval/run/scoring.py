@@ -31,11 +31,7 @@ EVAL_METRICS = (
     "length_std",
     "num_episodes",
 )
-PAPER_STEPS = {
-    "ogbench": (800_000, 900_000, 1_000_000),
-    "visual": (300_000, 400_000, 500_000),
-    "d4rl": (500_000,),
-}
+PAPER_STEPS = {"ogbench": (800_000, 900_000, 1_000_000), "visual": (300_000, 400_000, 500_000), "d4rl": (500_000,)}
 UNITS = {
     "success": "success rate x 100",
     "normalized_return": "D4RL normalised return (x 100)",

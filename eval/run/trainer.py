@@ -21,7 +21,6 @@ import json
 import math
 import os
 import random
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,15 +31,24 @@ import numpy as np
 from fidec_gym.errors import ConfigError, ResultsError, ResultsPermissionError
 from fidec_gym.eval.run.checkpoint import (
     latest_checkpoint,
+    load_newest_readable,
     load_trainer_state,
     remove_stale_temporaries,
     save_checkpoint,
 )
-from fidec_gym.eval.run.config import IDENTITY_FIELDS, ResolvedRun, TrainConfig, resolve_run, run_directory
+from fidec_gym.eval.run.config import ResolvedRun, TrainConfig, resolve_run, run_directory
+from fidec_gym.eval.run.lifecycle import (
+    check_same_run,
+    load_run_data,
+    next_boundary,
+    owner,
+    publish_summary,
+    run_summary,
+)
 from fidec_gym.eval.run.loggers import CsvLogger, MetricLogger, TensorBoardLogger, WandbLogger, require_logging_packages
-from fidec_gym.eval.run.scoring import EVAL_METRICS, reported_score
+from fidec_gym.eval.run.online import OnlinePhase
+from fidec_gym.eval.run.scoring import EVAL_METRICS
 from fidec_gym.eval.store import ResultsStore, to_json
-from fidec_gym.files import atomic_write_json
 
 
 @dataclass
@@ -168,31 +176,9 @@ class _Trainer:
         return run["id"], None
 
     def _load_data(self) -> None:
-        from fidec_gym.envs.datasets import DatasetError, load_dataset
-
-        cfg = self.cfg
-        self.val_note = ""
-        self.dataset = load_dataset(cfg.env_id, path=cfg.dataset_path, split="train")
-        try:
-            self.val_dataset = load_dataset(cfg.env_id, path=cfg.dataset_path, split="val")
-        except (DatasetError, FileNotFoundError) as error:
-            self.val_dataset, self.val_note = None, f"no validation split ({error}); validation losses not logged"
-        pixel = self.spec.suite == "visual"
-        self.sampler_kwargs = dict(crop_augment_prob=0.5 if pixel else 0.0, frame_stack=3 if pixel else None)
-        meta = self.dataset.metadata
-        self.provenance = {
-            key: meta.get(key)
-            for key in (
-                "provenance",
-                "dataset",
-                "path",
-                "sha256",
-                "format_version",
-                "success_timing",
-                "num_transitions",
-            )
-            if key in meta
-        }
+        self.data = load_run_data(self.cfg, self.spec)
+        self.dataset, self.val_dataset = self.data.dataset, self.data.val_dataset
+        self.sampler_kwargs, self.provenance = self.data.sampler_kwargs, self.data.provenance
 
     def _make_agent(self) -> Any:
         from fidec_gym.agents import AGENTS
@@ -217,7 +203,7 @@ class _Trainer:
             if self.val_dataset is not None
             else None
         )
-        self.replay, self.replay_rng = None, np.random.default_rng(cfg.seed + 2)
+        self.online = OnlinePhase(self.spec, cfg.seed, self.dataset, self.env_kwargs)
         self.evaluations: list[dict] = []
         self.last_checkpoint_step = 0
         self.elapsed = 0.0
@@ -239,12 +225,7 @@ class _Trainer:
         # Only now (the checkpoint, if any, matched) may the stored run record change.
         config = self.cfg.record() if self.owns_config else store.get_run(self.run_id)["config"]
         store.update_config(self.run_id, config, data_provenance=self.provenance)
-        store.set_status(
-            self.run_id,
-            "running",
-            message=f"pid {os.getpid()} on {socket.gethostname()}",
-            last_good_step=self.last_checkpoint_step or None,
-        )
+        store.set_status(self.run_id, "running", message=owner(), last_good_step=self.last_checkpoint_step or None)
         self.started = True
         store.delete_evaluations_after(self.run_id, start)
         self._last_log_step = start
@@ -263,7 +244,7 @@ class _Trainer:
             )
         self.logger = MetricLogger(*loggers)
         store.add_artefact(self.run_id, "metrics", str(self.run_dir / "metrics.csv"))
-        self.evaluator = None
+        self.evaluator: Any = None  # an Evaluator, made at the first evaluation
         try:
             status, agent = self._loop(agent, start)
         finally:
@@ -274,63 +255,26 @@ class _Trainer:
 
     def _restore(self, agent: Any) -> tuple[Any, int]:
         """Load the newest checkpoint that reads; fall back to the one before it when the newest is damaged."""
-        from fidec_gym.eval.run.checkpoint import CheckpointError, list_checkpoints
 
-        checkpoints = [path for _, path in list_checkpoints(self.run_dir)]
-        for index, checkpoint in enumerate(reversed(checkpoints)):
-            try:
-                state = TrainerState.from_dict(load_trainer_state(checkpoint))
-                self._check_same_run(checkpoint, state)  # a different run is an error, not a damaged file
-                restored = agent.load(checkpoint / "agent.msgpack")
-            except ResultsError as error:
-                if not isinstance(error, CheckpointError):
-                    raise
-                failure: Exception = error
-            except (OSError, ValueError) as error:  # e.g. a truncated agent file
-                failure = error
-            else:
-                return self._apply(state, restored), state.step
-            if index + 1 < len(checkpoints):
-                print(f"warning: {failure}; resuming from the previous checkpoint instead", flush=True)
-                continue
-            raise CheckpointError(
-                f"{failure}; no earlier checkpoint to fall back to: delete {self.run_dir} "
-                "(or pick another --out) and train without --resume"
-            ) from None
-        raise AssertionError("unreachable: called with at least one checkpoint")
+        def load(checkpoint: Path) -> tuple[TrainerState, Any]:
+            state = TrainerState.from_dict(load_trainer_state(checkpoint))
+            self._check_same_run(checkpoint, state)  # a different run is an error, not a damaged file
+            return state, agent.load(checkpoint / "agent.msgpack")
+
+        state, restored = load_newest_readable(self.run_dir, load)
+        return self._apply(state, restored), state.step
 
     def _check_same_run(self, checkpoint: Path, state: TrainerState) -> None:
-        saved, current = state.train_config, json.loads(to_json(self.cfg.record()))
-        differing = {
-            key: (saved.get(key), current.get(key)) for key in IDENTITY_FIELDS if saved.get(key) != current.get(key)
-        }
-        old_agent, new_agent = state.resolved_overrides, json.loads(to_json(self.overrides))
-        differing.update(
-            {
-                f"agent config {key}": (old_agent.get(key), new_agent.get(key))
-                for key in set(old_agent) | set(new_agent)
-                if old_agent.get(key) != new_agent.get(key)
-            }
-        )
-        if differing:
-            details = "; ".join(f"{key}: checkpoint {a!r}, now {b!r}" for key, (a, b) in sorted(differing.items()))
-            raise ResultsError(
-                f"the checkpoint in {checkpoint} belongs to a different run ({details}); resume with the original "
-                "settings, or train into another --out directory"
-            )
+        check_same_run(checkpoint, state.train_config, state.resolved_overrides, self.cfg, self.overrides)
 
     def _apply(self, state: TrainerState, agent: Any) -> Any:
-        from fidec_gym.envs.replay_buffer import ReplayBuffer
 
         self.sampler.load_state_dict(state.sampler)
         if self.val_sampler is not None and state.val_sampler is not None:
             self.val_sampler.load_state_dict(state.val_sampler)
         random.setstate(state.python_random)
         np.random.set_state(state.numpy_global)
-        self.replay_rng.bit_generator.state = state.replay_rng
-        if state.replay is not None:
-            self.replay = ReplayBuffer.from_dataset(self.dataset)
-            self.replay.load_online_state(state.replay)
+        self.online.restore(state.replay_rng, state.replay)
         self.evaluations = list(state.evaluations)
         self.elapsed = float(state.elapsed)
         self.last_checkpoint_step = state.step
@@ -345,29 +289,13 @@ class _Trainer:
             val_sampler=self.val_sampler.state_dict() if self.val_sampler is not None else None,
             python_random=random.getstate(),
             numpy_global=np.random.get_state(),
-            replay_rng=self.replay_rng.bit_generator.state,
-            replay=self.replay.online_state() if self.replay is not None else None,
+            replay_rng=self.online.state()[0],
+            replay=self.online.state()[1],
             evaluations=list(self.evaluations),
             elapsed=self.elapsed,
         )
 
-    def _next_boundary(self, step: int) -> int:
-        """The next step at which something besides an update happens (log, eval, checkpoint, phase end)."""
-        cfg = self.cfg
-        candidates = [
-            cfg.total_steps,
-            (step // cfg.log_interval + 1) * cfg.log_interval,
-            (step // cfg.eval_interval + 1) * cfg.eval_interval,
-            (step // cfg.checkpoint_interval + 1) * cfg.checkpoint_interval,
-        ]
-        if step < 1:
-            candidates.append(1)
-        if step < cfg.offline_steps:
-            candidates.append(cfg.offline_steps)
-        return min(candidates)
-
     def _loop(self, agent: Any, start: int) -> tuple[str, Any]:
-        import jax
 
         cfg = self.cfg
         step, total = start, cfg.total_steps
@@ -383,15 +311,13 @@ class _Trainer:
                 dynamic_ncols=True,
                 smoothing=0.05,
             )
-        online_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0x0A11CE)
-        train_env = observation = None
         info: dict[str, float] = {}
         tick = time.perf_counter()
         try:
             while step < total:
                 previous = agent
                 if step < cfg.offline_steps:
-                    n = min(cfg.updates_per_dispatch, self._next_boundary(step) - step)
+                    n = min(cfg.updates_per_dispatch, next_boundary(self.cfg, step) - step)
                     if n == 1:
                         agent, raw = agent.update(self.sampler.sample())
                     else:
@@ -400,10 +326,8 @@ class _Trainer:
                         agent, raw = agent.update_n(stacked)
                 else:
                     n = 1
-                    if train_env is None:
-                        train_env, observation = self._start_online(step)
-                    observation, online_info = self._online_step(agent, train_env, observation, step, online_key)
-                    agent, raw = agent.update(self.replay.sample(int(agent.config["batch_size"]), self.replay_rng))
+                    online_info = self.online.act(agent, step)
+                    agent, raw = agent.update(self.online.batch(int(agent.config["batch_size"])))
                     if online_info:
                         self.logger.log(step + 1, online_info)
                 step += n
@@ -435,46 +359,8 @@ class _Trainer:
         finally:
             if bar is not None:
                 bar.close()
-            if train_env is not None:
-                train_env.close()
+            self.online.close()
         return "done", agent
-
-    # ------------------------------------------------------------------ online phase
-    def _start_online(self, step: int) -> tuple[Any, np.ndarray]:
-        import gymnasium as gym
-
-        from fidec_gym.envs.replay_buffer import ReplayBuffer
-
-        if self.replay is None:
-            self.replay = ReplayBuffer.from_dataset(self.dataset)
-        env = gym.make(self.spec.env_id, **self.env_kwargs)
-        # A resumed run cannot restore the simulator, so the episode in progress restarts from a fresh reset and
-        # its last stored row becomes a trajectory end.
-        self.replay.end_episode()
-        observation, _ = env.reset(seed=self.cfg.seed * 1_000_003 + step)
-        return env, observation
-
-    def _online_step(self, agent, env, observation, step: int, key) -> tuple[np.ndarray, dict]:
-        import jax
-
-        action_key = jax.random.fold_in(key, step)
-        action = np.clip(
-            np.asarray(agent.sample_actions(observation[None], seed=action_key, temperature=1.0))[0], -1.0, 1.0
-        )
-        next_observation, reward, terminated, truncated, info = env.step(action)
-        if self.spec.category == "d4rl-antmaze":
-            reward = float(reward) - 1.0  # same r - 1 shift as the dataset (docs/algorithms.md §3.3)
-        self.replay.add(observation, action, float(reward), next_observation, terminated, truncated)
-        if not (terminated or truncated):
-            return next_observation, {}
-        episode = info.get("episode", {})
-        logged = {
-            "online/return": episode.get("r", math.nan),
-            "online/length": episode.get("l", math.nan),
-            "online/success": episode.get("success", math.nan),
-        }
-        observation, _ = env.reset()
-        return observation, logged
 
     # ------------------------------------------------------------------ log, evaluate, checkpoint
     def _log(self, agent, step: int, info: dict[str, float], seconds: float) -> None:
@@ -513,9 +399,7 @@ class _Trainer:
         path = save_checkpoint(self.run_dir, step, agent, self._trainer_state(step).to_dict(), meta)
         self.last_checkpoint_step = step
         self.store.add_artefact(self.run_id, "checkpoint", str(path.parent), step=step)
-        self.store.set_status(
-            self.run_id, "running", message=f"pid {os.getpid()} on {socket.gethostname()}", last_good_step=step
-        )
+        self.store.set_status(self.run_id, "running", message=owner(), last_good_step=step)
 
     def _fail(self, agent, step: int, info: dict[str, float]) -> str:
         bad = sorted(key for key, value in info.items() if not math.isfinite(value))
@@ -533,41 +417,22 @@ class _Trainer:
         return "failed"
 
     def _finish(self, agent, status: str) -> TrainResult:
-        cfg = self.cfg
-        score = reported_score(self.evaluations, self.spec, cfg.offline_steps, cfg.online_steps)
-        env_meta = (
-            {"success_timing": self.env_kwargs.get("success_timing", "pre")}
-            if self.spec.suite in ("ogbench", "visual")
-            else {}
+        summary = run_summary(
+            self.cfg,
+            self.spec,
+            self.cfg.seed,
+            status,
+            self.evaluations,
+            self.data,
+            self.overrides,
+            self.elapsed,
+            self.env_kwargs,
         )
-        summary = {
-            **score,
-            "status": status,
-            "agent": cfg.agent,
-            "env_id": self.spec.env_id,
-            "seed": cfg.seed,
-            "final": self.evaluations[-1] if self.evaluations else {},
-            "evaluations": [{"step": e["step"], "normalized_score": e["normalized_score"]} for e in self.evaluations],
-            "steps_done": self.evaluations[-1]["step"] if self.evaluations else 0,
-            "offline_steps": cfg.offline_steps,
-            "online_steps": cfg.online_steps,
-            "eval_episodes": cfg.eval_episodes,
-            "data_provenance": self.provenance,
-            **env_meta,
-            "agent_overrides": self.overrides,
-            "wall_time_s": self.elapsed,
-        }
         if status == "failed":
             summary["message"] = self.failure
-        if self.val_note:
-            summary["note"] = self.val_note
-        if status == "done" and cfg.video_episodes > 0:
+        if status == "done" and self.cfg.video_episodes > 0:
             summary["videos"] = self._record_videos(agent)
-        atomic_write_json(self.run_dir / "summary.json", json.loads(to_json(summary)))
-        self.store.set_summary(self.run_id, summary)
-        self.store.add_artefact(self.run_id, "metrics", str(self.run_dir / "summary.json"))
-        if status == "done":
-            self.store.set_status(self.run_id, "done", last_good_step=self.last_checkpoint_step or None)
+        publish_summary(self.store, self.run_id, self.run_dir, summary, self.last_checkpoint_step)
         return TrainResult(agent=agent, summary=summary, run_dir=self.run_dir, status=status)
 
     def _record_videos(self, agent) -> list[str]:

@@ -7,7 +7,7 @@ raises :class:`VideoUnavailableError` (the toy study draws its own figures inste
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 import gymnasium as gym
 import numpy as np
@@ -50,10 +50,19 @@ def write_mp4(frames: Sequence[np.ndarray], path: str | Path, fps: float = 30.0)
     # The temporary file keeps the .mp4 suffix: imageio picks its ffmpeg writer by it.
     with atomic_path(path, suffix=".mp4") as tmp:
         # macro_block_size=1 keeps small frames (e.g. 64x64) at their size instead of padding them to 16.
-        with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=1, quality=7) as writer:
+        writer = imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=1, quality=7)
+        # Not `with ... as writer`: imageio's stub types Writer.__enter__ as returning the base class, which has no
+        # append_data (at run time it returns the writer itself).
+        with writer:
             for frame in frames:
                 writer.append_data(np.asarray(frame, dtype=np.uint8))
     return path
+
+
+def _rgb_frame(env: gym.Env) -> np.ndarray:
+    # The env was made with render_mode="rgb_array", so render() returns one RGB frame; gymnasium's annotation
+    # covers every render mode (lists of frames, None).
+    return cast(np.ndarray, env.render())
 
 
 def record_episodes(
@@ -98,7 +107,7 @@ def record_episodes(
         render_fps = fps or env.metadata.get("render_fps") or 30
         for episode in range(num_episodes):
             observation, _ = env.reset(seed=seed + episode)
-            frames = [env.render()]
+            frames = [_rgb_frame(env)]
             done, t = False, 0
             while not done:
                 action = np.asarray(policy(np.asarray(observation)[None]))[0]
@@ -106,7 +115,7 @@ def record_episodes(
                 done = terminated or truncated
                 t += 1
                 if t % frame_skip == 0 or done:
-                    frames.append(env.render())
+                    frames.append(_rgb_frame(env))
             path = Path(out_dir) / video_name(env_id, agent_name, seed, step, episode)
             paths.append(write_mp4(frames, path, fps=max(1.0, float(render_fps) / frame_skip)))
     finally:

@@ -234,7 +234,7 @@ def study_findings(claims) -> list[str]:
     (does the metric matter against ``isotropic``; do the ``paper`` and ``official`` estimators differ) found a
     difference, with its interval.
     """
-    paragraphs = []
+    paragraphs: list[str] = []
     if claims is None or claims.empty:
         return paragraphs
     for critic in sorted(set(claims["critic"])):

@@ -158,7 +158,7 @@ class StudyTask:
 
 def study_tasks(config: ToyStudyConfig) -> list[StudyTask]:
     """Every (landscape, variant, critic, seed) the config asks for; BC once per landscape and seed."""
-    tasks = []
+    tasks: list[StudyTask] = []
     for landscape in config.landscapes:
         for name in config.variants:
             critics = config.critics if VARIANTS[name].uses_critic else ("none",)

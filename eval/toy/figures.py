@@ -257,11 +257,11 @@ def write_study_outputs(store, figures: bool = True) -> dict[str, Path]:
     for landscape in landscapes:
         rows = frame[frame["landscape"] == landscape]
         anchor[landscape] = int(rows.sort_values("run_id")["run_id"].iloc[0])
-        path = landscape_figure(
+        figure = landscape_figure(
             out, landscape, agents, critics, seed, figure_dir / f"toy_study_{landscape}_samples.png"
         )
-        files[f"figure_{landscape}"] = path
-        store.add_artefact(anchor[landscape], "figure", str(path))
+        files[f"figure_{landscape}"] = figure
+        store.add_artefact(anchor[landscape], "figure", str(figure))
     first = anchor[landscapes[0]]
     for critic in critics:
         path = sweep_figure(out, landscapes, critic, seed, figure_dir / f"toy_study_sweep_{critic}.png")

@@ -23,10 +23,8 @@ was interrupted mid-training continues from its last checkpoint.
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import math
-import multiprocessing
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from fidec_gym.backend import default_compile_cache, enable_compile_cache
 from fidec_gym.errors import ConfigError
 from fidec_gym.eval.toy.design import (  # noqa: F401  (re-exported: the study's public names)
     CRITIC_MODES,
@@ -54,6 +53,7 @@ from fidec_gym.eval.toy.design import (  # noqa: F401  (re-exported: the study's
 )
 from fidec_gym.eval.toy.preset_metrics import trained_preset_metric_rows
 from fidec_gym.files import atomic_path
+from fidec_gym.processes import WorkerPool, stop_on_signals
 
 
 @functools.cache
@@ -78,7 +78,8 @@ def oracle_q_fn(landscape: str):
 
 def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
     with atomic_path(path, suffix=".npz") as tmp:
-        np.savez_compressed(tmp, **arrays)
+        # allow_pickle is numpy's default, spelled out so that mypy does not match **arrays against it.
+        np.savez_compressed(tmp, allow_pickle=True, **arrays)
 
 
 # ================================================================================================ one run
@@ -221,30 +222,16 @@ def _run_group(tasks: Sequence[StudyTask], config: ToyStudyConfig, out_dir: str)
     return failures
 
 
+def _run_group_item(item: tuple) -> list[tuple[StudyTask, str]]:
+    return _run_group(*item)
+
+
 def _worker_setup(compile_cache: Optional[str], single_thread: bool) -> None:
     # Worker processes: one XLA thread each (the pool provides the parallelism) and a shared on-disk cache of
     # compiled programs, so a configuration compiled by one worker (or an earlier study) is not compiled again.
     if single_thread and "XLA_FLAGS" not in os.environ:
         os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     enable_compile_cache(compile_cache)
-
-
-def enable_compile_cache(path: Optional[str]) -> None:
-    """Point JAX's persistent compilation cache at ``path`` unless it is None or JAX already has one."""
-    if not path:
-        return
-    import jax
-
-    if jax.config.jax_compilation_cache_dir:
-        return
-    Path(path).mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
-def default_compile_cache() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "fidec-gym", "jax-compilation")
 
 
 # ================================================================================================ the study
@@ -333,17 +320,15 @@ def run_toy_study(
                     failures.extend(_run_group([task], config, str(out)))
                     bar.update(1)
         else:
-            context = multiprocessing.get_context("spawn")  # JAX is not fork-safe
-            with concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=context, initializer=_worker_setup, initargs=(cache, True)
-            ) as pool:
-                futures = {pool.submit(_run_group, group, config, str(out)): group for group in groups}
-                for future in concurrent.futures.as_completed(futures):
-                    group = futures[future]
-                    try:
-                        failures.extend(future.result())
-                    except Exception as error:  # a crashed worker: report its whole group
-                        failures.extend((task, f"{type(error).__name__}: {error}") for task in group)
+            # Spawned workers (JAX is not fork-safe) that stop with Ctrl-C/SIGTERM (their runs stay resumable)
+            # and exit when this process dies; a worker that crashes fails its own group only.
+            pool = WorkerPool(_run_group_item, workers, initializer=_worker_setup, initargs=(cache, True))
+            with stop_on_signals():
+                for (group, _, _), kind, value in pool.run([(group, config, str(out)) for group in groups]):
+                    if kind == "ok":
+                        failures.extend(value)
+                    else:  # a crashed or killed worker: report its whole group
+                        failures.extend((task, value[0]) for task in group)
                     bar.update(len(group))
                     bar.set_postfix_str(f"done {group[0].variant} {group[0].critic}")
     finally:

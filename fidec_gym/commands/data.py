@@ -19,17 +19,33 @@ def register(subparsers) -> None:
 
     generate = actions.add_parser(
         "generate",
-        help="regenerate an OGBench manipulation 'play' dataset with OGBench's oracles",
-        description="Writes <dataset>.npz, <dataset>-val.npz (episodes // 10, at least 1) and <dataset>.meta.json "
-        "atomically; the data depends on --seed only, not on --workers.",
+        help="make a dataset locally: OGBench manipulation 'play' (oracles), OGBench locomotion 'navigate' and D4RL "
+        "antmaze (a trained expert)",
+        description="Manipulation and navigate data: writes <dataset>.npz, <dataset>-val.npz (episodes // 10, at "
+        "least 1) and <dataset>.meta.json atomically. D4RL antmaze (e.g. antmaze-large-diverse): writes <task>.hdf5 in "
+        "D4RL's legacy layout and <task>.meta.json. The data depends on --seed only, not on --workers. Locomotion "
+        "data needs an expert (the shipped ant expert by default; `fidec experts list`).",
     )
-    generate.add_argument("dataset", help="e.g. cube-single-play, scene-play, puzzle-3x3-play, visual-cube-single-play")
-    generate.add_argument("--episodes", type=int, default=1000, help="training episodes (default 1000, as OGBench)")
+    generate.add_argument(
+        "dataset",
+        help="e.g. cube-single-play, scene-play, visual-cube-single-play, antmaze-large-navigate, "
+        "antmaze-giant-navigate, antmaze-large-diverse, antmaze-umaze",
+    )
+    generate.add_argument(
+        "--episodes", type=int, default=None, help="training episodes (default: OGBench's/D4RL's count, e.g. 1000)"
+    )
     generate.add_argument("--workers", type=int, default=1, help="processes generating episodes in parallel")
     generate.add_argument("--out", default=None, help="output directory (default $FIDEC_DATA_DIR or ~/.ogbench/data)")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--visual", action="store_true", help="64x64 pixel observations (slow on CPU)")
-    generate.add_argument("--max-episode-steps", type=int, default=1001, help="rows per episode (OGBench: 1001)")
+    generate.add_argument(
+        "--max-episode-steps",
+        type=int,
+        default=None,
+        help="rows per episode (OGBench: 1001, giant/humanoid mazes 2001; D4RL antmaze: the horizon, 700 or 1000)",
+    )
+    generate.add_argument("--expert", default=None, help="locomotion: expert zip or directory (default: shipped)")
+    generate.add_argument("--noise", type=float, default=None, help="locomotion: Gaussian action noise (default 0.2)")
     generate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     generate.set_defaults(func=run)
 
@@ -58,18 +74,45 @@ def run(args) -> int:
 
 
 def _generate(args) -> int:
-    from fidec_gym.envs.generate import generate_manipulation_dataset
+    from fidec_gym.envs.locomotion.d4rl_antmaze import parse_d4rl_antmaze
+    from fidec_gym.envs.locomotion.navigate import parse_navigate_dataset
 
     out = args.out or _default_data_dir()
+    locomotion = {"expert": args.expert, "progress": not args.no_progress, "max_episode_steps": args.max_episode_steps}
+    if args.noise is not None:
+        locomotion["noise"] = args.noise
+    if parse_navigate_dataset(args.dataset) or parse_d4rl_antmaze(args.dataset):
+        if args.visual:
+            raise ConfigError("--visual is not supported for locomotion data (pixel navigate data takes days on CPU)")
+        if parse_d4rl_antmaze(args.dataset):
+            from fidec_gym.envs.locomotion.d4rl_antmaze import generate_d4rl_antmaze_dataset
+
+            path = generate_d4rl_antmaze_dataset(
+                args.dataset, args.episodes, out, workers=args.workers, seed=args.seed, **locomotion
+            )
+            print(f"wrote {path}\ncheck it with: fidec data check {path}")
+            return 0
+        from fidec_gym.envs.locomotion.navigate import generate_navigate_dataset
+
+        train_path, val_path = generate_navigate_dataset(
+            args.dataset, args.episodes, out, workers=args.workers, seed=args.seed, **locomotion
+        )
+        print(f"wrote {train_path}\nwrote {val_path}")
+        print(f"check it with: fidec data check {train_path}")
+        return 0
+    if args.expert is not None or args.noise is not None:
+        raise ConfigError("--expert and --noise apply to locomotion datasets only (navigate, D4RL antmaze)")
+    from fidec_gym.envs.generate import generate_manipulation_dataset
+
     train_path, val_path = generate_manipulation_dataset(
         args.dataset,
-        args.episodes,
+        1000 if args.episodes is None else args.episodes,
         out,
         workers=args.workers,
         seed=args.seed,
         visual=args.visual,
         progress=not args.no_progress,
-        max_episode_steps=args.max_episode_steps,
+        max_episode_steps=1001 if args.max_episode_steps is None else args.max_episode_steps,
     )
     print(f"wrote {train_path}\nwrote {val_path}")
     print(f"check it with: fidec data check {train_path}")

@@ -45,7 +45,9 @@ def run(args) -> int:
     from fidec_gym.envs.catalogue import task_info
     from fidec_gym.eval.grid.presets import load_preset
 
-    seen, present, missing = set(), [], []
+    seen: set[str] = set()
+    present: list[tuple[str, str | None]] = []
+    missing: list[tuple[str, str | None]] = []
     for cell in load_preset("paper-table2").cells():
         spec = task_info(cell.env_id)
         if spec.dataset in seen:

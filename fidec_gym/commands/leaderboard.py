@@ -12,6 +12,8 @@ from pathlib import Path
 from fidec_gym.errors import DataNotFoundError
 
 DEFAULT_RESULTS = Path("results")
+# `leaderboard run` when nothing failed but cells were left to another live process (EX_TEMPFAIL: try again later).
+HELD_EXIT_CODE = 75
 
 
 def register(subparsers) -> None:
@@ -34,9 +36,17 @@ def register(subparsers) -> None:
     )
     run.add_argument("--workers", type=int, help="cells in parallel (default: 2 on a CPU or one GPU)")
     run.add_argument("--dry-run", action="store_true", help="print the plan (`leaderboard plan`) and stop")
-    run.add_argument("--retry-failed", action="store_true", help="also re-run cells that failed before")
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="also re-run cells that failed before (with the preset's current settings if it was edited since)",
+    )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.set_defaults(func=run_command)
+    run.epilog = (
+        "Exit status: 0 all cells done; 1 some cells failed; 75 cells left to another live `leaderboard run` on the "
+        "same directory; 130/143 interrupted (Ctrl-C/SIGTERM; run again to resume); 28 disk full; 2 bad input."
+    )
 
     plan = actions.add_parser(
         "plan",
@@ -72,6 +82,11 @@ def register(subparsers) -> None:
         help="method whose published per-task cells are printed after the comparison (default: FiDec)",
     )
     compare.add_argument("--reps", type=int, default=1000, help="bootstrap repetitions (default: 1000)")
+    compare.add_argument(
+        "--report-dir",
+        type=Path,
+        help="write the CSV tables here (default: OUT/comparison; a read-only OUT is only read)",
+    )
     compare.set_defaults(func=compare_command)
 
     report = actions.add_parser("report", help="write DIR/report/report.md and index.html with figures and videos")
@@ -79,6 +94,9 @@ def register(subparsers) -> None:
     report.add_argument("--published", default="fidec-paper", help="published result set (default: fidec-paper)")
     report.add_argument("--preset", help="only runs of this preset")
     report.add_argument("--reps", type=int, default=1000, help="bootstrap repetitions (default: 1000)")
+    report.add_argument(
+        "--report-dir", type=Path, help="write the report here (default: OUT/report; OUT itself is only read)"
+    )
     report.set_defaults(func=report_command)
 
     quick = subparsers.add_parser(
@@ -129,17 +147,27 @@ def run_command(args) -> int:
     )
     print(
         f"{len(result.done)} cells finished now, {len(result.skipped)} skipped (finished or failed before), "
-        f"{len(result.failed)} failed, of {result.total}"
+        f"{len(result.failed)} failed, {len(result.held)} held by another process, of {result.total}"
     )
     for cell, message in result.failed.items():
         print(f"  failed: {cell}: {message.splitlines()[0] if message else ''}")
+    for cell, message in result.held.items():
+        print(f"  skipped: {cell}: {message}")
+    if result.held:
+        print(
+            f"{len(result.held)} cells are being trained by another `fidec leaderboard run` on {out}; they were left "
+            f"to it. Watch them with `fidec leaderboard status --out {out}`; if that process is stopped, run this "
+            "command again to finish them (a dead process's cells are taken over)"
+        )
     if result.skipped_failed:
         print(
             f"{len(result.skipped_failed)} cells failed in an earlier run and were not retried; after fixing the "
             f"cause, run them again with `fidec leaderboard run --preset {args.preset} --out {out} --retry-failed`"
         )
     print(f"inspect with `fidec leaderboard status --out {out}`; compare with `fidec leaderboard compare --out {out}`")
-    return 0 if result.ok else 1
+    if not result.ok:
+        return 1
+    return HELD_EXIT_CODE if result.held else 0
 
 
 def status_command(args) -> int:
@@ -212,7 +240,14 @@ def compare_command(args) -> int:
     # The paper's own cells close the comparison, including tasks this results directory did not run.
     print(f"\nThe published {args.method} cells ({args.published}):\n")
     print(published_text(published, args.method))
-    paths = comparison.write(Path(args.out) / "comparison")
+    if args.report_dir is None and store.read_only:
+        print(
+            f"\ntables not written: {args.out} is read-only; pass --report-dir DIR to write them elsewhere",
+            file=sys.stderr,
+        )
+        return 0
+    target = args.report_dir.expanduser() if args.report_dir is not None else Path(args.out) / "comparison"
+    paths = comparison.write(target)
     print(f"\ntables written to {paths[0].parent}")
     return 0
 
@@ -222,7 +257,10 @@ def report_command(args) -> int:
     from fidec_gym.eval.paper.report import build_report
 
     store = _open_existing_store(args.out)
-    index = build_report(store, load_published(args.published), preset=args.preset, reps=args.reps)
+    report_dir = None if args.report_dir is None else args.report_dir.expanduser()
+    index = build_report(
+        store, load_published(args.published), preset=args.preset, reps=args.reps, report_dir=report_dir
+    )
     print(f"report: {index.parent / 'report.md'}\nopen: {index}")
     return 0
 
@@ -243,4 +281,4 @@ def _open_existing_store(out: Path):
             f"no results in {out} (no {DB_FILENAME}); run a preset first: "
             f"`fidec leaderboard run --preset smoke --out {out}`"
         )
-    return ResultsStore(out)
+    return ResultsStore.open_for_reading(out)  # compare and report only read the results

@@ -29,8 +29,22 @@ def parse_overrides(pairs: list[str] | None) -> dict:
             raise ConfigError(
                 f"--set {pair!r}: cannot parse the value ({error}); quote strings, write lists as [a,b]"
             ) from None
+        if isinstance(value, str):
+            value = _number(value)  # YAML 1.1 reads 1e-4 and 1e30 as text; on a command line they are numbers
         overrides[key.strip()] = tuple(value) if isinstance(value, list) else value
     return overrides
+
+
+def _number(text: str):
+    """``text`` as an int or float when it spells one with digits (``1e-4``, ``3E5``), else unchanged."""
+    if not any(character.isdigit() for character in text):
+        return text  # "nan", "inf", "infinity" stay words
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
 
 
 def register(subparsers) -> None:
@@ -42,6 +56,26 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_config_arguments(train)
+    train.add_argument(
+        "--seeds",
+        default=None,
+        metavar="N|S,S,...",
+        help="train several seeds in one compiled program (vmapped): a count (--seeds 8 = seeds 0..7) "
+        "or a list (--seeds 0,1,2); replaces --seed",
+    )
+    train.add_argument(
+        "--updates-per-call",
+        type=int,
+        default=100,
+        help="with --seeds: updates per compiled dispatch (lax.scan length)",
+    )
+    train.add_argument(
+        "--sampling",
+        choices=["auto", "device", "host"],
+        default="auto",
+        help="with --seeds: draw batches inside the compiled step from the dataset in device memory, "
+        "or on the host (auto: device unless it does not fit, or pixels)",
+    )
     train.add_argument("--resume", action="store_true", help="continue from the run's newest checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=run_train)
@@ -136,6 +170,8 @@ def run_train(args) -> int:
     from fidec_gym.eval.run.config import resolve_run
 
     run = resolve_run(config_from_args(args))  # every setting checked before anything is written
+    if args.seeds is not None:
+        return _train_seeds(args, run)
     from fidec_gym.eval.run.trainer import train
 
     result = train(run, resume=args.resume, progress=not args.no_progress)
@@ -149,6 +185,30 @@ def run_train(args) -> int:
         print(summary.get("message", ""), file=sys.stderr)
         return 1
     return 0
+
+
+def _train_seeds(args, run) -> int:
+    from fidec_gym.eval.run.multiseed import train_seeds
+    from fidec_gym.eval.run.vmapped import parse_seeds
+
+    seeds = parse_seeds(args.seeds)
+    results = train_seeds(
+        run.config,
+        seeds,
+        resume=args.resume,
+        progress=not args.no_progress,
+        updates_per_call=args.updates_per_call,
+        sampling=args.sampling,
+    )
+    for seed, result in zip(seeds, results):
+        summary = result.summary
+        print(
+            f"{result.status}: {run.config.agent} on {summary['env_id']} seed {seed}: score {summary['score']:.2f} "
+            f"({summary['unit']}; {summary['score_rule']}); {result.run_dir}"
+        )
+        if result.status != "done":
+            print(summary.get("message", ""), file=sys.stderr)
+    return 0 if all(result.status == "done" for result in results) else 1
 
 
 def _load_checkpoint(path: str, env_id: str):

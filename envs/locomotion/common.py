@@ -1,0 +1,170 @@
+"""What the locomotion generators share: per-episode seeding, a worker pool over whole episodes, atomic writing of
+data files next to a ``<dataset>.meta.json`` sidecar (the same contract as ``envs.generate``)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import multiprocessing
+import os
+import signal
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+
+from fidec_gym.errors import ConfigError
+from fidec_gym.files import atomic_write_json
+
+GENERATOR_VERSION = "1.0"
+
+
+class EpisodeSeeds:
+    """Independent streams for one episode, from ``SeedSequence(seed, spawn_key=(index,))``: the environment's reset
+    seed, a seed for NumPy's global generator (which OGBench's environments draw from), a seed for the action
+    space, and a Generator for the generator's own draws (cells, goals, action noise)."""
+
+    def __init__(self, seed: int, index: int):
+        sequence = np.random.SeedSequence(seed, spawn_key=(index,))
+        env_sequence, global_sequence, space_sequence, own_sequence = sequence.spawn(4)
+        self.reset_seed = int(env_sequence.generate_state(1)[0])
+        self.global_state = global_sequence.generate_state(4)
+        self.space_seed = int(space_sequence.generate_state(1)[0])
+        self.rng = np.random.default_rng(own_sequence)
+
+    def seed_globals(self, env=None) -> None:
+        np.random.seed(self.global_state)
+        if env is not None:
+            env.unwrapped.action_space.seed(self.space_seed)
+
+
+# -- worker processes ---------------------------------------------------------------------------------------------
+_worker = None
+
+
+def _init_worker(module: str, name: str, kwargs: dict) -> None:
+    global _worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the pool
+    _worker = getattr(importlib.import_module(module), name)(**kwargs)
+
+
+def _worker_episode(task: tuple[int, int]) -> dict[str, np.ndarray]:
+    seed, index = task
+    return _worker.episode(seed, index)
+
+
+def run_episodes(factory: Callable, kwargs: dict, total: int, seed: int, workers: int) -> Iterator[dict]:
+    """Episodes 0 .. total-1 in order, made by ``factory(**kwargs).episode(seed, index)`` in this process or in a pool
+    of ``workers`` spawned processes (the data does not depend on the number)."""
+    if workers <= 1:
+        generator = factory(**kwargs)
+        try:
+            for index in range(total):
+                yield generator.episode(seed, index)
+        finally:
+            generator.close()
+        return
+    context = multiprocessing.get_context("spawn")
+    pool = context.Pool(workers, initializer=_init_worker, initargs=(factory.__module__, factory.__qualname__, kwargs))
+    try:
+        yield from pool.imap(_worker_episode, [(seed, index) for index in range(total)], chunksize=1)
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()
+
+
+def collect(
+    factory: Callable, kwargs: dict, total: int, seed: int, workers: int, desc: str, progress: bool
+) -> tuple[list[dict], float]:
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    episodes = []
+    with tqdm(total=total, desc=desc, unit="episode", disable=not progress) as bar:
+        for episode in run_episodes(factory, kwargs, total, seed, min(workers, total)):
+            episodes.append(episode)
+            bar.update(1)
+    return episodes, time.perf_counter() - started
+
+
+def concatenate(episodes: list[dict]) -> dict[str, np.ndarray]:
+    return {key: np.concatenate([episode[key] for episode in episodes]) for key in episodes[0]}
+
+
+def check_counts(num_episodes: int, workers: int, max_episode_steps: int) -> None:
+    if num_episodes < 1 or workers < 1 or max_episode_steps < 2:
+        raise ConfigError(
+            f"need episodes >= 1, workers >= 1 and max_episode_steps >= 2 "
+            f"(got {num_episodes}, {workers}, {max_episode_steps})"
+        )
+
+
+# -- writing ------------------------------------------------------------------------------------------------------
+@contextmanager
+def _sigint_deferred():
+    blocked = hasattr(signal, "pthread_sigmask")
+    if blocked:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def write_npz(arrays: dict[str, np.ndarray], directory: Path) -> Path:
+    handle, name = tempfile.mkstemp(dir=directory, prefix=".fidec-", suffix=".npz.tmp")
+    with os.fdopen(handle, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    return Path(name)
+
+
+def write_hdf5(arrays: dict[str, np.ndarray], directory: Path, attrs: Optional[dict] = None) -> Path:
+    """A D4RL-layout hdf5 file; keys with a slash (``infos/goal``) become groups. gzip-compressed."""
+    import h5py
+
+    handle, name = tempfile.mkstemp(dir=directory, prefix=".fidec-", suffix=".hdf5.tmp")
+    os.close(handle)
+    with h5py.File(name, "w") as f:
+        for key, value in arrays.items():
+            f.create_dataset(key, data=value, compression="gzip", compression_opts=4)
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+    return Path(name)
+
+
+def publish(temporaries: dict[Path, Path], sidecar: Path, info: dict) -> None:
+    """Move finished temporaries into place, the sidecar first (a data file is only ever visible next to the sidecar
+    that describes it); Ctrl-C is held back meanwhile so the set of files is complete or absent."""
+    from fidec_gym.envs.readers import sha256_file
+
+    try:
+        info["files"] = {
+            final.name: {"sha256": sha256_file(tmp), **info.get("files", {}).get(final.name, {})}
+            for final, tmp in temporaries.items()
+        }
+        info["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        with _sigint_deferred():
+            atomic_write_json(sidecar, info)
+            for final, tmp in temporaries.items():
+                os.replace(tmp, final)
+    finally:
+        for tmp in temporaries.values():
+            Path(tmp).unlink(missing_ok=True)
+
+
+def versions() -> dict[str, Optional[str]]:
+    out = {}
+    for package in ("ogbench", "gymnasium", "gymnasium-robotics", "mujoco", "numpy", "stable-baselines3"):
+        try:
+            out[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            out[package] = None
+    return out

@@ -1,0 +1,107 @@
+"""The compiled pieces of multi-seed training (:mod:`fidec_gym.eval.run.multiseed`): K updates of every seed per
+dispatch with batches drawn on the device or given by the host, and what one seed's checkpoint holds."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+
+from fidec_gym.errors import ConfigError
+
+DEFAULT_UPDATES_PER_CALL = 100
+
+
+@dataclass
+class SeedState:
+    """What one seed's checkpoint holds besides its agent slice; a resume restores exactly this."""
+
+    step: int
+    seed: int
+    group: list  # the seeds trained together
+    train_config: dict
+    resolved_overrides: dict
+    sample_key: list | None  # device sampling: the seed's batch-index key (uint32 pair)
+    sampler: dict | None  # host sampling: the seed's BatchSampler state
+    val_sampler: dict | None
+    evaluations: list
+    elapsed: float
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, state: dict) -> SeedState:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in state.items() if key in names})
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"8"`` -> seeds 0..7; ``"0,1,2"`` -> those seeds (distinct, >= 0)."""
+    try:
+        parts = [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: give a count (e.g. --seeds 8) or a list (e.g. --seeds 0,1,2)") from None
+    seeds = list(range(parts[0])) if len(parts) == 1 and "," not in str(text) else parts
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text!r}: need at least one seed, all distinct and >= 0")
+    return seeds
+
+
+# ================================================================================================ compiled steps
+def _sample_rows(data: dict, key: Any, batch_size: int) -> dict:
+    index = jax.random.randint(key, (batch_size,), 0, data["observations"].shape[0])
+    return {name: values[index] for name, values in data.items()}
+
+
+@functools.partial(jax.jit, static_argnames=("num_updates", "batch_size"))
+def device_updates(agents: Any, keys: Any, data: dict, num_updates: int, batch_size: int):
+    """``num_updates`` updates of every seed, batches drawn on the device; returns the last step's info per seed and
+    the per-seed maximum of ``nonfinite`` over the steps."""
+
+    def one_seed(agent, key):
+        def body(carry, _):
+            agent, key = carry
+            key, batch_key = jax.random.split(key)
+            agent, info = agent._update(_sample_rows(data, batch_key, batch_size))
+            return (agent, key), info
+
+        (agent, key), infos = jax.lax.scan(body, (agent, key), None, length=num_updates)
+        last = jax.tree_util.tree_map(lambda value: value[-1], infos)
+        last["nonfinite"] = infos["nonfinite"].max()
+        return agent, key, last
+
+    return jax.vmap(one_seed)(agents, keys)
+
+
+@jax.jit
+def host_updates(agents: Any, batches: dict):
+    """Updates of every seed from host batches shaped (seeds, n, batch, ...)."""
+    return jax.vmap(lambda agent, b: agent._update_n(b))(agents, batches)
+
+
+@jax.jit
+def _validation(agents: Any, batches: dict):
+    return jax.vmap(lambda agent, b: agent.validation_info(b))(agents, batches)
+
+
+def grouped_policy(agents: Any, count: int, width: int, seed: int):
+    """A numpy policy for a vector env of ``count x width`` sub-environments, ``width`` per seed: one batched call
+    per vector step gives each seed's agent its own sub-environments' actions (evaluation temperature 0)."""
+    import numpy as np
+
+    from fidec_gym.agents.seeds import vmapped_sample_actions
+
+    key = jax.random.PRNGKey(seed)
+
+    def policy(observations: np.ndarray) -> np.ndarray:
+        nonlocal key
+        key, action_key = jax.random.split(key)
+        grouped = observations.reshape(count, width, *observations.shape[1:])
+        actions = vmapped_sample_actions(agents, grouped, action_key, temperature=0.0)
+        return np.clip(np.asarray(actions).reshape(count * width, -1), -1.0, 1.0)
+
+    return policy

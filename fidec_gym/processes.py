@@ -1,0 +1,341 @@
+"""Process lifetimes: Ctrl-C and SIGTERM stop a program and its worker processes within seconds, marking unfinished
+work resumable, and no worker outlives its parent.
+
+* :class:`Interrupted` is the ``KeyboardInterrupt`` raised for SIGINT and SIGTERM; it carries the signal, so the
+  command line exits with 128 + signal (130 for Ctrl-C, 143 for SIGTERM).
+* :func:`stop_on_signals` (the main thread of a program): SIGTERM raises :class:`Interrupted` exactly as Ctrl-C
+  does, so every ``except KeyboardInterrupt`` (which marks runs resumable) and ``finally`` runs for both.
+* :func:`worker_setup` (first thing in a worker process): SIGINT is ignored, because a Ctrl-C at the terminal
+  reaches every process of the foreground group and the parent decides what happens; SIGTERM raises
+  :class:`Interrupted` once (the worker cleans up and exits); and a thread ends the worker when its parent dies,
+  even by ``kill -9``.
+* :class:`WorkerPool`: spawned workers running one function on items one at a time. It knows which worker runs
+  which item, so a worker that dies is reported for its own item (and replaced) instead of breaking the pool; an
+  interrupt stops every worker (SIGTERM, a grace period, then SIGKILL; a second interrupt skips the grace).
+
+Why a thread polling ``os.getppid()`` rather than ``prctl(PR_SET_PDEATHSIG)``: the kernel sends the death signal
+when the *thread* that created the child exits, not the process, so a worker created by a pool's helper thread
+would be killed while its parent is alive; ``getppid()`` changes only when the parent process is gone, and it works
+on every POSIX system.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+_HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM; ``exit_code`` is 128 + the signal number."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def exit_code_of(interrupt: BaseException) -> int:
+    """The exit status for an interrupt: 128 + its signal (130 for a plain KeyboardInterrupt)."""
+    return getattr(interrupt, "exit_code", 128 + signal.SIGINT)
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """While the block runs in the main thread, SIGINT and SIGTERM raise :class:`Interrupted`.
+
+    A signal the program was told to ignore (``nohup``, a shell's background job) stays ignored; elsewhere than in
+    the main thread this does nothing (Python delivers signals to the main thread only).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for signum in _HANDLED:
+        current = signal.getsignal(signum)
+        if current in (signal.SIG_DFL, signal.default_int_handler, _raise_interrupted):
+            previous[signum] = current
+            signal.signal(signum, _raise_interrupted)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+# ==================================================================================================== workers
+def _interrupt_once(signum, frame) -> None:
+    # Later SIGTERMs are ignored while the worker cleans up (marks its run resumable); the parent's SIGKILL after
+    # its grace period is the hard stop.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def worker_setup(graceful: bool = True, grace: float = 10.0, poll: float = 0.5) -> None:
+    """Signals and parent watch of a worker process; call it first in the worker.
+
+    Args:
+        graceful: SIGTERM raises :class:`Interrupted` (once) so that the worker's ``except``/``finally`` blocks
+            run; with False, SIGTERM keeps its default (the process ends at once).
+        grace: seconds a worker whose parent died has to clean up before it exits regardless.
+        poll: seconds between checks that the parent is alive.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if graceful:
+        signal.signal(signal.SIGTERM, _interrupt_once)
+    exit_with_parent(grace=grace if graceful else 0.0, poll=poll)
+
+
+def exit_with_parent(grace: float = 10.0, poll: float = 0.5) -> None:
+    """End this process when its parent dies: SIGTERM to itself (the graceful path), then ``os._exit`` after
+    ``grace`` seconds."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        if grace > 0:
+            with contextlib.suppress(OSError):
+                os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(grace)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="fidec-parent-watch", daemon=True).start()
+
+
+# ==================================================================================================== liveness
+def process_start_token(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), to tell a process from a later one that
+    reuses its pid; None where unknown (no /proc, or no such process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def pid_alive(pid: int, start_token: str | None = None) -> bool:
+    """Is process ``pid`` (on this host) alive, and, when ``start_token`` is given, the same process as then?
+
+    A zombie (killed, not yet reaped) is not alive.
+    """
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by another user
+    except OverflowError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return True  # no /proc: os.kill said it exists
+    if stat[0] in ("Z", "X"):
+        return False
+    return start_token is None or stat[19] == start_token
+
+
+def identity() -> dict:
+    """This process as a claim holder: pid, host and start token."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "start": process_start_token(os.getpid())}
+
+
+# ==================================================================================================== pool
+class _Worker:
+    def __init__(self, process, connection):
+        self.process = process
+        self.connection = connection
+        self.index: int | None = None  # the item it runs
+
+
+def _worker_main(connection, fn: Callable, initializer: Callable | None, initargs: tuple) -> None:
+    """A worker's loop: run ``fn(item)`` for every item it is sent; exit after an interrupt or on ``None``."""
+    try:
+        worker_setup(graceful=True)
+        if initializer is not None:
+            initializer(*initargs)
+        while True:
+            message = connection.recv()
+            if message is None:
+                return
+            index, item = message
+            try:
+                value = fn(item)
+            except KeyboardInterrupt:
+                connection.send(("interrupted", index, None))
+                return
+            except BaseException as error:  # reported for this item; the worker takes the next one
+                text = f"{type(error).__name__}: {error}"
+                connection.send(("error", index, (text, traceback.format_exc())))
+                continue
+            try:
+                connection.send(("ok", index, value))
+            except Exception as error:  # e.g. an unpicklable result
+                connection.send(("error", index, (f"cannot return the result: {error}", traceback.format_exc())))
+    except (KeyboardInterrupt, EOFError, OSError):
+        return  # interrupted while idle, or the parent is gone: nothing to report, no traceback
+
+
+class WorkerPool:
+    """Run ``fn(item)`` for every item in ``workers`` spawned processes; see the module docstring.
+
+    Args:
+        fn: a picklable module-level function of one argument.
+        workers: processes at most (never more than there are items).
+        initializer, initargs: called once in each worker after its signal set-up.
+        grace: seconds workers get to finish cleaning up after an interrupt before they are killed.
+        context: the multiprocessing start method (``spawn``: JAX is not fork-safe).
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[Any], Any],
+        workers: int,
+        initializer: Callable | None = None,
+        initargs: tuple = (),
+        grace: float = 10.0,
+        context: str = "spawn",
+    ):
+        self.fn, self.workers = fn, max(1, int(workers))
+        self.initializer, self.initargs = initializer, initargs
+        self.grace = grace
+        self.context = multiprocessing.get_context(context)
+        self._live: list[_Worker] = []
+        self.stop_requested = False
+
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self._live if w.process.pid is not None]
+
+    def _start_worker(self) -> _Worker:
+        parent_end, child_end = self.context.Pipe()
+        process = self.context.Process(
+            target=_worker_main,
+            args=(child_end, self.fn, self.initializer, self.initargs),
+            name="fidec-worker",
+            daemon=False,  # workers start their own processes (evaluation environments)
+        )
+        process.start()
+        child_end.close()
+        worker = _Worker(process, parent_end)
+        self._live.append(worker)
+        return worker
+
+    def run(self, items: Iterable[Any]) -> Iterator[tuple[Any, str, Any]]:
+        """Yield ``(item, kind, value)`` as items finish, ``kind`` being
+
+        * ``"ok"``: ``value`` is what ``fn`` returned;
+        * ``"error"``: ``fn`` raised; ``value`` is ``(message, traceback)``, and the worker takes the next item;
+        * ``"died"``: the worker process ended without a result (killed, crashed); ``value`` names the exit status;
+        * ``"interrupted"``: the worker alone received SIGTERM and has exited (its clean-up ran).
+
+        An interrupt (:class:`Interrupted`, KeyboardInterrupt) in the caller stops every worker before it
+        propagates; so does closing the generator early. :meth:`stop` starts no further item.
+        """
+        items = list(items)
+        queue = collections.deque(range(len(items)))
+        try:
+            while queue or any(w.index is not None for w in self._live):
+                while queue and not self.stop_requested:
+                    idle = next((w for w in self._live if w.index is None), None)
+                    if idle is None:
+                        if len(self._live) >= min(self.workers, len(items)):
+                            break
+                        idle = self._start_worker()
+                    idle.index = queue.popleft()
+                    idle.connection.send((idle.index, items[idle.index]))
+                if self.stop_requested:
+                    queue.clear()
+                busy = [w for w in self._live if w.index is not None]
+                if not busy:
+                    break
+                waitables = [w.connection for w in busy] + [w.process.sentinel for w in busy]
+                ready = multiprocessing.connection.wait(waitables)
+                for worker in busy:
+                    if worker.connection in ready:
+                        try:
+                            kind, index, value = worker.connection.recv()
+                        except (EOFError, OSError):
+                            kind = "died"
+                        else:
+                            if kind == "interrupted":
+                                # The worker alone was interrupted (its parent was not): it has exited.
+                                worker.process.join(5)
+                                self._forget(worker)
+                                yield items[index], "interrupted", ("the worker process was sent SIGTERM", "")
+                                continue
+                            worker.index = None
+                            yield items[index], kind, value
+                            continue
+                    elif worker.process.sentinel not in ready:
+                        continue
+                    # The process ended without a result: killed (OOM killer, kill -9) or crashed.
+                    worker.process.join(5)
+                    index, code = worker.index, worker.process.exitcode
+                    self._forget(worker)
+                    how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit {code}"
+                    yield items[index], "died", (f"worker process {worker.process.pid} died ({how})", "")
+        except BaseException:
+            self._terminate()
+            raise
+        else:
+            self._close()
+
+    def stop(self) -> None:
+        """Start no further item; items already running finish."""
+        self.stop_requested = True
+
+    def _forget(self, worker: _Worker) -> None:
+        worker.connection.close()
+        self._live.remove(worker)
+
+    def _close(self) -> None:
+        for worker in list(self._live):
+            with contextlib.suppress(OSError):
+                worker.connection.send(None)
+        for worker in list(self._live):
+            worker.process.join(self.grace)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            self._forget(worker)
+
+    def _terminate(self) -> None:
+        """SIGTERM every worker, wait ``grace`` seconds for them to clean up, then SIGKILL; a further interrupt
+        during the wait kills at once."""
+        alive = [w for w in self._live if w.process.is_alive()]
+        for worker in alive:
+            with contextlib.suppress(OSError):
+                worker.process.terminate()
+        try:
+            deadline = time.monotonic() + self.grace
+            while any(w.process.is_alive() for w in alive) and time.monotonic() < deadline:
+                multiprocessing.connection.wait([w.process.sentinel for w in alive], timeout=0.2)
+        except KeyboardInterrupt:
+            pass  # a second Ctrl-C: stop now
+        finally:
+            for worker in alive:
+                if worker.process.is_alive():
+                    worker.process.kill()
+            for worker in list(self._live):
+                worker.process.join(5)
+                self._forget(worker)

@@ -1,0 +1,519 @@
+"""Reliability of the leaderboard and the trainer around bad input and a hostile machine: preset values checked at
+load time, a fixed preset rerunning its failed cells, advice that works when followed, read-only results, two grids
+on one directory, and a full disk. Each test checks the message, the exit code and what is (and is not) on disk."""
+
+import contextlib
+import errno
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fidec_gym.cli import main
+from fidec_gym.eval.grid.leaderboard import LeaderboardError, load_preset, register_cells
+from fidec_gym.eval.run.checkpoint import list_checkpoints
+from fidec_gym.eval.store import ResultsStore
+
+TOY = "fidec/toy-bimodal-v0"
+TINY = {"batch_size": 16, "actor_hidden_dims": [16, 16], "value_hidden_dims": [16, 16]}
+
+
+def _preset(path: Path, **fields) -> Path:
+    preset = {
+        "name": path.stem,
+        "agents": ["bc"],
+        "tasks": [TOY],
+        "seeds": [0],
+        "offline_steps": 40,
+        "eval_interval": 20,
+        "eval_episodes": 4,
+        "eval_workers": 1,
+        "log_interval": 20,
+        "checkpoint_interval": 20,
+        "agent_overrides": {"all": dict(TINY)},
+    }
+    preset.update(fields)
+    path.write_text(yaml.safe_dump(preset))
+    return path
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+# ------------------------------------------------------------------------------------------------ item 2: presets
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (
+            {"agent_overrides": {"all": {"actor_hidden_dims": "abc"}}},
+            "agent_overrides.all: bc config actor_hidden_dims='abc': expected a list of positive whole numbers, "
+            "e.g. actor_hidden_dims: [",
+        ),
+        (
+            {"agent_overrides": {"bc": {"batch_size": 1.5}}},
+            "agent_overrides.bc: bc config batch_size=1.5: expected a whole number",
+        ),
+        (
+            {"agent_overrides": {"iql": {"discount": [0.9]}}},
+            "agent_overrides.iql: iql config discount=[0.9]: expected a number",
+        ),
+        ({"agent_overrides": {"bc": {"lr": "fast"}}}, "bc config lr='fast': expected a number like"),
+        ({"agent_overrides": {"bc": {"batch_size": 0}}}, "bc config batch_size=0: must be >= 1"),
+        (
+            {"offline_steps": 0},
+            "cell bad:bc:toy-bimodal-v0, seed 0: nothing to train: set offline_steps or online_steps > 0",
+        ),
+        ({"suite_settings": {"toy": {"offline_steps": 0}}}, "nothing to train: set offline_steps or online_steps > 0"),
+        ({"eval_episodes": 0}, "eval_episodes must be >= 1, got 0"),
+        ({"seeds": [-1, 0]}, "seeds must be >= 0, got [-1] in [-1, 0]"),
+        ({"seeds": 0}, "seeds must be a positive count or a list of integers >= 0, got 0"),
+        ({"exclude": [{"agent": "bc"}]}, "the exclude rules remove every cell"),
+        ({"name": "a:b"}, "name must be a non-empty string without '/' or ':'"),
+    ],
+)
+def test_bad_preset_values_are_rejected_at_load(tmp_path, fields, message):
+    with pytest.raises(LeaderboardError) as caught:
+        load_preset(_preset(tmp_path / "bad.yaml", **fields))
+    assert message in str(caught.value)
+    assert "--set" not in str(caught.value) and "(--" not in str(caught.value)  # preset advice, not CLI flags
+
+
+def test_yaml_exponents_are_numbers(tmp_path):
+    # YAML 1.1 reads 3e-4 as text; in a preset it is the learning rate the user meant.
+    preset = load_preset(_preset(tmp_path / "lr.yaml", agent_overrides={"bc": {"lr": "3e-4"}}))
+    assert preset.cells()[0].agent_overrides["lr"] == pytest.approx(3e-4)
+
+
+def test_bad_preset_fails_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "out"
+    bad = _preset(tmp_path / "bad.yaml", agent_overrides={"bc": {"batch_size": 1.5}})
+    assert main(["leaderboard", "run", "--preset", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert _lines(err) == [err.strip()] and "batch_size=1.5: expected a whole number" in err
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------------ a finished grid
+CUBE = "fidec/cube-single-play-singletask-task2-v0"
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """bc on a toy task (finishes) and on cube-single without its dataset (fails: no data)."""
+    root = tmp_path_factory.mktemp("grid")
+    (root / "no-data").mkdir()
+    preset = _preset(root / "grid.yaml", tasks=[TOY, CUBE])
+    out = root / "out"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FIDEC_DATA_DIR", str(root / "no-data"))
+        assert main(["leaderboard", "run", "--preset", str(preset), "--out", str(out), "--no-progress"]) == 1
+    statuses = {run["env_id"]: run["status"] for run in ResultsStore(out).runs()}
+    assert statuses == {TOY: "done", CUBE: "failed"}
+    return root
+
+
+def _copy(grid: Path, tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    monkeypatch.setenv("FIDEC_DATA_DIR", str(grid / "no-data"))
+    shutil.copytree(grid / "out", tmp_path / "out")
+    return tmp_path / "out", Path(shutil.copy(grid / "grid.yaml", tmp_path / "grid.yaml"))
+
+
+def _edit(preset: Path, change) -> None:
+    raw = yaml.safe_load(preset.read_text())
+    change(raw)
+    preset.write_text(yaml.safe_dump(raw))
+
+
+def _contents(out: Path) -> dict:
+    """What the store holds (its side files -wal/-shm aside) and every other file with its size and time."""
+    store = ResultsStore.open_for_reading(out)
+    files = {k: v for k, v in _snapshot(out).items() if not k.startswith("results.sqlite")}
+    return {"runs": store.runs(), "evaluations": store.evaluations(), "artefacts": store.artefacts(), "files": files}
+
+
+# ------------------------------------------------------------------------------------------------ item 3: fixed presets
+def test_a_fixed_preset_reruns_its_failed_cells(grid, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("ogbench")
+    out, preset = _copy(grid, tmp_path, monkeypatch)
+    store = ResultsStore(out)
+    toy_before = store.find_run(agent="bc", env_id=TOY, seed=0, cell="grid:bc:toy-bimodal-v0")
+    toy_evaluations = store.evaluations(toy_before["id"])
+    # The fix: the preset generates the cube data it lacked (a few short episodes).
+    _edit(preset, lambda raw: raw.update(datasets={"cube-single-play-v0": {"generate": {"episodes": 2}}}))
+
+    # Without --retry-failed: refused, naming the cell, the key, and the flag; nothing changes.
+    before = _contents(out)
+    assert main(["leaderboard", "run", "--preset", str(preset), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    cell = "cell grid:bc:cube-single-play-singletask-task2-v0"
+    assert f"{cell} (dataset_path: None -> '{out / 'data'}') failed with other settings" in err, err
+    assert "add --retry-failed" in err
+    assert _contents(out) == before
+
+    # Following the advice reruns the failed cell with the new settings; the finished cell is untouched.
+    command = ["leaderboard", "run", "--preset", str(preset), "--out", str(out), "--no-progress", "--retry-failed"]
+    assert main(command) == 0
+    assert "1 cells finished now, 1 skipped" in capsys.readouterr().out
+    cube = store.find_run(agent="bc", env_id=CUBE, seed=0, cell="grid:bc:cube-single-play-singletask-task2-v0")
+    assert cube["status"] == "done" and cube["config"]["dataset_path"] == str(out / "data")
+    assert [e["step"] for e in store.evaluations(cube["id"])] == [1, 20, 40]  # only the new run's rows
+    assert store.evaluations(toy_before["id"]) == toy_evaluations
+    assert len(store.runs()) == 2
+
+
+def test_a_changed_finished_cell_is_refused(grid, tmp_path, capsys, monkeypatch):
+    out, preset = _copy(grid, tmp_path, monkeypatch)
+    _edit(preset, lambda raw: raw["agent_overrides"]["all"].update(batch_size=32))
+    before = _contents(out)
+    for retry in ([], ["--retry-failed"]):
+        assert main(["leaderboard", "run", "--preset", str(preset), "--out", str(out), *retry]) == 2
+        err = capsys.readouterr().err
+        assert "cell grid:bc:toy-bimodal-v0 (agent_overrides.batch_size: 16 -> 32) finished with other settings" in err
+        assert "new directory (--out)" in err and "new name (`name:` in the YAML)" in err
+        assert _contents(out) == before  # never mixes old and new results
+
+    # Following the advice: a new name registers new cells beside the old ones.
+    _edit(preset, lambda raw: raw.update(name="grid-v2"))
+    store = ResultsStore(out)
+    renamed = load_preset(preset)
+    ids = register_cells(store, renamed, renamed.cells(out / "data"), out)
+    assert len(ids) == 2 and len(store.runs()) == 4
+
+
+# ------------------------------------------------------------------------------------------------ item 5: read-only
+@contextlib.contextmanager
+def _read_only(source: Path, view: Path, monkeypatch):
+    """``source`` seen read-only: a read-only bind mount when this machine allows it (the kernel refuses every write,
+    even root's), else ``os.access`` reporting it unwritable (tests run as root, which ignores chmod a-w)."""
+    view.mkdir()
+    mounted = False
+    try:
+        subprocess.run(["mount", "--bind", str(source), str(view)], check=True, capture_output=True)
+        mounted = True
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], check=True, capture_output=True)
+        yield view, "bind"
+    except (OSError, subprocess.CalledProcessError):
+        if mounted:
+            subprocess.run(["umount", "-l", str(view)], check=False)
+            mounted = False
+        real = os.access
+        resolved = source.resolve()
+
+        def access(path, mode, *args, **kwargs):
+            inside = Path(path).resolve() == resolved or resolved in Path(path).resolve().parents
+            return False if inside and mode & os.W_OK else real(path, mode, *args, **kwargs)
+
+        monkeypatch.setattr(os, "access", access)
+        yield source, "os.access"
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(view)], check=False)
+
+
+def test_read_only_results(grid, tmp_path, capsys, monkeypatch):
+    out, _ = _copy(grid, tmp_path, monkeypatch)
+    before = _snapshot(out)
+    with _read_only(out, tmp_path / "ro", monkeypatch) as (ro, how):
+        assert main(["leaderboard", "status", "--out", str(ro)]) == 0, how
+        assert "cells: 1/2 done" in capsys.readouterr().out
+
+        assert main(["leaderboard", "compare", "--out", str(ro), "--reps", "20"]) == 0
+        captured = capsys.readouterr()
+        assert "toy-bimodal" in captured.out
+        assert "tables not written: " in captured.err and "pass --report-dir DIR" in captured.err
+
+        assert (
+            main(["leaderboard", "compare", "--out", str(ro), "--reps", "20", "--report-dir", str(tmp_path / "t")]) == 0
+        )
+        assert (tmp_path / "t" / "tasks.csv").is_file()
+
+        assert main(["leaderboard", "report", "--out", str(ro), "--reps", "20"]) == 2
+        err = capsys.readouterr().err
+        assert "pass --report-dir DIR to write it elsewhere" in err, err
+        # Following the advice works.
+        assert (
+            main(["leaderboard", "report", "--out", str(ro), "--reps", "20", "--report-dir", str(tmp_path / "r")]) == 0
+        )
+        assert (tmp_path / "r" / "index.html").is_file() and (tmp_path / "r" / "report.md").is_file()
+
+        # A command that must write says so in one line.
+        assert main(["leaderboard", "run", "--preset", str(tmp_path / "none.yaml"), "--out", str(ro)]) == 2
+        capsys.readouterr()
+    assert _snapshot(out) == before  # nothing in the results directory was touched
+
+
+# ------------------------------------------------------------------------------------------------ item 4: advice
+TRAIN = [
+    "train",
+    "--agent",
+    "bc",
+    "--env",
+    TOY,
+    "--eval-episodes",
+    "4",
+    "--eval-workers",
+    "1",
+    "--log-interval",
+    "2",
+    "--eval-interval",
+    "2",
+    "--set",
+    "batch_size=16",
+    "--set",
+    "actor_hidden_dims=[16,16]",
+    "--no-progress",
+]
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def test_truncated_checkpoint_advice_works(tmp_path, capsys):
+    out = tmp_path / "out"
+    base = [*TRAIN, "--steps", "4", "--checkpoint-interval", "2", "--out", str(out)]
+    assert main(base) == 0
+    run_dir = next((out / "runs").iterdir())
+    steps = [step for step, _ in list_checkpoints(run_dir)]
+    assert steps == [2, 4]
+
+    # The newest checkpoint is damaged: a warning, and the run resumes from the one before.
+    _truncate(run_dir / "checkpoints" / "step_0000000004" / "agent.msgpack")
+    capsys.readouterr()
+    assert main([*base, "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert (
+        "warning:" in captured.out + captured.err
+        and "resuming from the previous checkpoint" in captured.out + captured.err
+    )
+
+    # Only one checkpoint left, and it is damaged: the message says what to do, and doing it works.
+    for _, path in list_checkpoints(run_dir)[:-1]:
+        shutil.rmtree(path)
+    _truncate(list_checkpoints(run_dir)[-1][1] / "agent.msgpack")
+    assert main([*base, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"delete {run_dir}" in err and "train without --resume" in err, err
+    shutil.rmtree(run_dir)
+    assert main(base) == 0
+    assert ResultsStore(out).runs()[0]["status"] == "done"
+
+
+# ------------------------------------------------------------------------------------------------ item 7: disk full
+def _enospc_after(monkeypatch, calls: int) -> None:
+    """``os.fsync`` (the checkpoint writer's) fails with ENOSPC after ``calls`` successful calls."""
+    real, left = os.fsync, [calls]
+
+    def fsync(fd):
+        if left[0] <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        left[0] -= 1
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def _consistent(out: Path) -> None:
+    with sqlite3.connect(out / "results.sqlite") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_disk_full_while_training_then_resume(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    base = [*TRAIN, "--steps", "6", "--checkpoint-interval", "2", "--out", str(out)]
+    _enospc_after(monkeypatch, 3)  # one checkpoint (3 fsyncs) fits; the second does not
+    assert main(base) == 28
+    err = capsys.readouterr().err
+    assert _lines(err) == [err.strip()], err  # one message
+    assert f"the directory {out}" in err and "free space" in err and "add --resume" in err, err
+    run_dir = next((out / "runs").iterdir())
+    assert [step for step, _ in list_checkpoints(run_dir)] == [2]  # the last good checkpoint is kept
+    assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")]  # no half-written one
+    _consistent(out)
+    run = ResultsStore(out).runs()[0]
+    assert run["status"] != "running" and run["last_good_step"] == 2
+
+    monkeypatch.undo()  # space freed
+    assert main([*base, "--resume"]) == 0
+    run = ResultsStore(out).runs()[0]
+    assert run["status"] == "done" and [e["step"] for e in ResultsStore(out).evaluations(run["id"])] == [1, 2, 4, 6]
+
+
+def test_disk_full_in_the_store_then_resume(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    base = [*TRAIN, "--steps", "4", "--checkpoint-interval", "2", "--out", str(out)]
+    real, calls = ResultsStore.add_evaluation, []
+
+    def add_evaluation(self, run_id, step, metrics):
+        calls.append(step)
+        if step >= 4:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(self, run_id, step, metrics)
+
+    monkeypatch.setattr(ResultsStore, "add_evaluation", add_evaluation)
+    assert main(base) == 28
+    err = capsys.readouterr().err
+    assert _lines(err) == [err.strip()] and f"in {out} cannot grow: the disk is full" in err, err
+    _consistent(out)
+    monkeypatch.undo()
+    assert main([*base, "--resume"]) == 0
+    run = ResultsStore(out).runs()[0]
+    assert run["status"] == "done" and [e["step"] for e in ResultsStore(out).evaluations(run["id"])] == [1, 2, 4]
+
+
+SITECUSTOMIZE = textwrap.dedent(
+    """
+    # Test injection, loaded by the spawned leaderboard workers only: os.fsync (the checkpoint writer's) fails with
+    # ENOSPC after FIDEC_TEST_ENOSPC_AFTER calls.
+    import errno, os
+
+    if os.environ.get("FIDEC_TEST_ENOSPC_AFTER"):
+        _real, _left = os.fsync, [int(os.environ["FIDEC_TEST_ENOSPC_AFTER"])]
+
+        def _fsync(fd):
+            if _left[0] <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            _left[0] -= 1
+            return _real(fd)
+
+        os.fsync = _fsync
+    """
+)
+
+
+def test_disk_full_stops_the_grid_then_resume(tmp_path, capsys, monkeypatch):
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    preset = _preset(tmp_path / "full.yaml", tasks=[TOY, "fidec/toy-saddle-v0"], checkpoint_interval=10)
+    out = tmp_path / "out"
+    command = ["leaderboard", "run", "--preset", str(preset), "--out", str(out), "--workers", "1", "--no-progress"]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(inject), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("FIDEC_TEST_ENOSPC_AFTER", "6")  # two checkpoints fit, the third does not
+    assert main(command) == 28
+    err = capsys.readouterr().err
+    assert _lines(err) == [err.strip()], err
+    assert f"the disk holding {out} is full" in err and "free space there and run the same command again" in err
+    _consistent(out)
+    runs = ResultsStore(out).runs()
+    assert [r["status"] for r in runs] == ["pending", "pending"]  # resumable, not failed; the grid stopped
+    assert runs[0]["last_good_step"] == 20
+    assert [s for s, _ in list_checkpoints(next((out / "runs").iterdir()))] == [10, 20]
+
+    monkeypatch.delenv("FIDEC_TEST_ENOSPC_AFTER")  # space freed
+    assert main(command) == 0
+    store = ResultsStore(out)
+    assert [r["status"] for r in store.runs()] == ["done", "done"]
+    assert [e["step"] for e in store.evaluations(runs[0]["id"])] == [1, 20, 40]
+
+
+def test_disk_full_while_registering(tmp_path, capsys, monkeypatch):
+    def full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(ResultsStore, "create_run", full)
+    out = tmp_path / "out"
+    assert main(["leaderboard", "run", "--preset", str(_preset(tmp_path / "p.yaml")), "--out", str(out)]) == 28
+    err = capsys.readouterr().err
+    assert _lines(err) == [err.strip()] and f"results store in {out} cannot grow: the disk is full" in err
+
+
+# ------------------------------------------------------------------------------------------------ item 6: two grids
+def test_claims_follow_the_holder_liveness(tmp_path):
+    store = ResultsStore(tmp_path)
+    run = store.create_run(agent="bc", env_id=TOY, seed=0, config={}, data_provenance={}, code_version="x")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with sqlite3.connect(tmp_path / "results.sqlite") as conn:  # a live process on this host holds the run
+            start = Path(f"/proc/{sleeper.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+            conn.execute(
+                "UPDATE runs SET claim_pid = ?, claim_host = ?, claim_start = ?, claim_heartbeat = '2000-01-01' ",
+                (sleeper.pid, os.uname().nodename, start),
+            )
+        assert store.claim_runs([run])["claim_pid"] == sleeper.pid
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert store.claim_runs([run]) is None  # its holder died: taken over
+    assert store.get_run(run)["claim_pid"] == os.getpid()
+    with sqlite3.connect(tmp_path / "results.sqlite") as conn:  # another host, heartbeat fresh: held
+        now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+        conn.execute("UPDATE runs SET claim_pid = 1, claim_host = 'elsewhere', claim_heartbeat = ?", (now,))
+    assert store.claim_runs([run])["claim_host"] == "elsewhere"
+    with sqlite3.connect(tmp_path / "results.sqlite") as conn:  # ... and stale: taken over
+        conn.execute("UPDATE runs SET claim_heartbeat = '2000-01-01T00:00:00+00:00'")
+    assert store.claim_runs([run]) is None
+    store.release_runs([run])
+    assert store.get_run(run)["claim_pid"] is None
+
+
+def _grid_command(preset: Path, out: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "fidec_gym.cli",
+        "leaderboard",
+        "run",
+        "--preset",
+        str(preset),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
+
+
+def _grid_process(preset: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        _grid_command(preset, out),
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_two_grids_on_one_directory_never_train_a_cell_twice(tmp_path):
+    # One cell, long enough to outlive a third process's start-up.
+    preset = _preset(tmp_path / "shared.yaml", offline_steps=3000, eval_interval=3000, checkpoint_interval=50)
+    out = tmp_path / "out"
+    first, second = _grid_process(preset, out), _grid_process(preset, out)  # at once: they race for the claim
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        runs = ResultsStore(out).runs() if (out / "results.sqlite").exists() else []
+        if runs and runs[0]["status"] == "running":
+            break
+        time.sleep(0.3)
+    holder = ResultsStore(out).runs()[0]["claim_pid"]
+    # 40 s later in the brief; here: while the cell trains. The third process leaves it to its holder.
+    third_env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    third = subprocess.run(_grid_command(preset, out), capture_output=True, text=True, timeout=120, env=third_env)
+    assert third.returncode == 75, third.stdout + third.stderr
+    assert f"skipped: shared:bc:toy-bimodal-v0: being trained by another process: pid {holder} on" in third.stdout
+    assert "0 cells finished now" in third.stdout
+
+    outputs = [p.communicate(timeout=240)[0] for p in (first, second)]
+    codes = sorted(p.returncode for p in (first, second))
+    finished = [o for o in outputs if "1 cells finished now" in o]
+    assert codes in ([0, 0], [0, 75]) and len(finished) == 1, outputs  # exactly one of them trained the cell
+    run = ResultsStore(out).runs()[0]
+    assert run["status"] == "done" and run["claim_pid"] is None
+    assert [e["step"] for e in ResultsStore(out).evaluations(run["id"])] == [1, 3000]
+
+    # The advice of the held message: once the holder is done, the same command finishes (nothing left to do).
+    again = subprocess.run(third.args, capture_output=True, text=True, timeout=120, env=third_env)
+    assert again.returncode == 0 and "0 cells finished now, 1 skipped" in again.stdout, again.stdout + again.stderr

@@ -1,0 +1,353 @@
+"""Ctrl-C, SIGTERM and kill -9 stop the leaderboard, the toy study, data generation, training and evaluation
+workers within seconds: exit 128 + signal, no process left behind, runs marked resumable (never left "running"),
+and no traceback on the way out.
+
+Every test starts the real command in its own session (``start_new_session``), so "a Ctrl-C at the terminal" is a
+SIGINT to that process group and "no process left" means no live process in that session.
+"""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+TOY = "fidec/toy-bimodal-v0"
+SADDLE = "fidec/toy-saddle-v0"
+TINY = {"batch_size": 16, "actor_hidden_dims": [16, 16], "value_hidden_dims": [16, 16]}
+STOP_SECONDS = 15  # the brief: a stopped grid exits "within seconds"
+
+
+def _env(**extra) -> dict:
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "egl", "PYTHONUNBUFFERED": "1", **extra}
+
+
+def _long_preset(path: Path, eval_workers: int = 1) -> Path:
+    # Long enough never to finish during a test; a checkpoint every 10 steps so that there is one to resume.
+    preset = {
+        "name": path.stem,
+        "agents": ["bc"],
+        "tasks": [TOY, SADDLE],
+        "seeds": [0],
+        "offline_steps": 1_000_000,
+        "eval_interval": 500,
+        "eval_episodes": 4,
+        "eval_workers": eval_workers,  # 2: evaluation in sub-processes, which must stop too
+        "log_interval": 100,
+        "checkpoint_interval": 10,
+        "agent_overrides": {"all": TINY},
+    }
+    path.write_text(yaml.safe_dump(preset))
+    return path
+
+
+def _start(args: list[str], **env) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "fidec_gym.cli", *args],
+        env=_env(**env),
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _session(sid: int) -> list[int]:
+    """Live (non-zombie) processes of session ``sid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_session_empty(sid: int, timeout: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = _session(sid)
+        if not left:
+            return []
+        time.sleep(0.2)
+    return _session(sid)
+
+
+def _runs(out: Path) -> list[tuple]:
+    with sqlite3.connect(f"file:{out / 'results.sqlite'}?mode=ro", uri=True) as conn:
+        return conn.execute("SELECT status, message, last_good_step FROM runs ORDER BY id").fetchall()
+
+
+def _wait_running(process: subprocess.Popen, out: Path, count: int, min_step: int = 10, timeout: float = 180):
+    """Until ``count`` runs are running with a checkpoint at ``min_step`` or later."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read()
+        if (out / "results.sqlite").exists():
+            try:
+                runs = _runs(out)
+            except sqlite3.OperationalError:
+                runs = []
+            if sum(status == "running" and (step or 0) >= min_step for status, _, step in runs) >= count:
+                return
+        time.sleep(0.3)
+    process.kill()
+    pytest.fail(f"runs never started: {process.stdout.read()[-3000:]}")
+
+
+def _stop(process: subprocess.Popen) -> tuple[int, float, str]:
+    start = time.monotonic()
+    try:
+        code = process.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        pytest.fail("the command did not stop within 60 s")
+    return code, time.monotonic() - start, process.stdout.read()
+
+
+def _assert_clean_output(output: str) -> None:
+    assert "Traceback" not in output and "BrokenPipe" not in output, output[-4000:]
+
+
+# ------------------------------------------------------------------------------------------------ leaderboard
+def test_ctrl_c_stops_the_grid(tmp_path):
+    out = tmp_path / "out"
+    process = _start(
+        [
+            "leaderboard",
+            "run",
+            "--preset",
+            str(_long_preset(tmp_path / "long.yaml", eval_workers=2)),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--no-progress",
+        ]
+    )
+    _wait_running(process, out, count=2)
+    assert len(_session(process.pid)) >= 5  # the CLI, two cell workers and their evaluation workers
+
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C at the terminal: the whole foreground group
+    code, seconds, output = _stop(process)
+
+    assert code == 130 and seconds < STOP_SECONDS, (code, seconds, output[-3000:])
+    assert "interrupted; unfinished runs are resumable: run the same command again to continue" in output
+    _assert_clean_output(output)
+    assert _wait_session_empty(process.pid, 5) == []
+    runs = _runs(out)
+    assert [status for status, _, _ in runs] == ["pending", "pending"], runs
+    assert all("run the same command again" in message for _, message, _ in runs)
+    for run_dir in (out / "runs").iterdir():  # the last good checkpoint is kept for the resume
+        assert list((run_dir / "checkpoints").glob("step_*")), run_dir
+
+
+def test_sigterm_then_a_second_signal_stops_at_once(tmp_path):
+    out = tmp_path / "out"
+    process = _start(
+        [
+            "leaderboard",
+            "run",
+            "--preset",
+            str(_long_preset(tmp_path / "long.yaml")),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--no-progress",
+        ]
+    )
+    _wait_running(process, out, count=2)
+
+    os.kill(process.pid, signal.SIGTERM)  # e.g. a batch scheduler: only the parent gets it
+    time.sleep(0.3)
+    os.kill(process.pid, signal.SIGTERM)  # the impatient second one: no grace period
+    code, seconds, output = _stop(process)
+
+    assert code == 143 and seconds < 5, (code, seconds, output[-3000:])
+    _assert_clean_output(output)
+    assert _wait_session_empty(process.pid, 5) == []
+    assert {status for status, _, _ in _runs(out)} == {"pending"}
+
+
+def test_workers_exit_when_the_parent_is_killed(tmp_path):
+    out = tmp_path / "out"
+    process = _start(
+        [
+            "leaderboard",
+            "run",
+            "--preset",
+            str(_long_preset(tmp_path / "long.yaml")),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--no-progress",
+        ]
+    )
+    _wait_running(process, out, count=2)
+
+    os.kill(process.pid, signal.SIGKILL)  # no chance to clean up: the orphaned workers must notice
+    process.wait()
+    assert _wait_session_empty(process.pid, STOP_SECONDS) == []
+    runs = _runs(out)
+    assert "running" not in {status for status, _, _ in runs}, runs
+    _assert_clean_output(process.stdout.read())
+
+
+# ------------------------------------------------------------------------------------ training, evaluation
+def test_ctrl_c_during_training_with_evaluation_workers(tmp_path):
+    out = tmp_path / "out"
+    args = [
+        "train",
+        "--agent",
+        "bc",
+        "--env",
+        TOY,
+        "--steps",
+        "1000000",
+        "--eval-interval",
+        "20",
+        "--eval-episodes",
+        "4",
+        "--eval-workers",
+        "2",
+        "--checkpoint-interval",
+        "10",
+        "--log-interval",
+        "100",
+        "--set",
+        "batch_size=16",
+        "--set",
+        "actor_hidden_dims=[16,16]",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    process = _start(args)
+    _wait_running(process, out, count=1, min_step=20)
+
+    os.killpg(process.pid, signal.SIGINT)
+    code, seconds, output = _stop(process)
+
+    assert code == 130 and seconds < STOP_SECONDS, (code, seconds, output[-3000:])
+    assert "fidec train: interrupted; the run is resumable: run the same command with --resume" in output
+    _assert_clean_output(output)
+    assert _wait_session_empty(process.pid, 5) == []
+    assert [status for status, _, _ in _runs(out)] == ["pending"]
+
+
+EVALUATOR_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    import fidec_gym
+    from fidec_gym.eval.run.evaluate import Evaluator
+
+    evaluator = Evaluator("fidec/toy-bimodal-v0", 2, vectorization="async")
+    print("ready", flush=True)
+    while True:
+        evaluator.run(lambda observations: observations[:, :2] * 0, 2, seed=0)
+    """
+)
+
+
+def test_evaluation_workers_exit_with_their_parent(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-c", EVALUATOR_SCRIPT],
+        env=_env(),
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout.readline().strip() == "ready"
+    assert len(_session(process.pid)) >= 3  # the script and its two environment workers
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert _wait_session_empty(process.pid, 10) == []
+    _assert_clean_output(process.stdout.read())  # no BrokenPipe tracebacks from the orphaned workers
+
+
+# ------------------------------------------------------------------------------------------------ toy study, data
+def test_ctrl_c_stops_the_toy_study(tmp_path):
+    out = tmp_path / "study"
+    process = _start(
+        [
+            "toy-study",
+            "--quick",
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--landscapes",
+            "T1",
+            "T2",
+            "--agents",
+            "bc",
+            "fql",
+            "--critic",
+            "learned",
+            "--steps",
+            "1000000",
+            "--no-progress",
+            "--no-report",
+            "--compile-cache",
+            "none",
+        ]
+    )
+    _wait_running(process, out, count=1, min_step=0)
+
+    os.killpg(process.pid, signal.SIGINT)
+    code, seconds, output = _stop(process)
+
+    assert code == 130 and seconds < STOP_SECONDS, (code, seconds, output[-3000:])
+    _assert_clean_output(output)
+    assert _wait_session_empty(process.pid, 5) == []
+    assert "running" not in {status for status, _, _ in _runs(out)}
+
+
+@pytest.mark.parametrize("how", ["sigterm", "kill"])
+def test_data_generation_stops_and_leaves_nothing(tmp_path, how):
+    pytest.importorskip("ogbench")
+    out = tmp_path / "data"
+    process = _start(
+        [
+            "data",
+            "generate",
+            "cube-single-play",
+            "--episodes",
+            "200",
+            "--workers",
+            "2",
+            "--max-episode-steps",
+            "200",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    deadline = time.monotonic() + 60
+    while len(_session(process.pid)) < 3 and time.monotonic() < deadline:  # the CLI and its two pool workers
+        time.sleep(0.2)
+    time.sleep(3)  # the workers are generating episodes now
+
+    os.kill(process.pid, signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
+    code, seconds, output = _stop(process)
+
+    assert _wait_session_empty(process.pid, 10) == []
+    if how == "sigterm":
+        assert code == 143 and seconds < STOP_SECONDS, (code, seconds, output[-3000:])
+        assert "interrupted; nothing was written; run the same command again to start over" in output
+        _assert_clean_output(output)
+    assert not out.exists() or [p.name for p in out.iterdir()] == []  # no dataset, no temporaries
