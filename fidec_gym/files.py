@@ -28,7 +28,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     tmp = Path(name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; the result follows the user's umask
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600; the result follows the user's umask
         os.replace(tmp, path)
     except OSError as error:
         tmp.unlink(missing_ok=True)
@@ -75,7 +75,8 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (read without changing it for longer than two calls)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -189,3 +189,19 @@ def test_compare_cli_bad_input(capsys, tmp_path):
     assert "no results in" in capsys.readouterr().err
     assert main(["leaderboard", "compare", "--published", "fidec-papr"]) == 2
     assert "did you mean 'fidec-paper'" in capsys.readouterr().err
+
+
+def test_a_budget_too_small_is_not_compared(tmp_path, paper):
+    """A 2,000-update tour beside the paper's 1M-update cell: no diff, no 'paper in CI', a flag that says why."""
+    store = ResultsStore(tmp_path)
+    for seed in (0, 1):
+        _add_run(store, "fql", CUBE.format(2), seed, 2.0, steps=2_000)
+    _add_run(store, "fql", CUBE.format(1), 0, 4.0, steps=2_000)
+    comparison = C.compare(store, paper, reps=100)
+    row = _row(comparison.tasks, agent="fql", env_id=CUBE.format(2))
+    assert row["flags"][0] == "budget too small to compare (2K of the paper's 1M updates)"
+    assert pd.isna(row["diff"]) and pd.isna(row["paper_in_ci"])
+    header, rows = C.task_rows(comparison.tasks)
+    one_seed = [r for r in rows if r[1].endswith("task1-v0")][0]
+    assert one_seed[3] == "4.0 (1 seed)" and one_seed[4] == "n/a (1 seed)"  # no certain-looking ± 0.0
+    assert one_seed[6] == "–"  # no bare diff beside the published cell

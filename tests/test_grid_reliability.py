@@ -45,7 +45,8 @@ def _preset(path: Path, **fields) -> Path:
 
 
 def _lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
+    """The error lines of a command's stderr (`leaderboard run` prints its plan line first)."""
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("preset ")]
 
 
 def _snapshot(root: Path) -> dict:
@@ -101,7 +102,7 @@ def test_bad_preset_fails_before_anything_is_written(tmp_path, capsys):
     bad = _preset(tmp_path / "bad.yaml", agent_overrides={"bc": {"batch_size": 1.5}})
     assert main(["leaderboard", "run", "--preset", str(bad), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert _lines(err) == [err.strip()] and "batch_size=1.5: expected a whole number" in err
+    assert len(_lines(err)) == 1 and "batch_size=1.5: expected a whole number" in err
     assert not out.exists()
 
 
@@ -114,7 +115,7 @@ def grid(tmp_path_factory):
     """bc on a toy task (finishes) and on cube-single without its dataset (fails: no data)."""
     root = tmp_path_factory.mktemp("grid")
     (root / "no-data").mkdir()
-    preset = _preset(root / "grid.yaml", tasks=[TOY, CUBE])
+    preset = _preset(root / "grid.yaml", tasks=[TOY, CUBE], eval_episodes=2)
     out = root / "out"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FIDEC_DATA_DIR", str(root / "no-data"))
@@ -150,8 +151,8 @@ def test_a_fixed_preset_reruns_its_failed_cells(grid, tmp_path, capsys, monkeypa
     store = ResultsStore(out)
     toy_before = store.find_run(agent="bc", env_id=TOY, seed=0, cell="grid:bc:toy-bimodal-v0")
     toy_evaluations = store.evaluations(toy_before["id"])
-    # The fix: the preset generates the cube data it lacked (a few short episodes).
-    _edit(preset, lambda raw: raw.update(datasets={"cube-single-play-v0": {"generate": {"episodes": 2}}}))
+    # The fix: the preset generates the cube data it lacked (one episode, and one for validation).
+    _edit(preset, lambda raw: raw.update(datasets={"cube-single-play-v0": {"generate": {"episodes": 1}}}))
 
     # Without --retry-failed: refused, naming the cell, the key, and the flag; nothing changes.
     before = _contents(out)
@@ -337,7 +338,7 @@ def test_disk_full_while_training_then_resume(tmp_path, capsys, monkeypatch):
     _enospc_after(monkeypatch, 3)  # one checkpoint (3 fsyncs) fits; the second does not
     assert main(base) == 28
     err = capsys.readouterr().err
-    assert _lines(err) == [err.strip()], err  # one message
+    assert len(_lines(err)) == 1, err  # one message
     assert f"the directory {out}" in err and "free space" in err and "add --resume" in err, err
     run_dir = next((out / "runs").iterdir())
     assert [step for step, _ in list_checkpoints(run_dir)] == [2]  # the last good checkpoint is kept
@@ -366,7 +367,7 @@ def test_disk_full_in_the_store_then_resume(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(ResultsStore, "add_evaluation", add_evaluation)
     assert main(base) == 28
     err = capsys.readouterr().err
-    assert _lines(err) == [err.strip()] and f"in {out} cannot grow: the disk is full" in err, err
+    assert len(_lines(err)) == 1 and f"in {out} cannot grow: the disk is full" in err, err
     _consistent(out)
     monkeypatch.undo()
     assert main([*base, "--resume"]) == 0
@@ -405,8 +406,9 @@ def test_disk_full_stops_the_grid_then_resume(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("FIDEC_TEST_ENOSPC_AFTER", "6")  # two checkpoints fit, the third does not
     assert main(command) == 28
     err = capsys.readouterr().err
-    assert _lines(err) == [err.strip()], err
-    assert f"the disk holding {out} is full" in err and "free space there and run the same command again" in err
+    assert len(_lines(err)) == 1, err
+    assert f"no space left on the device holding {out} (cell full:bc:toy-bimodal-v0, seed 0" in err
+    assert "free space there and run the same command again" in err
     _consistent(out)
     runs = ResultsStore(out).runs()
     assert [r["status"] for r in runs] == ["pending", "pending"]  # resumable, not failed; the grid stopped
@@ -428,7 +430,7 @@ def test_disk_full_while_registering(tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     assert main(["leaderboard", "run", "--preset", str(_preset(tmp_path / "p.yaml")), "--out", str(out)]) == 28
     err = capsys.readouterr().err
-    assert _lines(err) == [err.strip()] and f"results store in {out} cannot grow: the disk is full" in err
+    assert len(_lines(err)) == 1 and f"results store in {out} cannot grow: the disk is full" in err
 
 
 # ------------------------------------------------------------------------------------------------ item 6: two grids

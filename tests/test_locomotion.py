@@ -100,11 +100,7 @@ def test_online_task_is_seeded():
         return ob, total
 
     (a, ra), (b, rb) = run(), run()
-    assert ob_equal(a, b) and ra == rb and a.shape == (29,) and abs(np.linalg.norm(a[-2:]) - 1) < 1e-6
-
-
-def ob_equal(a, b) -> bool:
-    return bool(np.array_equal(a, b))
+    assert np.array_equal(a, b) and ra == rb and a.shape == (29,) and abs(np.linalg.norm(a[-2:]) - 1) < 1e-6
 
 
 def test_subgoal_oracle_matches_ogbench_and_q_iteration_is_shortest():

@@ -250,7 +250,8 @@ def run_cell(cell: Cell, out_dir: str, run_ids: list[int]) -> dict:
                 if full is not None:
                     _mark_pending(store, run_id, f"stopped: {full}")
                     statuses[seed], messages[seed] = "pending", str(full)
-                    outcome["disk_full"] = f"{cell.name} seed {seed}: {full}"
+                    written = getattr(error, "filename", None)
+                    outcome["disk_full"] = f"cell {cell.name}, seed {seed}{f', writing {written}' if written else ''}"
                     break
             statuses[seed], messages[seed] = status, message
     store.close()
@@ -433,8 +434,8 @@ def _run_grid(store, preset, out, backend, workers, ray_address, retry_failed, p
     if disk_full is not None:
         _release_unfinished(store, todo, run_ids, f"stopped: the disk is full; {INTERRUPTED_MESSAGE}")
         raise DiskFullError(
-            f"the disk holding {out} is full ({disk_full}); free space there and run the same command again: "
-            "finished cells are kept and unfinished runs resume from their last checkpoint"
+            f"no space left on the device holding {out} ({disk_full}); free space there and run the same command "
+            "again: finished cells are kept and unfinished runs resume from their last checkpoint"
         )
     return result
 

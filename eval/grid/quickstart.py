@@ -31,7 +31,7 @@ def quickstart(
     from fidec_gym.eval.store import ResultsStore
 
     spec = load_preset(preset)
-    out = Path(out_dir).expanduser()
+    out = Path(out_dir).expanduser().resolve()
     _say(f"[1/3] {spec.name}: {len(spec.cells())} cells ({', '.join(spec.agents)}) -> {out}")
     result = run_leaderboard(spec, out, backend=backend, workers=workers, progress=progress)
     _say(
@@ -49,7 +49,13 @@ def quickstart(
     _say(f"      {len(comparison.scores)} finished runs; tables in {out / 'comparison'}")
 
     _say("[3/3] building the report")
-    index = build_report(store, published, preset=spec.name, reps=reps, title=f"fidec-gym quickstart ({spec.name})")
+    index = build_report(
+        store,
+        published,
+        preset=spec.name,
+        reps=reps,
+        title=f"fidec-gym quickstart ({spec.name}): a tour of the pipeline, not a benchmark",
+    )
     store.close()
     return index
 

@@ -182,6 +182,24 @@ def protocol_flags(runs: pd.DataFrame, published_cell, n_seeds: int) -> list[str
     return flags
 
 
+# A run shorter than this share of the paper's updates is not compared with the published number: the scores of
+# a budget that small say nothing about the method at the paper's budget (the report says so instead of a "diff").
+COMPARABLE_BUDGET = 0.1
+TOO_SMALL = "budget too small to compare"
+
+
+def budget_too_small(runs: pd.DataFrame, published_cell) -> Optional[str]:
+    """Why our runs cannot be set against the published cell (their updates are a small share of the paper's), or
+    None when they can."""
+    if published_cell is None or not published_cell.protocol.get("offline_steps"):
+        return None
+    steps = [int(s) for s in runs["offline_steps"].dropna()]
+    paper = int(published_cell.protocol["offline_steps"])
+    if steps and min(steps) < COMPARABLE_BUDGET * paper:
+        return f"{TOO_SMALL} ({format_steps(min(steps))} of the paper's {format_steps(paper)} updates)"
+    return None
+
+
 def _in_interval(value: Optional[float], interval: tuple[float, float]) -> Optional[bool]:
     if value is None or any(math.isnan(x) for x in interval):
         return None
@@ -232,6 +250,11 @@ def task_table(
     for (agent, env_id), runs in scores.groupby(["agent", "env_id"], sort=True):
         stats = cell_stats(runs["score"], runs["seed"], reps=reps, seed=seed)
         cell = _published_task_cell(published, agent, env_id)
+        too_small = budget_too_small(runs, cell)
+        flags = protocol_flags(runs, cell, stats.n_seeds)
+        if too_small:
+            flags.insert(0, too_small)
+        comparable = cell is not None and not too_small
         rows.append(
             {
                 "agent": agent,
@@ -244,9 +267,9 @@ def task_table(
                 "ci_high": stats.ci[1],
                 "paper_mean": None if cell is None else cell.mean,
                 "paper_std": None if cell is None else cell.std,
-                "diff": None if cell is None else stats.mean - cell.mean,
-                "paper_in_ci": None if cell is None else _in_interval(cell.mean, stats.ci),
-                "flags": protocol_flags(runs, cell, stats.n_seeds),
+                "diff": stats.mean - cell.mean if comparable else None,
+                "paper_in_ci": _in_interval(cell.mean, stats.ci) if comparable else None,
+                "flags": flags,
             }
         )
     return pd.DataFrame(rows, columns=TASK_COLUMNS)
@@ -476,6 +499,7 @@ class Comparison:
     profiles: pd.DataFrame
     improvement: pd.DataFrame
     aggregate_tasks: list[str]
+    aggregate_scale: str = ""  # which score scale the aggregates pool (benchmark scores or toy scores, never both)
 
     @property
     def empty(self) -> bool:
@@ -509,7 +533,15 @@ def compare(
 ) -> Comparison:
     """Build every comparison table from a results store (``published=None`` compares without the paper)."""
     scores = collect_scores(store, preset=preset)
-    matrices, tasks = score_matrices(scores) if not scores.empty else ({}, [])
+    # Aggregates pool one score scale: success rates and D4RL returns (0-100) when there are any, else the toy
+    # landscapes' normalised improvement, whose range (about -110 to 200) is not commensurate with them.
+    benchmark = scores[scores["suite"] != "toy"] if not scores.empty else scores
+    pooled, scale = (
+        (benchmark, "benchmark tasks (success rate or D4RL normalised return)")
+        if len(benchmark)
+        else (scores, "toy landscapes (normalised improvement)")
+    )
+    matrices, tasks = score_matrices(pooled) if not pooled.empty else ({}, [])
     return Comparison(
         scores=scores,
         tasks=task_table(scores, published, reps=reps, seed=seed),
@@ -518,16 +550,27 @@ def compare(
         profiles=performance_profiles(matrices, reps=reps, seed=seed),
         improvement=improvement_table(matrices, reps=reps, seed=seed),
         aggregate_tasks=tasks,
+        aggregate_scale=scale if tasks else "",
     )
 
 
 # ============================================================================ text rendering
-def format_mean_std(mean, std, digits: int = 1) -> str:
+def format_mean_std(mean, std, digits: int = 1, n_seeds: Optional[int] = None) -> str:
+    """``mean ± std``; with one seed there is no spread to show, so it says so instead of a certain-looking ± 0.0."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "–"
+    if n_seeds == 1:
+        return f"{mean:.{digits}f} (1 seed)"
     if std is None or (isinstance(std, float) and math.isnan(std)):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def format_interval(low, high, n_seeds: Optional[int] = None, digits: int = 1) -> str:
+    """A confidence interval, or n/a where one seed gives no interval (its bootstrap would have zero width)."""
+    if n_seeds == 1 or low is None or (isinstance(low, float) and math.isnan(low)):
+        return "n/a (1 seed)" if n_seeds == 1 else "–"
+    return f"[{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
@@ -558,8 +601,8 @@ def task_rows(tasks: pd.DataFrame) -> tuple[list[str], list[list]]:
             r.agent,
             r.env_id.removeprefix("fidec/"),
             r.n_seeds,
-            format_mean_std(r.mean, r.std),
-            f"[{r.ci_low:.1f}, {r.ci_high:.1f}]",
+            format_mean_std(r.mean, r.std, n_seeds=r.n_seeds),
+            format_interval(r.ci_low, r.ci_high, r.n_seeds),
             _paper(r.paper_mean, r.paper_std),
             "–" if r.diff is None or pd.isna(r.diff) else f"{r.diff:+.1f}",
             _yes_no(r.paper_in_ci),
@@ -578,8 +621,8 @@ def category_rows(categories: pd.DataFrame) -> tuple[list[str], list[list]]:
             r.category,
             r.n_tasks if r.paper_n_tasks is None or pd.isna(r.paper_n_tasks) else f"{r.n_tasks}/{int(r.paper_n_tasks)}",
             r.n_seeds,
-            format_mean_std(r.mean, r.std),
-            f"[{r.ci_low:.1f}, {r.ci_high:.1f}]",
+            format_mean_std(r.mean, r.std, n_seeds=r.n_seeds),
+            format_interval(r.ci_low, r.ci_high, r.n_seeds),
             _paper(r.paper_mean, r.paper_std),
             "–" if r.diff is None or pd.isna(r.diff) else f"{r.diff:+.1f}",
             _yes_no(r.paper_in_ci),

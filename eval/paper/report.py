@@ -37,6 +37,7 @@ from fidec_gym.eval.paper.compare import (
     task_rows,
 )
 from fidec_gym.eval.paper.published import PublishedResults
+from fidec_gym.files import current_umask
 
 if TYPE_CHECKING:
     from fidec_gym.eval.store import ResultsStore
@@ -187,8 +188,9 @@ def aggregates_section(ctx: ReportContext) -> Optional[Section]:
         return None
     section = Section("Aggregate performance (rliable)")
     section.paragraphs.append(
-        f"Over the {len(comparison.aggregate_tasks)} tasks that every agent ran, scores divided by 100; stratified "
-        "bootstrap 95% intervals. Probability of improvement P(X > Y) is over tasks and runs."
+        f"Over the {len(comparison.aggregate_tasks)} {comparison.aggregate_scale} that every agent ran, scores "
+        "divided by 100; stratified bootstrap 95% intervals. Probability of improvement P(X > Y) is over tasks and "
+        "runs. Only one score scale is pooled: toy-landscape scores are never mixed with success rates."
     )
     header, rows = aggregate_rows(comparison.aggregates)
     section.tables.append(Table(header, rows, caption="IQM, mean, median, optimality gap"))
@@ -590,6 +592,8 @@ def build_report(
         comparison.write(staging / "tables")
         (staging / "report.md").write_text(render_markdown(title, sections))
         (staging / "index.html").write_text(render_html(title, sections))
+        # mkdtemp makes a private (0700) folder; the report follows the user's umask like any other folder.
+        os.chmod(staging, 0o777 & ~current_umask())
         old = None
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=".report-old-", dir=final.parent))

@@ -190,13 +190,18 @@ class Evaluator:
         return self.spec.normalized_score(value)
 
     def run(
-        self, policy: Policy, num_episodes: int, seed: int, progress: bool = False, quotas: np.ndarray | None = None
+        self,
+        policy: Policy,
+        num_episodes: int,
+        seed: int | list[int],
+        progress: bool = False,
+        quotas: np.ndarray | None = None,
     ) -> dict:
         """Run ``num_episodes`` episodes (split into fixed per-sub-env quotas) and return the metrics.
 
-        Sub-environment ``i`` is reset with ``seed + i`` (Gymnasium's vector seeding), so the result is a function
-        of the seed and the policy only. ``quotas`` sets the episodes of each sub-environment explicitly (several
-        agents evaluated side by side, each on its own sub-environments).
+        Sub-environment ``i`` is reset with ``seed + i`` (Gymnasium's vector seeding), or with ``seed[i]`` when a
+        list is given, so the result is a function of the seed and the policy only. ``quotas`` sets the episodes of
+        each sub-environment explicitly (several agents evaluated side by side, each on its own sub-environments).
         """
         if num_episodes < 1:
             raise ConfigError(f"num_episodes must be >= 1, got {num_episodes}")

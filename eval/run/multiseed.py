@@ -378,10 +378,11 @@ class SeedGroupTrainer:
             )
         width = self.per_seed_envs
         quotas = np.concatenate([episode_quotas(cfg.eval_episodes, width)] * count)
-        base = self.seeds[0] * 1_000_003 + step  # a function of (seeds, step): identical after a resume
-        result = self.evaluator.run(
-            grouped_policy(self.agents, len(self.seeds), width, base), int(quotas.sum()), base, quotas=quotas
-        )
+        # Seed s's sub-environments and action keys are seeded by (s, step) as a one-seed evaluation would be.
+        seeds = [seed * 1_000_003 + step for seed in self.seeds]
+        env_seeds = [base + w for base in seeds for w in range(width)]
+        policy = grouped_policy(self.agents, seeds, width)
+        result = self.evaluator.run(policy, int(quotas.sum()), env_seeds, quotas=quotas)
         by_env = np.asarray(result["episode_env_index"]) // width
         for index, seed in enumerate(self.seeds):
             if seed in self.failed:

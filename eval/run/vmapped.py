@@ -88,20 +88,32 @@ def _validation(agents: Any, batches: dict):
     return jax.vmap(lambda agent, b: agent.validation_info(b))(agents, batches)
 
 
-def grouped_policy(agents: Any, count: int, width: int, seed: int):
-    """A numpy policy for a vector env of ``count x width`` sub-environments, ``width`` per seed: one batched call
-    per vector step gives each seed's agent its own sub-environments' actions (evaluation temperature 0)."""
+def grouped_policy(agents: Any, seeds: list[int], width: int):
+    """A numpy policy for a vector env of ``len(seeds) x width`` sub-environments, ``width`` per seed: one batched
+    call per vector step gives each seed's agent its own sub-environments' actions (evaluation temperature 0).
+
+    Each seed draws its action keys from its own chain, seeded by ``seeds[i]``, exactly as a one-seed evaluation
+    (:func:`fidec_gym.eval.run.evaluate.make_policy`) does, so a seed's evaluation does not depend on its group.
+    """
+    import jax.numpy as jnp
     import numpy as np
 
-    from fidec_gym.agents.seeds import vmapped_sample_actions
-
-    key = jax.random.PRNGKey(seed)
+    keys = jnp.stack([jax.random.PRNGKey(seed) for seed in seeds])
+    count = len(seeds)
 
     def policy(observations: np.ndarray) -> np.ndarray:
-        nonlocal key
-        key, action_key = jax.random.split(key)
+        nonlocal keys
+        pairs = jax.vmap(jax.random.split)(keys)
+        keys, action_keys = pairs[:, 0], pairs[:, 1]
         grouped = observations.reshape(count, width, *observations.shape[1:])
-        actions = vmapped_sample_actions(agents, grouped, action_key, temperature=0.0)
-        return np.clip(np.asarray(actions).reshape(count * width, -1), -1.0, 1.0)
+        actions = np.asarray(_sample_each(agents, jnp.asarray(grouped), action_keys))
+        # A seed that diverged still fills its sub-environments; its (discarded) actions must be finite to step.
+        actions = np.where(np.isfinite(actions), actions, 0.0)
+        return np.clip(actions.reshape(count * width, -1), -1.0, 1.0)
 
     return policy
+
+
+@jax.jit
+def _sample_each(agents: Any, observations: Any, keys: Any) -> Any:
+    return jax.vmap(lambda agent, obs, key: agent.sample_actions(obs, key, 0.0))(agents, observations, keys)
