@@ -19,7 +19,7 @@ import numpy as np
 from fidec_gym.envs.catalogue import TaskSpec, all_tasks, task_info
 from fidec_gym.envs.datasets import Dataset, DatasetError, dataset_problems, load_dataset
 from fidec_gym.envs.readers import trajectory_starts
-from fidec_gym.errors import DataNotFoundError
+from fidec_gym.errors import DataError, DataNotFoundError
 
 # Physics state sizes stored with OGBench data (nq, nv), from the environments (docs/datasets.md §1.2).
 OGBENCH_QPOS_QVEL = {
@@ -276,6 +276,13 @@ def check_dataset(path_or_id: str, split: str = "train") -> CheckReport:
         if spec is not None and report.ok:
             _load_and_check(spec.env_id, report, path=path, split="val" if path.name.endswith("-val.npz") else "train")
         return report
+    if path.is_dir() or (path.is_file() and not target.startswith("fidec/")):
+        what = "a directory" if path.is_dir() else "not a dataset file"
+        raise DataError(
+            f"{path} is {what}; pass a dataset file (an OGBench .npz or a D4RL .hdf5) or a task ID such as "
+            "fidec/cube-single-play-singletask-task2-v0 (its dataset is looked up in $FIDEC_DATA_DIR and the "
+            "standard places)"
+        )
     spec = task_info(target)
     report = CheckReport(spec.env_id, f"{spec.suite} task, {split} split")
     dataset = _load_and_check(spec.env_id, report, split=split)

@@ -7,6 +7,8 @@ from rliable import metrics
 
 from fidec_gym.cli import main
 from fidec_gym.eval.paper import compare as C
+from fidec_gym.eval.paper import statistics as S
+from fidec_gym.eval.paper import text as T
 from fidec_gym.eval.paper.published import load_published
 from fidec_gym.eval.store import ResultsStore
 
@@ -127,9 +129,9 @@ def test_timing_mismatch_is_flagged(tmp_path, paper):
 
 def test_bootstrap_interval_known_answer():
     # Two seeds 0 and 100: resampled means are 0, 50, 100 with probabilities 1/4, 1/2, 1/4.
-    assert C.bootstrap_ci([0.0, 100.0], reps=4000) == (0.0, 100.0)
-    assert C.bootstrap_ci([7.0]) == (7.0, 7.0)
-    low, high = C.bootstrap_ci(np.arange(100.0), reps=4000)
+    assert S.bootstrap_ci([0.0, 100.0], reps=4000) == (0.0, 100.0)
+    assert S.bootstrap_ci([7.0]) == (7.0, 7.0)
+    low, high = S.bootstrap_ci(np.arange(100.0), reps=4000)
     assert low == pytest.approx(49.5 - 1.96 * np.arange(100.0).std() / 10, abs=1.5)
     assert high == pytest.approx(49.5 + 1.96 * np.arange(100.0).std() / 10, abs=1.5)
 
@@ -137,7 +139,7 @@ def test_bootstrap_interval_known_answer():
 def test_rliable_aggregates_known_matrices():
     constant = np.full((5, 4), 0.5)
     ramp = np.tile(np.linspace(0.0, 1.0, 10)[:, None], (1, 3))  # 10 runs x 3 tasks
-    table = C.aggregate_table({"constant": constant, "ramp": ramp}, reps=200)
+    table = S.aggregate_table({"constant": constant, "ramp": ramp}, reps=200)
     const = table[table["agent"] == "constant"].set_index("metric")
     for metric in ("IQM", "Mean", "Median"):
         assert const.loc[metric, "estimate"] == pytest.approx(0.5)
@@ -152,14 +154,14 @@ def test_rliable_aggregates_known_matrices():
 def test_probability_of_improvement_and_profiles():
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 4, (6, 3)).astype(float), rng.integers(0, 4, (5, 3)).astype(float)
-    assert C.probability_of_improvement(x, y) == pytest.approx(metrics.probability_of_improvement(x, y))
+    assert S.probability_of_improvement(x, y) == pytest.approx(metrics.probability_of_improvement(x, y))
     better, worse = np.full((4, 2), 0.9), np.full((4, 2), 0.1)
-    table = C.improvement_table({"fidec": better, "fql": worse, "bc": worse}, reps=100)
+    table = S.improvement_table({"fidec": better, "fql": worse, "bc": worse}, reps=100)
     assert list(zip(table["agent_x"], table["agent_y"])) == [("fidec", "fql"), ("fidec", "bc")]
     assert list(table["probability"]) == [1.0, 1.0]
-    ties = C.improvement_table({"a": worse, "b": worse}, reps=100, reference=None)
+    ties = S.improvement_table({"a": worse, "b": worse}, reps=100, reference=None)
     assert list(ties["probability"]) == [0.5, 0.5]
-    profiles = C.performance_profiles({"fidec": better}, taus=np.array([0.0, 0.5, 0.95]), reps=100)
+    profiles = S.performance_profiles({"fidec": better}, taus=np.array([0.0, 0.5, 0.95]), reps=100)
     assert list(profiles["fraction"]) == [1.0, 1.0, 0.0]
 
 
@@ -201,7 +203,7 @@ def test_a_budget_too_small_is_not_compared(tmp_path, paper):
     row = _row(comparison.tasks, agent="fql", env_id=CUBE.format(2))
     assert row["flags"][0] == "budget too small to compare (2K of the paper's 1M updates)"
     assert pd.isna(row["diff"]) and pd.isna(row["paper_in_ci"])
-    header, rows = C.task_rows(comparison.tasks)
+    header, rows = T.task_rows(comparison.tasks)
     one_seed = [r for r in rows if r[1].endswith("task1-v0")][0]
     assert one_seed[3] == "4.0 (1 seed)" and one_seed[4] == "n/a (1 seed)"  # no certain-looking ± 0.0
     assert one_seed[6] == "–"  # no bare diff beside the published cell

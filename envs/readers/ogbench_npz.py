@@ -133,8 +133,10 @@ def npz_keys(file: Path) -> list[str]:
         with np.load(file) as archive:
             return list(archive.files)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        # numpy reads a file without a zip header as a pickle and suggests allow_pickle=True: never advise that.
+        detail = "no zip header" if "pickle" in str(error) else f"{type(error).__name__}: {error}"
         raise DatasetError(
-            f"{file}: not a readable npz archive ({type(error).__name__}: {error}); the file is corrupt or "
+            f"{file}: not a readable npz archive ({detail}); the file is corrupt or "
             "truncated. Delete it and generate or download it again."
         ) from error
 

@@ -1,34 +1,37 @@
-"""Our results beside the published ones: per task, per category, and rliable aggregates.
+"""Our results beside the published ones: per task and per category, with protocol flags.
 
 Aggregation follows the paper (docs/algorithms.md §11): per task, mean ± population std across seeds; per category,
 the mean of the per-task means and the std across seeds of the per-seed category means. Each of our cells also gets
 a percentile-bootstrap confidence interval of its mean over seeds, the published mean ± std, the difference, whether
 the published mean lies inside our interval, and flags wherever our protocol differs from the published one (data
 provenance, steps, seeds, evaluation episodes, OGBench success timing, quoted baselines, no published entry).
+:func:`compare` builds every table at once, rliable aggregates across tasks included, into a :class:`Comparison`.
 
-Across tasks, methods we ran are summarised with rliable (IQM, mean, median, optimality gap with stratified bootstrap
-intervals; performance profiles; probability of improvement), on scores scaled to [0, 1].
+The statistics live in :mod:`fidec_gym.eval.paper.statistics`, the Markdown rendering in
+:mod:`fidec_gym.eval.paper.text`.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
-import numpy as np
 import pandas as pd
-from numpy.typing import ArrayLike
 
 from fidec_gym.envs.catalogue import task_info
 from fidec_gym.eval.paper.published import PublishedResults, method_name
+from fidec_gym.eval.paper.statistics import (
+    DEFAULT_REPS,
+    aggregate_table,
+    bootstrap_ci,
+    cell_stats,
+    improvement_table,
+    performance_profiles,
+    population_std,
+    score_matrices,
+)
 from fidec_gym.text import format_steps
-
-CONFIDENCE = 0.95
-DEFAULT_REPS = 1000
-AGGREGATE_METRICS = ("IQM", "Mean", "Median", "Optimality Gap")
 
 
 # ============================================================================ collecting our scores
@@ -96,52 +99,6 @@ def _first(summary: dict, config: dict, keys: Iterable[str]):
             if source.get(key) is not None:
                 return source[key]
     return None
-
-
-# ============================================================================ statistics of one cell
-def population_std(values: ArrayLike) -> float:
-    """Standard deviation with divisor n, as the paper's summarisers compute it."""
-    array = np.asarray(values, dtype=float)
-    return float(array.std(ddof=0)) if array.size else math.nan
-
-
-def bootstrap_ci(
-    values: ArrayLike, confidence: float = CONFIDENCE, reps: int = DEFAULT_REPS, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile-bootstrap interval of the mean over seeds (degenerate [x, x] for a single seed)."""
-    array = np.asarray(values, dtype=float)
-    if array.size == 0:
-        return math.nan, math.nan
-    if array.size == 1 or np.all(array == array[0]):
-        return float(array[0]), float(array[0])
-    rng = np.random.default_rng(seed)
-    # Resample seeds with replacement; means of each resample form the bootstrap distribution.
-    means = array[rng.integers(0, array.size, size=(reps, array.size))].mean(axis=1)
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-@dataclass
-class CellStats:
-    """Our numbers for one (agent, task) or (agent, category) cell."""
-
-    n_seeds: int
-    mean: float
-    std: float
-    ci: tuple[float, float]
-    seeds: list[int] = field(default_factory=list)
-
-
-def cell_stats(values: ArrayLike, seeds: Sequence[int] = (), reps: int = DEFAULT_REPS, seed: int = 0) -> CellStats:
-    array = np.asarray(values, dtype=float)
-    return CellStats(
-        int(array.size),
-        float(array.mean()) if array.size else math.nan,
-        population_std(array),
-        bootstrap_ci(array, reps=reps, seed=seed),
-        list(seeds),
-    )
 
 
 # ============================================================================ protocol flags
@@ -354,137 +311,6 @@ def published_cells(published: PublishedResults, method: str = "FiDec") -> tuple
 
 
 # ============================================================================ rliable aggregates
-def score_matrices(
-    scores: pd.DataFrame, agents: Optional[Sequence[str]] = None, scale: float = 100.0
-) -> tuple[dict[str, np.ndarray], list[str]]:
-    """{agent: (num_seeds, num_tasks)} on the tasks every agent ran, scores divided by ``scale``.
-
-    Each agent keeps the seeds it has on every one of those tasks (rliable bootstraps runs within each task).
-    """
-    agents = list(agents) if agents is not None else sorted(scores["agent"].unique())
-    task_sets = [set(scores.loc[scores["agent"] == agent, "env_id"]) for agent in agents]
-    tasks = sorted(set.intersection(*task_sets)) if task_sets else []
-    matrices = {}
-    for agent in agents:
-        runs = scores[(scores["agent"] == agent) & scores["env_id"].isin(tasks)]
-        table = runs.pivot_table(index="seed", columns="env_id", values="score", aggfunc="mean")
-        table = table.reindex(columns=tasks).dropna(axis=0, how="any")
-        if len(table) and tasks:
-            matrices[agent] = table.to_numpy(dtype=float) / scale
-    return matrices, tasks
-
-
-def aggregate_table(matrices: dict[str, np.ndarray], reps: int = DEFAULT_REPS, seed: int = 0) -> pd.DataFrame:
-    """IQM, mean, median and optimality gap with stratified-bootstrap 95 % intervals (rliable)."""
-    from rliable import library as rly
-    from rliable import metrics
-
-    if not matrices:
-        return pd.DataFrame(columns=["agent", "metric", "estimate", "ci_low", "ci_high"])
-
-    def aggregate(scores):
-        return np.array(
-            [
-                metrics.aggregate_iqm(scores),
-                metrics.aggregate_mean(scores),
-                metrics.aggregate_median(scores),
-                metrics.aggregate_optimality_gap(scores),
-            ]
-        )
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # arch's notice about RandomState, passed on by rliable
-        estimates, intervals = rly.get_interval_estimates(
-            matrices, aggregate, reps=reps, random_state=np.random.RandomState(seed)
-        )
-    rows = []
-    for agent in matrices:
-        for index, name in enumerate(AGGREGATE_METRICS):
-            rows.append(
-                {
-                    "agent": agent,
-                    "metric": name,
-                    "estimate": float(estimates[agent][index]),
-                    "ci_low": float(intervals[agent][0, index]),
-                    "ci_high": float(intervals[agent][1, index]),
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def performance_profiles(
-    matrices: dict[str, np.ndarray], taus: Optional[np.ndarray] = None, reps: int = DEFAULT_REPS, seed: int = 0
-) -> pd.DataFrame:
-    """Score-distribution performance profiles: fraction of runs with score > τ, with bootstrap bands."""
-    from rliable import library as rly
-
-    taus = np.linspace(0.0, 1.0, 51) if taus is None else np.asarray(taus, dtype=float)
-    if not matrices:
-        return pd.DataFrame(columns=["agent", "tau", "fraction", "ci_low", "ci_high"])
-    np.random.seed(seed)  # create_performance_profile draws from numpy's global generator
-    profiles, bands = rly.create_performance_profile(matrices, taus, reps=reps)
-    rows = []
-    for agent in matrices:
-        for i, tau in enumerate(taus):
-            rows.append(
-                {
-                    "agent": agent,
-                    "tau": float(tau),
-                    "fraction": float(profiles[agent][i]),
-                    "ci_low": float(bands[agent][0, i]),
-                    "ci_high": float(bands[agent][1, i]),
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def improvement_table(
-    matrices: dict[str, np.ndarray], reps: int = DEFAULT_REPS, seed: int = 0, reference: Optional[str] = "fidec"
-) -> pd.DataFrame:
-    """P(X > Y) with stratified-bootstrap intervals (rliable): ``reference`` against every other agent, or every
-    ordered pair when ``reference`` is None or was not run."""
-    from rliable import library as rly
-    from rliable import metrics
-
-    columns = ["agent_x", "agent_y", "probability", "ci_low", "ci_high"]
-    if reference is not None and reference in matrices:
-        ordered = [(reference, other) for other in matrices if other != reference]
-    else:
-        ordered = list(itertools.permutations(matrices, 2))
-    pairs = {f"{x},{y}": (matrices[x], matrices[y]) for x, y in ordered}
-    if not pairs:
-        return pd.DataFrame(columns=columns)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # arch's notice about RandomState, passed on by rliable
-        estimates, intervals = rly.get_interval_estimates(
-            pairs, probability_of_improvement, reps=reps, random_state=np.random.RandomState(seed)
-        )
-    rows = []
-    for key, (x_scores, y_scores) in pairs.items():
-        x, y = key.split(",")
-        rows.append(
-            {
-                "agent_x": x,
-                "agent_y": y,
-                # The point estimate comes from rliable's own (Mann-Whitney based) implementation.
-                "probability": float(metrics.probability_of_improvement(x_scores, y_scores)),
-                "ci_low": float(np.ravel(intervals[key])[0]),
-                "ci_high": float(np.ravel(intervals[key])[1]),
-            }
-        )
-    return pd.DataFrame(rows, columns=columns)
-
-
-def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> float:
-    """P(X > Y) averaged over tasks: the normalised Mann-Whitney U statistic, ties counting one half.
-
-    Equal to ``rliable.metrics.probability_of_improvement`` but vectorised over run pairs, which makes the thousands
-    of bootstrap evaluations cheap. Inputs are (num_runs, num_tasks) matrices.
-    """
-    x = np.asarray(scores_x, dtype=float)[:, None, :]
-    y = np.asarray(scores_y, dtype=float)[None, :, :]
-    wins = (x > y).mean(axis=(0, 1)) + 0.5 * (x == y).mean(axis=(0, 1))
-    return float(wins.mean())
 
 
 # ============================================================================ one call for everything
@@ -551,117 +377,4 @@ def compare(
         improvement=improvement_table(matrices, reps=reps, seed=seed),
         aggregate_tasks=tasks,
         aggregate_scale=scale if tasks else "",
-    )
-
-
-# ============================================================================ text rendering
-def format_mean_std(mean, std, digits: int = 1, n_seeds: Optional[int] = None) -> str:
-    """``mean ± std``; with one seed there is no spread to show, so it says so instead of a certain-looking ± 0.0."""
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "–"
-    if n_seeds == 1:
-        return f"{mean:.{digits}f} (1 seed)"
-    if std is None or (isinstance(std, float) and math.isnan(std)):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def format_interval(low, high, n_seeds: Optional[int] = None, digits: int = 1) -> str:
-    """A confidence interval, or n/a where one seed gives no interval (its bootstrap would have zero width)."""
-    if n_seeds == 1 or low is None or (isinstance(low, float) and math.isnan(low)):
-        return "n/a (1 seed)" if n_seeds == 1 else "–"
-    return f"[{low:.{digits}f}, {high:.{digits}f}]"
-
-
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
-    """A GitHub-flavoured Markdown table (cells converted with str, pipes escaped)."""
-
-    def clean(value) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(map(clean, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(clean(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _paper(mean, std) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "–"
-    return f"{mean:g}" if std is None or (isinstance(std, float) and math.isnan(std)) else f"{mean:g} ± {std:g}"
-
-
-def _yes_no(value) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else ("yes" if value else "no")
-
-
-def task_rows(tasks: pd.DataFrame) -> tuple[list[str], list[list]]:
-    header = ["agent", "task", "seeds", "ours", "95% CI", "paper", "diff", "paper in CI", "flags"]
-    rows = [
-        [
-            r.agent,
-            r.env_id.removeprefix("fidec/"),
-            r.n_seeds,
-            format_mean_std(r.mean, r.std, n_seeds=r.n_seeds),
-            format_interval(r.ci_low, r.ci_high, r.n_seeds),
-            _paper(r.paper_mean, r.paper_std),
-            "–" if r.diff is None or pd.isna(r.diff) else f"{r.diff:+.1f}",
-            _yes_no(r.paper_in_ci),
-            "; ".join(r.flags),
-        ]
-        for r in tasks.itertuples(index=False)
-    ]
-    return header, rows
-
-
-def category_rows(categories: pd.DataFrame) -> tuple[list[str], list[list]]:
-    header = ["agent", "category", "tasks", "seeds", "ours", "95% CI", "paper", "diff", "paper in CI", "flags"]
-    rows = [
-        [
-            r.agent,
-            r.category,
-            r.n_tasks if r.paper_n_tasks is None or pd.isna(r.paper_n_tasks) else f"{r.n_tasks}/{int(r.paper_n_tasks)}",
-            r.n_seeds,
-            format_mean_std(r.mean, r.std, n_seeds=r.n_seeds),
-            format_interval(r.ci_low, r.ci_high, r.n_seeds),
-            _paper(r.paper_mean, r.paper_std),
-            "–" if r.diff is None or pd.isna(r.diff) else f"{r.diff:+.1f}",
-            _yes_no(r.paper_in_ci),
-            "; ".join(r.flags),
-        ]
-        for r in categories.itertuples(index=False)
-    ]
-    return header, rows
-
-
-def aggregate_rows(aggregates: pd.DataFrame) -> tuple[list[str], list[list]]:
-    header = ["agent", *AGGREGATE_METRICS]
-    rows = []
-    for agent, group in aggregates.groupby("agent", sort=False):
-        cells = {r.metric: f"{r.estimate:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]" for r in group.itertuples()}
-        rows.append([agent, *(cells.get(metric, "–") for metric in AGGREGATE_METRICS)])
-    return header, rows
-
-
-def published_text(published: PublishedResults, method: str = "FiDec") -> str:
-    """The paper's per-category table and one method's per-task cells, as Markdown."""
-    tasks, _ = published_cells(published, method)
-    methods = published.methods
-    category_header = ["category", *methods]
-    category_rows_ = []
-    for category in published.categories:
-        row = [category]
-        for m in methods:
-            cell = published.category_cell(m, category)
-            row.append("–" if cell is None else str(cell))
-        category_rows_.append(row)
-    task_header = ["task", "category", f"{method_name(method)} (paper)"]
-    task_rows_ = [
-        [t.task, t.category, _paper(t.mean, None if pd.isna(t.std) else t.std)] for t in tasks.itertuples(index=False)
-    ]
-    return (
-        f"Published results: {published.protocol.get('source', published.name)}\n\n"
-        "Table 2 per category (DeFlow's ± is the std across tasks)\n\n"
-        + markdown_table(category_header, category_rows_)
-        + f"\n\nTable 2 per task, {method_name(method)}\n\n"
-        + markdown_table(task_header, task_rows_)
     )

@@ -10,33 +10,27 @@ half-written report behind.
 Extension point: more sections can be added with :func:`register_section`. The toy-study section below is the hook
 used by the toy study; it shows every artefact of kind ``"figure"`` and the rows of the store's ``toy_metrics``
 table, whichever exist.
+
+The figures are drawn in :mod:`fidec_gym.eval.paper.figures`; the sections' building blocks and their Markdown and
+HTML rendering live in :mod:`fidec_gym.eval.paper.render`.
 """
 
 from __future__ import annotations
 
-import html
 import math
 import os
 import shutil
 import tempfile
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Callable, Optional
 
 from fidec_gym.errors import ResultsPermissionError
-from fidec_gym.eval.paper.compare import (
-    AGGREGATE_METRICS,
-    Comparison,
-    aggregate_rows,
-    category_rows,
-    compare,
-    markdown_table,
-    task_rows,
-)
+from fidec_gym.eval.paper.compare import Comparison, compare
+from fidec_gym.eval.paper.figures import aggregate_figure, category_bars, learning_curve_figure, profile_figure
 from fidec_gym.eval.paper.published import PublishedResults
+from fidec_gym.eval.paper.render import Figure, Section, Table, Video, render_html, render_markdown
+from fidec_gym.eval.paper.text import aggregate_rows, category_rows, task_rows
 from fidec_gym.files import current_umask
 
 if TYPE_CHECKING:
@@ -44,42 +38,6 @@ if TYPE_CHECKING:
 
 REPORT_DIRNAME = "report"
 CURVE_METRIC = "normalized_score"
-AGENT_ORDER = ("bc", "iql", "rebrac", "fql", "deflow", "fidec")
-
-
-# ============================================================================ report building blocks
-@dataclass
-class Table:
-    header: list
-    rows: list
-    caption: str = ""
-
-
-@dataclass
-class Figure:
-    path: str  # relative to the report folder
-    caption: str
-
-
-@dataclass
-class Video:
-    path: str  # relative to the report folder
-    caption: str
-
-
-@dataclass
-class Section:
-    """One report section: a title, paragraphs and any tables, figures and videos, in that order."""
-
-    title: str
-    paragraphs: list[str] = field(default_factory=list)
-    tables: list[Table] = field(default_factory=list)
-    figures: list[Figure] = field(default_factory=list)
-    videos: list[Video] = field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return not (self.paragraphs or self.tables or self.figures or self.videos)
 
 
 @dataclass
@@ -105,26 +63,6 @@ def register_section(builder: SectionBuilder) -> SectionBuilder:
     if builder not in _EXTRA_SECTIONS:
         _EXTRA_SECTIONS.append(builder)
     return builder
-
-
-def _agent_key(agent: str) -> tuple:
-    return (AGENT_ORDER.index(agent) if agent in AGENT_ORDER else len(AGENT_ORDER), agent)
-
-
-def _colour(agent: str):
-    import matplotlib
-
-    palette = matplotlib.colormaps["tab10"]
-    index = AGENT_ORDER.index(agent) if agent in AGENT_ORDER else hash(agent) % 10
-    return palette(index % 10)
-
-
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 # ============================================================================ built-in sections
@@ -311,242 +249,6 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return "–" if math.isnan(value) else f"{value:.4g}"
     return "–" if value is None else str(value)
-
-
-# ============================================================================ figures
-def category_bars(comparison: Comparison, path: Path) -> Optional[str]:
-    """Grouped bars per category: ours (mean with bootstrap CI) beside the paper's (mean ± std)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    frame = comparison.categories
-    if frame.empty:
-        return None
-    categories = list(dict.fromkeys(frame["category"]))
-    agents = sorted(frame["agent"].unique(), key=_agent_key)
-    columns = min(4, len(categories))
-    rows_count = math.ceil(len(categories) / columns)
-    panel_width = max(3.2, 0.7 * len(agents) + 1.2)
-    fig, axes = plt.subplots(rows_count, columns, figsize=(panel_width * columns, 3.4 * rows_count), squeeze=False)
-    width = 0.38
-    for ax, category in zip(axes.flat, categories):
-        rows = frame[frame["category"] == category].set_index("agent")
-        xs = np.arange(len(agents))
-        for i, agent in enumerate(agents):
-            if agent not in rows.index:
-                continue
-            row = rows.loc[agent]
-            err = [[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]]
-            ax.bar(
-                xs[i] - width / 2,
-                row["mean"],
-                width,
-                yerr=err,
-                color=_colour(agent),
-                capsize=3,
-                label="ours" if i == 0 else None,
-            )
-            if row["paper_mean"] is not None and not _isnan(row["paper_mean"]):
-                paper_std = 0.0 if row["paper_std"] is None or _isnan(row["paper_std"]) else row["paper_std"]
-                ax.bar(
-                    xs[i] + width / 2,
-                    row["paper_mean"],
-                    width,
-                    yerr=paper_std,
-                    color=_colour(agent),
-                    alpha=0.35,
-                    hatch="//",
-                    capsize=3,
-                    label="paper" if i == 0 else None,
-                )
-        ax.set_xticks(xs, agents, rotation=45, ha="right")
-        ax.set_title(category)
-        ax.set_ylabel("score")
-        ax.grid(axis="y", alpha=0.3)
-    for ax in list(axes.flat)[len(categories) :]:
-        ax.axis("off")
-    axes.flat[0].legend(loc="upper left", fontsize=8)
-    fig.suptitle("Per category: ours (solid, 95% CI) beside the paper (hatched, ± std)")
-    fig.tight_layout()
-    _save(fig, path)
-    return "Per-category scores beside the paper's"
-
-
-def _isnan(value) -> bool:
-    try:
-        return math.isnan(float(value))
-    except (TypeError, ValueError):
-        return True
-
-
-def aggregate_figure(comparison: Comparison, path: Path) -> None:
-    """Interval plot of IQM / mean / median / optimality gap per agent (rliable's plot_utils layout)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from rliable import plot_utils
-
-    frame = comparison.aggregates
-    agents = sorted(frame["agent"].unique(), key=_agent_key)
-    estimates, intervals = {}, {}
-    for agent in agents:
-        rows = frame[frame["agent"] == agent].set_index("metric").loc[list(AGGREGATE_METRICS)]
-        estimates[agent] = rows["estimate"].to_numpy()
-        intervals[agent] = np.stack([rows["ci_low"].to_numpy(), rows["ci_high"].to_numpy()])
-    fig, _ = plot_utils.plot_interval_estimates(
-        estimates,
-        intervals,
-        metric_names=list(AGGREGATE_METRICS),
-        algorithms=agents,
-        colors={agent: _colour(agent) for agent in agents},
-        xlabel="normalised score",
-        subfigure_width=3.2,
-        row_height=0.5,
-        xlabel_y_coordinate=-0.35,
-    )
-    _save(fig, path)
-
-
-def profile_figure(comparison: Comparison, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from rliable import plot_utils
-
-    frame = comparison.profiles
-    agents = sorted(frame["agent"].unique(), key=_agent_key)
-    taus = np.sort(frame["tau"].unique())
-    profiles, bands = {}, {}
-    for agent in agents:
-        rows = frame[frame["agent"] == agent].sort_values("tau")
-        profiles[agent] = rows["fraction"].to_numpy()
-        bands[agent] = np.stack([rows["ci_low"].to_numpy(), rows["ci_high"].to_numpy()])
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    plot_utils.plot_performance_profiles(
-        profiles,
-        taus,
-        performance_profile_cis=bands,
-        colors={agent: _colour(agent) for agent in agents},
-        xlabel=r"normalised score $\tau$",
-        ax=ax,
-    )
-    ax.legend([plt.Line2D([0], [0], color=_colour(a), lw=2) for a in agents], agents, fontsize=8, loc="lower left")
-    _save(fig, path)
-
-
-def learning_curve_figure(curves: dict[str, dict[str, list]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = sorted(curves)
-    columns = min(3, len(tasks))
-    rows = math.ceil(len(tasks) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False)
-    for ax, task in zip(axes.flat, tasks):
-        for agent in sorted(curves[task], key=_agent_key):
-            seeds = curves[task][agent]
-            steps = sorted({s for points in seeds for s, _ in points})
-            # Seeds may stop at different steps (an unfinished run); aggregate those present at each step.
-            values = [[v for points in seeds for s, v in points if s == step] for step in steps]
-            mean = np.array([np.mean(v) for v in values])
-            ax.plot(steps, mean, color=_colour(agent), label=agent, marker="o", ms=3)
-            ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=_colour(agent), alpha=0.15)
-        ax.set_title(task.removeprefix("fidec/"), fontsize=9)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("score")
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(tasks) :]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    _save(fig, path)
-
-
-# ============================================================================ rendering
-def render_markdown(title: str, sections: Sequence[Section]) -> str:
-    parts = [f"# {title}", ""]
-    for section in sections:
-        parts += [f"## {section.title}", ""]
-        parts += [p + "\n" for p in section.paragraphs]
-        for table in section.tables:
-            if table.caption:
-                parts += [f"**{table.caption}**", ""]
-            parts += [markdown_table(table.header, table.rows), ""]
-        for figure in section.figures:
-            parts += [f"![{figure.caption}]({figure.path})", "", f"*{figure.caption}*", ""]
-        for video in section.videos:
-            parts += [
-                f'<video controls width="480" src="{video.path}"></video>',
-                "",
-                f"[{video.caption}]({video.path})",
-                "",
-            ]
-    return "\n".join(parts)
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
-table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; font-size: 0.85rem; }
-th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; }
-figure { margin: 1rem 0; } img { max-width: 100%; } figcaption, caption { color: #555; font-size: 0.9rem; }
-caption { text-align: left; font-weight: bold; padding: 0.25rem 0; }
-code { background: #f5f5f5; padding: 0 0.2rem; }
-"""
-
-
-def _inline(text: str) -> str:
-    """Escape text, rendering `code` spans (the only Markdown used in paragraphs)."""
-    pieces = html.escape(text).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))
-
-
-def render_html(title: str, sections: Sequence[Section]) -> str:
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title>",
-        f"<style>{_CSS}</style>",
-        "</head>",
-        "<body>",
-        f"<h1>{html.escape(title)}</h1>",
-    ]
-    for section in sections:
-        out.append(f"<section><h2>{html.escape(section.title)}</h2>")
-        out += [f"<p>{_inline(p)}</p>" for p in section.paragraphs]
-        for table in section.tables:
-            out.append("<table>")
-            if table.caption:
-                out.append(f"<caption>{_inline(table.caption)}</caption>")
-            out.append("<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in table.header) + "</tr>")
-            for row in table.rows:
-                out.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>")
-            out.append("</table>")
-        for figure in section.figures:
-            out.append(
-                f'<figure><img src="{html.escape(figure.path)}" alt="{html.escape(figure.caption)}">'
-                f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>"
-            )
-        for video in section.videos:
-            out.append(
-                f'<figure><video controls preload="metadata" width="480" src="{html.escape(video.path)}">'
-                f'<a href="{html.escape(video.path)}">download</a></video>'
-                f"<figcaption>{html.escape(video.caption)}</figcaption></figure>"
-            )
-        out.append("</section>")
-    out += [
-        f"<footer><p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by fidec-gym.</p></footer>",
-        "</body>",
-        "</html>",
-    ]
-    return "\n".join(out)
 
 
 # ============================================================================ entry point

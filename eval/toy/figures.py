@@ -301,7 +301,7 @@ def report_section(ctx):
     ``fidec leaderboard report`` shows the study's figures (summary and preset-metric tables included) through the
     report's figure artefacts even without this section.
     """
-    from fidec_gym.eval.paper.report import Section, Table
+    from fidec_gym.eval.paper.render import Section, Table
 
     out = Path(ctx.store.root)
     claims_path, preset_path = out / "toy_claims.csv", out / "toy_preset_metrics.csv"

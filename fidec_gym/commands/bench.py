@@ -13,6 +13,7 @@ TARGETS = {
     "agents": "ms per update of every agent (paper and small sizes, vmap and update_n columns)",
     "data": "OGBench data generation throughput with 1 and 2 workers",
     "eval": "evaluation episodes/s: vector env versus one env",
+    "seeds": "ms per update per seed with N seeds in one compiled program versus one seed alone",
 }
 
 # `fidec bench eval` lives in evaluation.py (a module named eval would shadow the builtin in tracebacks).

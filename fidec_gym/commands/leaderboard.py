@@ -172,7 +172,7 @@ def run_command(args) -> int:
 
 def status_command(args) -> int:
     from fidec_gym.eval.grid.leaderboard import leaderboard_status
-    from fidec_gym.eval.paper.compare import markdown_table
+    from fidec_gym.eval.paper.text import markdown_table
 
     rows, totals = leaderboard_status(args.out, preset=args.preset)
     header = ["cell", "state", "done", "running", "interrupted", "failed", "pending"]
@@ -196,15 +196,9 @@ def status_command(args) -> int:
 
 
 def compare_command(args) -> int:
-    from fidec_gym.eval.paper.compare import (
-        aggregate_rows,
-        category_rows,
-        compare,
-        markdown_table,
-        published_text,
-        task_rows,
-    )
+    from fidec_gym.eval.paper.compare import compare
     from fidec_gym.eval.paper.published import load_published
+    from fidec_gym.eval.paper.text import aggregate_rows, category_rows, markdown_table, published_text, task_rows
 
     published = load_published(args.published)
     if args.out is None:
