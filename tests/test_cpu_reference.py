@@ -1,0 +1,32 @@
+"""The cpu-reference preset (docs/results_cpu_reference.md) cannot rot: its first cell, with every setting the
+preset gives it, trains for a handful of updates on a tiny dataset made by the same generator."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fidec_gym.envs.generate import generate_manipulation_dataset
+from fidec_gym.eval.grid.presets import load_preset, train_config
+from fidec_gym.eval.run.multiseed import train_seeds
+from fidec_gym.eval.store import ResultsStore
+
+
+def test_the_first_cell_trains(tmp_path):
+    preset = load_preset("cpu-reference")
+    assert preset.agents == ["bc", "iql", "rebrac", "fql", "deflow", "fidec"] and len(preset.seeds) >= 3
+    assert preset.datasets["cube-single-play-v0"]["generate"]["episodes"] == 1000
+    generate_manipulation_dataset("cube-single-play", 2, tmp_path / "data", max_episode_steps=40, progress=False)
+    cell = preset.cells(tmp_path / "data")[0]
+    config = train_config(cell, cell.seeds[0], tmp_path / "out")
+    assert config.agent_overrides["actor_hidden_dims"] == [256, 256, 256] and config.offline_steps == 100_000
+    # The preset's own settings, with the budget cut to a handful of updates and evaluation episodes.
+    config = dataclasses.replace(
+        config, offline_steps=6, eval_interval=3, eval_episodes=2, log_interval=3, checkpoint_interval=3, eval_workers=1
+    )
+    results = train_seeds(config, cell.seeds, progress=False, updates_per_call=3)
+    assert [result.status for result in results] == ["done"] * len(cell.seeds)
+    store = ResultsStore(tmp_path / "out")
+    for run in store.runs():
+        assert [e["step"] for e in store.evaluations(run["id"])] == [1, 3, 6]
+        assert run["summary"]["data_provenance"]["provenance"] == "generated"
+        assert run["summary"]["agent_overrides"]["actor_hidden_dims"] == [256, 256, 256]
