@@ -29,7 +29,7 @@ from fidec_gym.agents.base import (
 )
 from fidec_gym.agents.bc import BCAgent
 from fidec_gym.agents.deflow import DeFlowAgent
-from fidec_gym.agents.fidec import FiDecAgent
+from fidec_gym.agents.fidec import FiDecAgent, FiDecOfficialAgent
 from fidec_gym.agents.fql import FQLAgent
 from fidec_gym.agents.iql import IQLAgent
 from fidec_gym.agents.rebrac import ReBRACAgent
@@ -42,6 +42,7 @@ AGENTS: dict[str, type[Agent]] = {
     "fql": FQLAgent,
     "deflow": DeFlowAgent,
     "fidec": FiDecAgent,
+    "fidec-official": FiDecOfficialAgent,
 }
 
 __all__ = [

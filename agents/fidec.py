@@ -252,3 +252,15 @@ class FiDecAgent(RefinedFlowAgent):
         x = (1.0 - t) * jax.random.normal(noise_rng, samples.shape) + t * samples
         velocity = jax.lax.stop_gradient(self.bc_velocity(repeated)(x, t))
         return score(velocity, x, t).reshape(batch_size, num_samples, action_dim)
+
+
+def get_official_config() -> dict:
+    """Defaults of ``fidec-official``: FiDec's, with the ``official`` preset (the released code's estimator)."""
+    return {**get_config(), "agent_name": "fidec-official", "preset": "official", **PRESETS["official"]}
+
+
+class FiDecOfficialAgent(FiDecAgent):
+    """FiDec registered a second time with the ``official`` preset as default (fidec_gym/names.py says why)."""
+
+    name = "fidec-official"
+    get_config = staticmethod(get_official_config)

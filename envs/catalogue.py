@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from fidec_gym.errors import ConfigError, UnknownNameError
+from fidec_gym.names import base_agent
 
 NAMESPACE = "fidec"
 
@@ -290,6 +291,7 @@ def task_hyperparameters(
     if divergence_table not in DIVERGENCE_TABLES:
         raise ConfigError(f"unknown divergence_table {divergence_table!r}; valid: {list(DIVERGENCE_TABLES)}")
     name = task_info(env_id).name
+    agent = base_agent(agent)  # a named variant (fidec-official) uses its base agent's per-task values
     wanted_variants = {"", divergence_table if divergence_table != "paper" else ""}
     if offline_to_online:
         wanted_variants.add("offline_to_online")

@@ -47,6 +47,12 @@ def _long_preset(path: Path, eval_workers: int = 1) -> Path:
     return path
 
 
+def _default_sigint() -> None:
+    # As a terminal's foreground job: when pytest itself runs as a background job of a script, its children inherit
+    # an ignored SIGINT, which Python (and fidec) rightly keep ignoring.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str], **env) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "fidec_gym.cli", *args],
@@ -55,6 +61,7 @@ def _start(args: list[str], **env) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 

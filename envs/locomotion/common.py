@@ -12,7 +12,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -42,12 +42,15 @@ class EpisodeSeeds:
 
 
 # -- worker processes ---------------------------------------------------------------------------------------------
-_worker = None
+_worker: Any = None
 
 
 def _init_worker(module: str, name: str, kwargs: dict) -> None:
     global _worker
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the pool
+    from fidec_gym.processes import worker_setup
+
+    # The parent handles Ctrl-C (and SIGTERM) and terminates the pool; a worker whose parent died exits at once.
+    worker_setup(graceful=False)
     _worker = getattr(importlib.import_module(module), name)(**kwargs)
 
 
@@ -122,7 +125,7 @@ def _sigint_deferred():
 def write_npz(arrays: dict[str, np.ndarray], directory: Path) -> Path:
     handle, name = tempfile.mkstemp(dir=directory, prefix=".fidec-", suffix=".npz.tmp")
     with os.fdopen(handle, "wb") as f:
-        np.savez_compressed(f, **arrays)
+        np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
     return Path(name)
 
 
@@ -161,7 +164,7 @@ def publish(temporaries: dict[Path, Path], sidecar: Path, info: dict) -> None:
 
 
 def versions() -> dict[str, Optional[str]]:
-    out = {}
+    out: dict[str, Optional[str]] = {}
     for package in ("ogbench", "gymnasium", "gymnasium-robotics", "mujoco", "numpy", "stable-baselines3"):
         try:
             out[package] = importlib.metadata.version(package)

@@ -17,7 +17,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -123,6 +123,7 @@ def evaluate_maze_success(
     if episodes < 1 or workers < 1:
         raise ConfigError(f"need episodes >= 1 and workers >= 1 (got {episodes}, {workers})")
     base, task = parse_navigate_dataset(maze), parse_d4rl_antmaze(maze)
+    factory: Any
     if base is not None:
         if NAVIGATE_DATASETS[base][1] != "ant":
             raise ConfigError(f"{maze}: only ant mazes are evaluated here")

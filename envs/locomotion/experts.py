@@ -41,7 +41,7 @@ EXPERTS_DIR_ENV = "FIDEC_EXPERTS_DIR"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "experts"
 
 # OGBench's SAC (impls/agents/sac.py and data_gen_scripts/main_sac.py), mapped onto stable-baselines3's SAC.
-SAC_DEFAULTS = {
+SAC_DEFAULTS: dict[str, Any] = {
     "learning_rate": 1e-4,
     "batch_size": 256,
     "gamma": 0.99,
@@ -335,7 +335,8 @@ def train_expert(
     else:
         if resume:
             print(f"no checkpoint in {out}: starting a new run", file=sys.stderr)
-        action_dim = int(np.prod(env.action_space.shape))
+        action_dim = int(np.prod(env.action_space.shape or (0,)))
+        observation_dim = int(np.prod(env.observation_space.shape or (0,)))
         hyper = {
             "learning_rate": SAC_DEFAULTS["learning_rate"],
             "batch_size": SAC_DEFAULTS["batch_size"],
@@ -363,17 +364,17 @@ def train_expert(
             "ogbench_id": task.ogbench_id,
             "gym_id": task.gym_id,
             "algorithm": "SAC",
-            "library": "stable-baselines3",
+            "framework": "stable-baselines3",
             "seed": seed,
             "hyperparameters": {**hyper, "net_arch": task.net_arch},
             "observation": (
-                f"{env.observation_space.shape[0]}-d: the robot state without its xy position, then a unit xy "
+                f"{observation_dim}-d: the robot state without its xy position, then a unit xy "
                 "direction (training: the task direction; generators: towards the next maze subgoal)"
                 if task.directional
-                else f"{env.observation_space.shape[0]}-d: the environment's observation"
+                else f"{observation_dim}-d: the environment's observation"
             ),
             "action_dim": action_dim,
-            "observation_dim": int(env.observation_space.shape[0]),
+            "observation_dim": observation_dim,
             "evaluations": [],
             "wall_seconds": 0.0,
             "sessions": [],
@@ -457,7 +458,8 @@ def write_expert(model, state: dict, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     _save_model(model, out / EXPERT_FILE)
-    provenance = {k: v for k, v in state.items() if k != "target_steps"}
+    provenance = {k: v for k, v in state.items() if k not in ("target_steps", "library")}
+    provenance["framework"] = "stable-baselines3"
     provenance["steps"] = int(model.num_timesteps)
     provenance["final_evaluation"] = state["evaluations"][-1] if state["evaluations"] else None
     provenance["library"] = state["sessions"][-1]["library"] if state["sessions"] else library_versions()
@@ -523,7 +525,9 @@ def list_experts(extra_dirs: tuple = ()) -> list[dict[str, Any]]:
                     "mean_return": final.get("mean_return") if final else None,
                     "wall_hours": round(info["wall_seconds"] / 3600, 2) if info.get("wall_seconds") else None,
                     "maze_success": info.get("maze_success"),
-                    "library": info.get("library") or (info.get("sessions") or [{}])[-1].get("library"),
+                    "library": info["library"]
+                    if isinstance(info.get("library"), dict)
+                    else (info.get("sessions") or [{}])[-1].get("library"),
                 }
             )
     return rows

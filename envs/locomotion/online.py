@@ -102,7 +102,7 @@ class DirectionalTask(gym.Wrapper):
         super().__init__(env)
         self.resample_interval = int(resample_interval)
         self.reward_kind = reward
-        low = np.full(env.observation_space.shape[0] + 2, -np.inf, dtype=np.float32)
+        low = np.full(int(np.prod(env.observation_space.shape or (0,))) + 2, -np.inf, dtype=np.float32)
         self.observation_space = gym.spaces.Box(low, -low, dtype=np.float32)
         self.direction = np.array([1.0, 0.0])
         self.steps = 0

@@ -19,9 +19,9 @@ from typing import Any, Optional
 import yaml
 
 from fidec_gym.errors import ConfigError, ResultsNotFoundError
+from fidec_gym.names import AGENT_NAMES
 
 PRESET_DIR = Path(str(resources.files("fidec_gym.leaderboards") / "presets"))
-AGENT_NAMES = ("bc", "iql", "rebrac", "fql", "deflow", "fidec")
 
 # Run settings a preset may set (top level or per suite); they map one to one onto TrainConfig fields
 # (fidec_gym.eval.run.config).

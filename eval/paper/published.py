@@ -31,6 +31,8 @@ PUBLISHED_SETS = {"fidec-paper": PUBLISHED_ROOT}
 # fidec-gym agent names -> the paper's column names.
 AGENT_TO_METHOD = {"bc": "BC", "iql": "IQL", "rebrac": "ReBRAC", "fql": "FQL", "deflow": "DeFlow", "fidec": "FiDec"}
 METHOD_TO_AGENT = {method: agent for agent, method in AGENT_TO_METHOD.items()}
+# Named variants are compared with their base agent's published cells (fidec_gym/names.py).
+AGENT_TO_METHOD["fidec-official"] = "FiDec"
 
 TABLE_FILES = {
     "per_task": "table2_per_task.csv",

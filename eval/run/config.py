@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from fidec_gym.errors import ConfigError
+from fidec_gym.names import AGENT_NAMES
 
-AGENT_NAMES = ("bc", "iql", "rebrac", "fql", "deflow", "fidec")
 DIVERGENCE_TABLES = ("paper", "fidec_scripts", "deflow_readme")
 RUNS_DIRNAME = "runs"
 

@@ -57,22 +57,33 @@ def _sample_rows(data: dict, key: Any, batch_size: int) -> dict:
     return {name: values[index] for name, values in data.items()}
 
 
-@functools.partial(jax.jit, static_argnames=("num_updates", "batch_size"))
-def device_updates(agents: Any, keys: Any, data: dict, num_updates: int, batch_size: int):
-    """``num_updates`` updates of every seed, batches drawn on the device; returns the last step's info per seed and
-    the per-seed maximum of ``nonfinite`` over the steps."""
+@functools.partial(jax.jit, static_argnames=("batch_size",))
+def device_updates(agents: Any, keys: Any, data: dict, num_updates: Any, batch_size: int):
+    """``num_updates`` updates of every seed, batches drawn on the device; returns the new agents and keys, the last
+    step's info per seed and, as its ``nonfinite``, the per-seed maximum over the steps.
+
+    ``num_updates`` is a traced count (a ``while`` loop, not a fixed-length ``scan``), so one compiled program serves
+    every chunk length the schedule cuts (1 for the step-1 evaluation, K, the rest up to a boundary).
+    """
+    num_updates = jax.numpy.asarray(num_updates, dtype=jax.numpy.int32)
 
     def one_seed(agent, key):
-        def body(carry, _):
-            agent, key = carry
+        def step(agent, key):
             key, batch_key = jax.random.split(key)
             agent, info = agent._update(_sample_rows(data, batch_key, batch_size))
-            return (agent, key), info
+            return agent, key, info
 
-        (agent, key), infos = jax.lax.scan(body, (agent, key), None, length=num_updates)
-        last = jax.tree_util.tree_map(lambda value: value[-1], infos)
-        last["nonfinite"] = infos["nonfinite"].max()
-        return agent, key, last
+        # The loop carries the last info; its structure comes from one abstract update (nothing is computed).
+        info_shape = jax.eval_shape(step, agent, key)[2]
+        blank = jax.tree_util.tree_map(lambda leaf: jax.numpy.zeros(leaf.shape, leaf.dtype), info_shape)
+
+        def body(_, carry):
+            agent, key, _, worst = carry
+            agent, key, info = step(agent, key)
+            return agent, key, info, jax.numpy.maximum(worst, info["nonfinite"])
+
+        agent, key, last, worst = jax.lax.fori_loop(0, num_updates, body, (agent, key, blank, blank["nonfinite"]))
+        return agent, key, {**last, "nonfinite": worst}
 
     return jax.vmap(one_seed)(agents, keys)
 

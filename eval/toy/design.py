@@ -10,19 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fidec_gym.envs.catalogue import TOY_LANDSCAPES
 from fidec_gym.errors import ConfigError
 from fidec_gym.eval.toy.preset_metrics import PAPER_FISHER_TIMES
 
 LANDSCAPE_KEYS = ("T1", "T2", "T3", "T4", "T5", "T6")
 
-TOY_ENV_IDS = {
-    "T1": "fidec/toy-bimodal-v0",
-    "T2": "fidec/toy-saddle-v0",
-    "T3": "fidec/toy-thin-manifold-v0",
-    "T4": "fidec/toy-arc-hotspot-v0",
-    "T5": "fidec/toy-five-lobes-v0",
-    "T6": "fidec/toy-crescent-v0",
-}
+TOY_ENV_IDS = {key: f"fidec/{name}" for name, (key, *_) in TOY_LANDSCAPES.items()}  # the catalogue's toy IDs
 
 CRITIC_MODES = ("learned", "oracle")
 

@@ -77,7 +77,7 @@ def _generate(args) -> int:
     from fidec_gym.envs.locomotion.d4rl_antmaze import parse_d4rl_antmaze
     from fidec_gym.envs.locomotion.navigate import parse_navigate_dataset
 
-    out = args.out or _default_data_dir()
+    out = _writable_directory(args.out or _default_data_dir())
     locomotion = {"expert": args.expert, "progress": not args.no_progress, "max_episode_steps": args.max_episode_steps}
     if args.noise is not None:
         locomotion["noise"] = args.noise
@@ -117,6 +117,25 @@ def _generate(args) -> int:
     print(f"wrote {train_path}\nwrote {val_path}")
     print(f"check it with: fidec data check {train_path}")
     return 0
+
+
+def _writable_directory(path) -> str:
+    """Create the output directory now, so that a bad --out fails with one line before any work starts."""
+    from pathlib import Path
+
+    from fidec_gym.errors import ResultsPermissionError
+
+    directory = Path(path).expanduser()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ResultsPermissionError(
+            f"cannot create the output directory {directory} ({error.strerror or error}); choose a writable "
+            "directory with --out (or set $FIDEC_DATA_DIR)"
+        ) from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ResultsPermissionError(f"the output directory {directory} is not writable; choose another with --out")
+    return str(directory)
 
 
 def _download(args) -> int:
