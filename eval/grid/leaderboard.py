@@ -74,14 +74,20 @@ def _train_config(cell: Cell, seed: int, out_dir: Path):
     return train_config(cell, seed, out_dir)
 
 
+_UNSET = object()
+
+
 def _differences(old, new, prefix: str = "") -> list[str]:
     """``key: old -> new`` for every leaf that differs between two configs (nested keys joined with dots)."""
     if isinstance(old, dict) and isinstance(new, dict):
         found = []
         for key in sorted(set(old) | set(new), key=str):
-            found += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+            found += _differences(old.get(key, _UNSET), new.get(key, _UNSET), f"{prefix}{key}.")
         return found
-    return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
+    if old == new:
+        return []
+    shown = ["(unset)" if value is _UNSET else repr(value) for value in (old, new)]
+    return [f"{prefix[:-1]}: {shown[0]} -> {shown[1]}"]
 
 
 def _check_changed_cells(store, preset: Preset, cells: list[Cell], out: Path, retry_failed: bool) -> list[tuple]:
