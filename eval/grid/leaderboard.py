@@ -216,8 +216,12 @@ class _CellClaim:
                 pass
 
 
-def run_cell(cell: Cell, out_dir: str, run_ids: list[int]) -> dict:
+def run_cell(cell: Cell, out_dir: str, run_ids: list[int], together: bool = True) -> dict:
     """Train every unfinished seed of one cell (resuming from checkpoints); never raises for a failed seed.
+
+    With ``together`` (the default) all unfinished seeds train in one compiled program
+    (:func:`fidec_gym.eval.run.multiseed.train_seeds`); offline-to-online cells, and ``together=False``, train one seed
+    after another.
 
     Runs in a worker process (local pool or Ray). Returns {"cell", "statuses": {seed: status}, "messages"}, plus
     "held" (the claim of a live process that is training this cell; nothing was done), "already_done" (seeds found
@@ -239,12 +243,16 @@ def run_cell(cell: Cell, out_dir: str, run_ids: list[int]) -> dict:
             store.close()
             return {**outcome, "held": claim.holder}
         # -- the seeds
+        todo = []
         for seed, run_id in zip(cell.seeds, run_ids):
-            run = store.get_run(run_id)
-            if run["status"] == "done":
+            if store.get_run(run_id)["status"] == "done":
                 statuses[seed] = "done"
                 outcome.setdefault("already_done", []).append(seed)  # e.g. finished by another grid meanwhile
-                continue
+            else:
+                todo.append((seed, run_id))
+        if todo and together and not cell.settings.get("online_steps"):
+            _train_together(cell, out, store, todo, outcome)
+        for seed, run_id in todo if not (together and not cell.settings.get("online_steps")) else []:
             try:
                 result = train(_train_config(cell, seed, out), store=store, run_id=run_id, resume=True, progress=False)
                 status = result.status
@@ -262,6 +270,38 @@ def run_cell(cell: Cell, out_dir: str, run_ids: list[int]) -> dict:
             statuses[seed], messages[seed] = status, message
     store.close()
     return outcome
+
+
+def _train_together(cell: Cell, out: Path, store, todo: list[tuple[int, int]], outcome: dict) -> None:
+    """The cell's unfinished seeds in one compiled program; fills ``outcome`` as the one-seed loop does."""
+    from fidec_gym.eval.run.multiseed import train_seeds
+
+    seeds, ids = [seed for seed, _ in todo], [run_id for _, run_id in todo]
+    statuses, messages = outcome["statuses"], outcome["messages"]
+    try:
+        results = train_seeds(
+            _train_config(cell, seeds[0], out),
+            seeds,
+            store=store,
+            run_ids=ids,
+            resume=True,
+            progress=False,
+            cell=cell.name,
+        )
+    except Exception as error:  # train_seeds recorded the failure of every seed in the store; the grid goes on
+        full = as_disk_full(error, out)
+        for seed, run_id in todo:
+            if full is not None:
+                _mark_pending(store, run_id, f"stopped: {full}")
+                statuses[seed], messages[seed] = "pending", str(full)
+            else:
+                statuses[seed], messages[seed] = "failed", f"{type(error).__name__}: {error}"
+        if full is not None:
+            outcome["disk_full"] = f"cell {cell.name}, seeds {seeds}"
+        return
+    for (seed, run_id), result in zip(todo, results):
+        statuses[seed] = result.status
+        messages[seed] = "" if result.status == "done" else store.get_run(run_id).get("message", "")
 
 
 def _mark_pending(store, run_id: int, message: str) -> None:
@@ -333,6 +373,7 @@ def run_leaderboard(
     ray_address: Optional[str] = None,
     retry_failed: bool = False,
     progress: bool = True,
+    seeds_together: bool = True,
 ) -> GridResult:
     """Run every unfinished cell of ``preset`` and record everything in ``out_dir/results.sqlite``.
 
@@ -346,6 +387,8 @@ def run_leaderboard(
         retry_failed: also re-run cells that failed before (they are skipped by default), with the preset's
             current settings when it was edited since.
         progress: show a progress bar of cells done/total.
+        seeds_together: train a cell's seeds in one compiled program (the fast path); ``False`` trains them one
+            after another, one program each (to time the two side by side).
 
     Ctrl-C or SIGTERM stops the grid within seconds: the workers stop, their runs are marked ``pending`` (resumable)
     and :class:`~fidec_gym.processes.Interrupted` propagates; a second Ctrl-C stops at once. A cell that another
@@ -374,7 +417,7 @@ def run_leaderboard(
     with stop_on_signals():  # SIGTERM stops the grid as Ctrl-C does
         store = ResultsStore(out)  # creates the directory; read-only or newer-schema directories fail here
         try:
-            return _run_grid(store, preset, out, backend, workers, ray_address, retry_failed, progress)
+            return _run_grid(store, preset, out, backend, workers, ray_address, retry_failed, progress, seeds_together)
         except Exception as error:
             full = as_disk_full(error, out)
             if full is None or full is error:
@@ -384,7 +427,9 @@ def run_leaderboard(
             store.close()
 
 
-def _run_grid(store, preset, out, backend, workers, ray_address, retry_failed, progress) -> GridResult:
+def _run_grid(
+    store, preset, out, backend, workers, ray_address, retry_failed, progress, seeds_together=True
+) -> GridResult:
     data_dir = out / "data"
     cells = preset.cells(data_dir)
     run_ids = register_cells(store, preset, cells, out, retry_failed=retry_failed)
@@ -410,7 +455,7 @@ def _run_grid(store, preset, out, backend, workers, ray_address, retry_failed, p
     try:
         if todo:
             runner = _run_local if backend == "local" else _run_ray
-            outcomes = runner(todo, out, run_ids, workers, ray_address)
+            outcomes = runner(todo, out, run_ids, workers, ray_address, seeds_together)
             for outcome in outcomes:
                 if outcome.get("disk_full"):
                     disk_full = outcome["disk_full"]
@@ -493,15 +538,15 @@ def _run_cell_item(item: tuple) -> dict:
     return run_cell(*item)
 
 
-def _run_local(cells: list[Cell], out: Path, run_ids: dict, workers: Optional[int], _address):
+def _run_local(cells: list[Cell], out: Path, run_ids: dict, workers: Optional[int], _address, together: bool = True):
     from fidec_gym.backend import default_workers, prepare_worker_environment
 
     workers = min(workers or default_workers(), len(cells))
     prepare_worker_environment(workers)  # inherited by the spawned workers: share one GPU
     pool = WorkerPool(_run_cell_item, workers)  # spawn: JAX is not fork-safe
-    results = pool.run([(cell, str(out), run_ids[cell.name]) for cell in cells])
+    results = pool.run([(cell, str(out), run_ids[cell.name], together) for cell in cells])
     try:
-        for (cell, _, _), kind, value in results:
+        for (cell, *_), kind, value in results:
             if kind == "ok":
                 yield value
             elif kind == "interrupted":  # the worker alone got SIGTERM: its run is pending, the grid goes on
@@ -518,7 +563,9 @@ def _run_local(cells: list[Cell], out: Path, run_ids: dict, workers: Optional[in
         results.close()  # an interrupt or an early stop ends every worker (SIGTERM, grace, SIGKILL)
 
 
-def _run_ray(cells: list[Cell], out: Path, run_ids: dict, workers: Optional[int], address: Optional[str]):
+def _run_ray(
+    cells: list[Cell], out: Path, run_ids: dict, workers: Optional[int], address: Optional[str], together: bool = True
+):
     import ray
 
     started_here = not ray.is_initialized()
@@ -542,7 +589,7 @@ def _run_ray(cells: list[Cell], out: Path, run_ids: dict, workers: Optional[int]
         # max_retries: a task whose worker process died (killed, node lost) runs once more; its runs' claim is
         # then held by a dead process and taken over, and training resumes from the last checkpoint.
         remote = ray.remote(num_cpus=1, max_retries=1)(run_cell)
-        pending = {remote.remote(cell, str(out), run_ids[cell.name]): cell for cell in cells}
+        pending = {remote.remote(cell, str(out), run_ids[cell.name], together): cell for cell in cells}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             cell = pending.pop(ready[0])

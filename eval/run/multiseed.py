@@ -457,19 +457,26 @@ def train_seeds(
         )
         return trainer.run()
     except BaseException as error:
-        if trainer is not None:
-            status = "pending" if isinstance(error, KeyboardInterrupt) else "failed"
-            message = (
-                "interrupted; run the same command again to continue from the last checkpoint"
-                if status == "pending"
-                else f"{type(error).__name__}: {error}"
-            )
-            for index, run_id in enumerate(trainer.run_ids):
-                if trainer.seeds[index] not in trainer.failed:
-                    try:
-                        trainer.store.set_status(
-                            run_id, status, message=message[:4000], last_good_step=trainer.last_checkpoint or None
-                        )
-                    except Exception:  # the store may be what failed (disk full); the first error wins
-                        pass
+        status = "pending" if isinstance(error, KeyboardInterrupt) else "failed"
+        message = (
+            "interrupted; run the same command again to continue from the last checkpoint"
+            if status == "pending"
+            else f"{type(error).__name__}: {error}"
+        )
+        if trainer is not None:  # the runs this call trained
+            marks = [
+                (run_id, trainer.last_checkpoint)
+                for index, run_id in enumerate(trainer.run_ids)
+                if trainer.seeds[index] not in trainer.failed
+            ]
+            target = trainer.store
+        else:  # failed before training (e.g. missing data): the runs a caller registered for it, unless finished
+            marks = [(run_id, 0) for run_id in run_ids or []]
+            target = store
+        for run_id, last_good in marks if target is not None else []:
+            try:
+                if trainer is not None or target.get_run(run_id)["status"] != "done":
+                    target.set_status(run_id, status, message=message[:4000], last_good_step=last_good or None)
+            except Exception:  # the store may be what failed (disk full); the first error wins
+                pass
         raise

@@ -490,6 +490,9 @@ def train(
     (with the message) when anything goes wrong after the run is known to the store, ``pending`` when interrupted.
     """
     run = cfg if isinstance(cfg, ResolvedRun) else resolve_run(cfg)
+    from fidec_gym.backend import enable_compile_cache
+
+    enable_compile_cache()  # programs compiled by an earlier run or worker are loaded, not compiled again
     trainer = None
     try:
         trainer = _Trainer(run, store, run_id, resume, progress, agent_create_kwargs, env_kwargs)
