@@ -7,6 +7,7 @@ SIGINT to that process group and "no process left" means no live process in that
 """
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -38,7 +39,7 @@ def _long_preset(path: Path, eval_workers: int = 1) -> Path:
         "offline_steps": 1_000_000,
         "eval_interval": 500,
         "eval_episodes": 4,
-        "eval_workers": eval_workers,  # 2: evaluation in sub-processes, which must stop too
+        "eval_workers": eval_workers,  # where evaluation runs in sub-processes, they must stop too
         "log_interval": 100,
         "checkpoint_interval": 10,
         "agent_overrides": {"all": TINY},
@@ -144,7 +145,7 @@ def test_ctrl_c_stops_the_grid(tmp_path):
         ]
     )
     _wait_running(process, out, count=2)
-    assert len(_session(process.pid)) >= 5  # the CLI, two cell workers and their evaluation workers
+    assert len(_session(process.pid)) >= 3  # the CLI and two cell workers (and whatever they started)
 
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C at the terminal: the whole foreground group
     code, seconds, output = _stop(process)
@@ -155,7 +156,8 @@ def test_ctrl_c_stops_the_grid(tmp_path):
     assert _wait_session_empty(process.pid, 5) == []
     runs = _runs(out)
     assert [status for status, _, _ in runs] == ["pending", "pending"], runs
-    assert all("run the same command again" in message for _, message, _ in runs)
+    # Marked by the worker's own clean-up, or by the parent when a worker had to be killed after the grace period.
+    assert all(re.search(r"run the same .*again", message) for _, message, _ in runs), runs
     for run_dir in (out / "runs").iterdir():  # the last good checkpoint is kept for the resume
         assert list((run_dir / "checkpoints").glob("step_*")), run_dir
 
@@ -216,6 +218,8 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path):
 # ------------------------------------------------------------------------------------ training, evaluation
 def test_ctrl_c_during_training_with_evaluation_workers(tmp_path):
     out = tmp_path / "out"
+    # Evaluations of 400 episodes every 10 steps: most of the time goes to evaluation, so the Ctrl-C lands in the
+    # middle of an exchange with the evaluation workers (which once made closing them wait forever).
     args = [
         "train",
         "--agent",
@@ -225,9 +229,9 @@ def test_ctrl_c_during_training_with_evaluation_workers(tmp_path):
         "--steps",
         "1000000",
         "--eval-interval",
-        "20",
+        "10",
         "--eval-episodes",
-        "4",
+        "400",
         "--eval-workers",
         "2",
         "--checkpoint-interval",

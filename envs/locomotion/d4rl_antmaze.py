@@ -35,7 +35,7 @@ from fidec_gym.errors import ConfigError
 
 from . import common
 from .experts import ExpertPolicy, load_expert
-from .mazes import WaypointController, free_cells, unit
+from .mazes import WaypointController, free_cells, unit, upside_down
 
 # task -> (maze, Gymnasium-Robotics map giving start/goal cells or None for D4RL's r/g cells, default episodes)
 D4RL_ANTMAZE_DATASETS = {
@@ -194,6 +194,7 @@ def generate_d4rl_antmaze_dataset(
     )
     arrays = common.concatenate(episodes)
     success = float(np.mean([e["terminals"].any() for e in episodes]))
+    flipped = float(np.mean([upside_down(e["infos/qpos"][-1]) for e in episodes]))
     starts, goals = start_and_goal_cells(task)
     info = {
         "provenance": "generated",
@@ -214,6 +215,7 @@ def generate_d4rl_antmaze_dataset(
         "rows": int(len(arrays["rewards"])),
         "rows_per_second": round(len(arrays["rewards"]) / seconds, 1) if seconds > 0 else None,
         "episodes_reaching_goal": round(success, 4),
+        "episodes_ending_upside_down": round(flipped, 4),
         "files": {path.name: {"episodes": num_episodes}},
     }
     temporaries = {path: common.write_hdf5(arrays, out, {"provenance": "generated", "dataset": task})}

@@ -27,7 +27,7 @@ from fidec_gym.files import atomic_write_json
 from . import common
 from .d4rl_antmaze import D4RLAntmazeEpisodes, parse_d4rl_antmaze
 from .experts import PROVENANCE_FILE, ExpertPolicy, load_expert
-from .mazes import oracle_subgoal_cell, unit
+from .mazes import oracle_subgoal_cell, unit, upside_down
 from .navigate import NAVIGATE_DATASETS, parse_navigate_dataset
 
 NUM_TASKS = 5
@@ -72,7 +72,12 @@ class OGBenchTaskEpisodes:
                 steps += 1
                 success = bool(info["success"])
                 done = terminated or truncated
-        return {"task": np.asarray([task]), "success": np.asarray([success]), "length": np.asarray([steps])}
+        return {
+            "task": np.asarray([task]),
+            "success": np.asarray([success]),
+            "length": np.asarray([steps]),
+            "upside_down": np.asarray([upside_down(maze.data.qpos)]),
+        }
 
     def close(self) -> None:
         for env in self.envs.values():
@@ -102,7 +107,12 @@ class D4RLGoalEpisodes:
                 action = action + seeds.rng.normal(0.0, d.noise, action.shape)
             ob, _, success, _, _ = d.env.step(np.clip(action, -1.0, 1.0))
             steps += 1
-        return {"task": np.asarray([0]), "success": np.asarray([bool(success)]), "length": np.asarray([steps])}
+        return {
+            "task": np.asarray([0]),
+            "success": np.asarray([bool(success)]),
+            "length": np.asarray([steps]),
+            "upside_down": np.asarray([upside_down(ob[:15])]),
+        }
 
     def close(self) -> None:
         self.driver.close()
@@ -146,6 +156,7 @@ def evaluate_maze_success(
         "episodes": int(episodes),
         "success_rate": round(float(success.mean()), 4),
         "mean_length_successful": round(float(lengths[success].mean()), 1) if success.any() else None,
+        "failures_upside_down": int(sum(bool(r["upside_down"][0]) for r, s in zip(results, success) if not s)),
         "noise": noise,
         "seed": seed,
         "seconds": round(seconds, 1),

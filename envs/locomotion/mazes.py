@@ -173,3 +173,9 @@ class WaypointController:
 
 def unit(vector: np.ndarray) -> np.ndarray:
     return vector / (np.linalg.norm(vector) + 1e-6)
+
+
+def upside_down(qpos: np.ndarray) -> bool:
+    """Whether the root body (free joint quaternion w, x, y, z at qpos[3:7]) points its up axis downwards."""
+    _, x, y, _ = np.asarray(qpos, dtype=float)[3:7]
+    return bool(1.0 - 2.0 * (x * x + y * y) < 0.0)

@@ -21,7 +21,7 @@ from fidec_gym.errors import ConfigError
 
 from . import common
 from .experts import ExpertPolicy, load_expert, train_command
-from .mazes import free_cells, oracle_subgoal_cell, unit, vertex_cells
+from .mazes import free_cells, oracle_subgoal_cell, unit, upside_down, vertex_cells
 
 # dataset base -> (OGBench environment, expert, default episodes, default rows per episode); from OGBench's commands.
 NAVIGATE_DATASETS = {
@@ -109,6 +109,7 @@ class NavigateEpisodes:
             key: np.asarray(values, dtype=bool if key == "terminals" else np.float32) for key, values in rows.items()
         }
         data["_goals_reached"] = np.asarray([goals_reached])
+        data["_upside_down"] = np.asarray([upside_down(self.maze.data.qpos)])
         return data
 
     def close(self) -> None:
@@ -181,6 +182,7 @@ def generate_navigate_dataset(
         NavigateEpisodes, kwargs, num_episodes + num_val, seed, workers, f"generating {dataset}", progress
     )
     goals = [int(e.pop("_goals_reached")[0]) for e in episodes]
+    flipped = [bool(e.pop("_upside_down")[0]) for e in episodes]
     temporaries = {}
     try:
         temporaries[train_path] = common.write_npz(common.concatenate(episodes[:num_episodes]), out)
@@ -210,6 +212,7 @@ def generate_navigate_dataset(
         "rows": rows,
         "rows_per_second": round(rows / seconds, 1) if seconds > 0 else None,
         "goals_reached_per_episode": round(float(np.mean(goals)), 3),
+        "episodes_ending_upside_down": round(float(np.mean(flipped)), 4),
         "files": {train_path.name: {"episodes": num_episodes}, val_path.name: {"episodes": num_val}},
     }
     common.publish(temporaries, out / f"{dataset}.meta.json", info)

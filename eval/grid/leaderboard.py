@@ -373,7 +373,7 @@ def run_leaderboard(
     ray_address: Optional[str] = None,
     retry_failed: bool = False,
     progress: bool = True,
-    seeds_together: bool = True,
+    seeds_together: Optional[bool] = None,
 ) -> GridResult:
     """Run every unfinished cell of ``preset`` and record everything in ``out_dir/results.sqlite``.
 
@@ -387,13 +387,9 @@ def run_leaderboard(
         retry_failed: also re-run cells that failed before (they are skipped by default), with the preset's
             current settings when it was edited since.
         progress: show a progress bar of cells done/total.
-        seeds_together: train a cell's seeds in one compiled program (the fast path); ``False`` trains them one
-            after another, one program each (to time the two side by side).
-
-    Ctrl-C or SIGTERM stops the grid within seconds: the workers stop, their runs are marked ``pending`` (resumable)
-    and :class:`~fidec_gym.processes.Interrupted` propagates; a second Ctrl-C stops at once. A cell that another
-    live process (a second grid on the same directory) is training is skipped and listed in ``held``. A full disk
-    stops the grid with :class:`~fidec_gym.errors.DiskFullError`, every run resumable.
+        seeds_together: train a cell's seeds in one compiled program (vmapped) or one after another; default: in
+            one program on an accelerator, one after another on a CPU, where vmapped seeds measured no cheaper per
+            seed (docs/benchmarks.md).
     """
     from fidec_gym.eval.store import ResultsStore
 
@@ -413,6 +409,10 @@ def run_leaderboard(
         if ray_address:
             check_ray_address(ray_address)
 
+    if seeds_together is None:
+        from fidec_gym.backend import installed_accelerator_plugin
+
+        seeds_together = installed_accelerator_plugin() is not None
     out = Path(out_dir).expanduser().resolve()
     with stop_on_signals():  # SIGTERM stops the grid as Ctrl-C does
         store = ResultsStore(out)  # creates the directory; read-only or newer-schema directories fail here

@@ -173,7 +173,16 @@ class Evaluator:
         self.vectorization = vectorization
 
     def close(self) -> None:
-        self.envs.close()
+        if self.vectorization == "async" and getattr(self, "_interrupted", False):
+            # A reset or step was cut off half-way (Ctrl-C, an error): the pipes may hold half an exchange, so
+            # waiting for it could hang forever; the workers are ended instead (SIGTERM, no traceback).
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "Calling `close` while waiting for a pending call to `step`"
+                self.envs.close(terminate=True)
+        else:
+            self.envs.close()
 
     def __enter__(self) -> Evaluator:
         return self
@@ -213,13 +222,13 @@ class Evaluator:
         returns = np.zeros(self.num_envs)
         lengths = np.zeros(self.num_envs, dtype=np.int64)
         episodes: list[dict] = []
-        observations, _ = self.envs.reset(seed=seed)
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=num_episodes, desc="evaluate", unit="ep", leave=False)
         try:
+            observations, _ = self.envs.reset(seed=seed)
             while np.any(finished < quotas):
                 actions = policy(observations)
                 observations, rewards, terminated, truncated, infos = self.envs.step(actions)
@@ -246,6 +255,9 @@ class Evaluator:
                     returns[i], lengths[i] = 0.0, 0
                     if bar is not None:
                         bar.update(1)
+        except BaseException:
+            self._interrupted = True  # close() must not wait for the exchange that was cut off
+            raise
         finally:
             if bar is not None:
                 bar.close()

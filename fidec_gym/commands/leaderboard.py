@@ -41,11 +41,20 @@ def register(subparsers) -> None:
         action="store_true",
         help="also re-run cells that failed before (with the preset's current settings if it was edited since)",
     )
-    run.add_argument(
+    seeds = run.add_mutually_exclusive_group()
+    seeds.add_argument(
+        "--seeds-together",
+        dest="seeds_together",
+        action="store_const",
+        const=True,
+        help="train a cell's seeds in one vmapped program (default on a GPU/TPU)",
+    )
+    seeds.add_argument(
         "--one-seed-per-process",
-        action="store_true",
-        help="train a cell's seeds one after another, one compiled program each, instead of all seeds in one "
-        "vmapped program (to time the two paths side by side)",
+        dest="seeds_together",
+        action="store_const",
+        const=False,
+        help="train a cell's seeds one after another (default on a CPU, where vmapped seeds are no cheaper)",
     )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.set_defaults(func=run_command)
@@ -150,7 +159,7 @@ def run_command(args) -> int:
         ray_address=args.ray_address,
         retry_failed=args.retry_failed,
         progress=not args.no_progress,
-        seeds_together=not args.one_seed_per_process,
+        seeds_together=args.seeds_together,
     )
     print(
         f"{len(result.done)} cells finished now, {len(result.skipped)} skipped (finished or failed before), "
