@@ -157,7 +157,7 @@ class EpisodeGenerator:
             done = terminated or truncated
             if oracle.done:
                 # Chain sub-tasks: a finished plan gets a fresh target within the same episode.
-                oracle_ob, oracle_info = self.env.unwrapped.set_new_target(p_stack=p_stack)
+                oracle_ob, oracle_info = self.env.unwrapped.set_new_target(p_stack=p_stack)  # type: ignore[attr-defined]
                 oracle = self.oracles[oracle_info["privileged/target_task"]]
                 oracle.reset(oracle_ob, oracle_info)
             # Each stored row is the state *before* the action, with that state's physics (prev_qpos).
@@ -193,6 +193,7 @@ def _init_worker(env_name: str, max_episode_steps: int, noise: float, noise_smoo
 
 def _worker_episode(task: tuple[int, int]) -> dict[str, np.ndarray]:
     seed, index = task
+    assert _worker_generator is not None, "set by the pool's initializer"
     return _worker_generator.episode(seed, index)
 
 
@@ -247,7 +248,7 @@ def _write_npz(arrays: dict[str, np.ndarray], directory: Path, temporaries: list
     temporary = Path(name)
     temporaries.append(temporary)
     with os.fdopen(handle, "wb") as f:
-        np.savez_compressed(f, **arrays)
+        np.savez_compressed(f, allow_pickle=True, **arrays)  # numpy's default, spelled out for the type checker
     return temporary
 
 

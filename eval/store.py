@@ -379,6 +379,7 @@ class ResultsStore:
                 "created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (agent, env_id, int(seed), cell, preset, config_text, to_json(data_provenance), code_version, now, now),
             )
+            assert cursor.lastrowid is not None  # an INSERT always sets it
             return int(cursor.lastrowid)
 
     def find_run(self, *, agent: str, env_id: str, seed: int, cell: str | None = None) -> dict | None:
@@ -595,7 +596,8 @@ class ResultsStore:
 
     def artefacts(self, run_id: int | None = None, kind: str | None = None) -> list[dict]:
         """Artefacts (id, run_id, kind, path, step, created), optionally of one run and/or kind."""
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[int | str] = []
         if run_id is not None:
             clauses.append("run_id = ?")
             params.append(int(run_id))

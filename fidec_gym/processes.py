@@ -228,7 +228,7 @@ class WorkerPool:
 
     def _start_worker(self) -> _Worker:
         parent_end, child_end = self.context.Pipe()
-        process = self.context.Process(
+        process = self.context.Process(  # type: ignore[attr-defined]  # the spawn context has Process
             target=_worker_main,
             args=(child_end, self.fn, self.initializer, self.initargs),
             name="fidec-worker",
@@ -293,6 +293,7 @@ class WorkerPool:
                     index, code = worker.index, worker.process.exitcode
                     self._forget(worker)
                     how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit {code}"
+                    assert index is not None  # a started worker always holds an item
                     yield items[index], "died", (f"worker process {worker.process.pid} died ({how})", "")
         except BaseException:
             self._terminate()

@@ -114,7 +114,7 @@ def _count_and_digest(files, np, hashlib) -> tuple[int, str]:
         with h5py.File(files[0], "r") as f:
             actions = f["actions"][()]
         return len(actions), hashlib.sha256(actions.tobytes()).hexdigest()
-    transitions, digest = 0, None
+    transitions, digest = 0, ""
     for file in files:
         with np.load(file) as archive:
             transitions += len(archive["terminals"])

@@ -20,7 +20,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from fidec_gym.errors import DiskFullError, as_disk_full
 from fidec_gym.eval.grid.presets import (  # noqa: F401  (re-exported: the leaderboard's public API)
@@ -235,8 +235,9 @@ def run_cell(cell: Cell, out_dir: str, run_ids: list[int], together: bool = True
 
     out = Path(out_dir)
     store = ResultsStore(out)
-    statuses, messages = {}, {}
-    outcome = {"cell": cell.name, "statuses": statuses, "messages": messages}
+    statuses: dict[int, str] = {}
+    messages: dict[int, str] = {}
+    outcome: dict = {"cell": cell.name, "statuses": statuses, "messages": messages}
     # -- claim: a second grid on the same directory must not train this cell at the same time
     with _CellClaim(store, run_ids) as claim:
         if claim.holder is not None:
@@ -560,7 +561,7 @@ def _run_local(cells: list[Cell], out: Path, run_ids: dict, workers: Optional[in
                 _mark_failed(out, run_ids[cell.name], outcome["messages"][cell.seeds[0]])
                 yield outcome
     finally:
-        results.close()  # an interrupt or an early stop ends every worker (SIGTERM, grace, SIGKILL)
+        results.close()  # type: ignore[attr-defined]  # a generator; an interrupt or an early stop ends every worker (SIGTERM, grace, SIGKILL)
 
 
 def _run_ray(
@@ -570,7 +571,7 @@ def _run_ray(
 
     started_here = not ray.is_initialized()
     if started_here:
-        options = {"include_dashboard": False, "log_to_driver": False}
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         if address:
             options["address"] = address
         else:

@@ -453,9 +453,10 @@ def _numbers_from_text(values: dict, agents) -> None:
 def _validate_overrides(overrides: dict, where: str) -> None:
     """Every override key must be a config key of the agent it names (``all``: of at least one agent), and every
     value of the type that key takes (``check_overrides``: a whole number for a batch size, a list of widths...)."""
-    known = {agent: _agent_config_keys(agent) for agent in AGENT_NAMES}
-    if any(keys is None for keys in known.values()):
+    found = {agent: _agent_config_keys(agent) for agent in AGENT_NAMES}
+    if any(keys is None for keys in found.values()):
         return  # agents package not importable here; the training run validates the keys itself
+    known: dict[str, set] = {agent: keys for agent, keys in found.items() if keys is not None}
     from fidec_gym.agents.config import check_overrides
     from fidec_gym.errors import FidecError
 

@@ -228,7 +228,7 @@ class Evaluator:
 
             bar = tqdm(total=num_episodes, desc="evaluate", unit="ep", leave=False)
         try:
-            observations, _ = self.envs.reset(seed=seed)
+            observations, _ = self.envs.reset(seed=seed)  # type: ignore[arg-type]  # gymnasium takes a list too
             while np.any(finished < quotas):
                 actions = policy(observations)
                 observations, rewards, terminated, truncated, infos = self.envs.step(actions)
