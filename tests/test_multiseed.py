@@ -28,8 +28,17 @@ SMALL = {"actor_hidden_dims": [32, 32], "value_hidden_dims": [32, 32], "batch_si
 
 def _config(out, agent="fql", **changes) -> TrainConfig:
     overrides = dict(SMALL) if agent != "bc" else {"actor_hidden_dims": [32, 32], "batch_size": 32}
-    base = TrainConfig(agent=agent, env_id=TOY, offline_steps=40, eval_interval=20, eval_episodes=4, log_interval=20,
-                       checkpoint_interval=20, agent_overrides=overrides, results_dir=str(out))
+    base = TrainConfig(
+        agent=agent,
+        env_id=TOY,
+        offline_steps=40,
+        eval_interval=20,
+        eval_episodes=4,
+        log_interval=20,
+        checkpoint_interval=20,
+        agent_overrides=overrides,
+        results_dir=str(out),
+    )
     return dataclasses.replace(base, **changes)
 
 
