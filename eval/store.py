@@ -17,135 +17,35 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import json
 import os
-import re
-import socket
 import sqlite3
 import urllib.parse
 from pathlib import Path
 from typing import Any, Iterator
 
 from fidec_gym.errors import ConfigError, ResultsError, ResultsPermissionError, UnknownNameError
-from fidec_gym.processes import identity, pid_alive
-
-DB_FILENAME = "results.sqlite"
-RUN_STATUSES = ("pending", "running", "done", "failed")
-ARTEFACT_KINDS = ("checkpoint", "video", "log", "figure", "metrics")
-RUN_FILTERS = ("id", "agent", "env_id", "seed", "cell", "preset", "status", "code_version")
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class SchemaError(ResultsError):
-    """The results database was written by a newer fidec-gym (or is not a fidec-gym database).
-
-    It is also a ``ValueError`` so that the command line reports it as bad input, without a traceback.
-    """
-
-
-def _json_default(value: Any) -> Any:
-    # numpy scalars/arrays and paths appear in configs and metrics; store them as plain JSON values.
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
-    raise TypeError(f"value {value!r} of type {type(value).__name__} cannot be stored as JSON")
+from fidec_gym.eval.store_claims import RunClaims
+from fidec_gym.eval.store_schema import (  # noqa: F401  (DB_FILENAME, to_json, the claim helpers: the store's API)
+    _CLAIM_COLUMNS,
+    _CORE_TABLES,
+    _IDENTIFIER,
+    _SCHEMA,
+    ARTEFACT_KINDS,
+    CLAIM_STALE_SECONDS,
+    DB_FILENAME,
+    RUN_FILTERS,
+    RUN_STATUSES,
+    SchemaError,
+    _now,
+    _scalar,
+    claim_alive,
+    describe_claim,
+    to_json,
+)
 
 
-def to_json(value: Any) -> str:
-    """JSON text of ``value`` with sorted keys (numpy values and paths converted)."""
-    return json.dumps(value, sort_keys=True, default=_json_default)
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _scalar(value: Any) -> Any:
-    """A value SQLite can hold directly, or a ValueError naming the fix."""
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()  # numpy scalar / 0-d array
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise ConfigError(
-        f"extra-table values must be numbers, strings or None, got {type(value).__name__} ({value!r}); "
-        "encode structured values yourself, e.g. json.dumps(value)"
-    )
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    agent TEXT NOT NULL,
-    env_id TEXT NOT NULL,
-    seed INTEGER NOT NULL,
-    cell TEXT,
-    preset TEXT,
-    status TEXT NOT NULL DEFAULT 'pending',
-    message TEXT NOT NULL DEFAULT '',
-    config TEXT NOT NULL,
-    data_provenance TEXT NOT NULL,
-    code_version TEXT NOT NULL,
-    summary TEXT NOT NULL DEFAULT '{}',
-    last_good_step INTEGER,
-    created TEXT NOT NULL,
-    updated TEXT NOT NULL
-);
--- One run per (agent, task, seed, cell), NULL cells counting as one value.
-CREATE UNIQUE INDEX IF NOT EXISTS runs_key ON runs (agent, env_id, seed, IFNULL(cell, ''));
-CREATE TABLE IF NOT EXISTS evaluations (
-    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-    step INTEGER NOT NULL,
-    metrics TEXT NOT NULL,
-    created TEXT NOT NULL,
-    PRIMARY KEY (run_id, step)
-);
-CREATE TABLE IF NOT EXISTS artefacts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-    kind TEXT NOT NULL,
-    path TEXT NOT NULL,
-    step INTEGER,
-    created TEXT NOT NULL,
-    UNIQUE (run_id, kind, path)
-);
-"""
-_CORE_TABLES = frozenset({"meta", "runs", "evaluations", "artefacts"})
-# Who is training a run right now (a leaderboard worker): pid, host, the process's start token (tells it from a later
-# process with the same pid) and a heartbeat (liveness of holders on other hosts). Added to older files in place.
-_CLAIM_COLUMNS = {"claim_pid": "INTEGER", "claim_host": "TEXT", "claim_start": "TEXT", "claim_heartbeat": "TEXT"}
-# A holder on another host whose heartbeat is older than this is taken to be gone.
-CLAIM_STALE_SECONDS = 90.0
-
-
-def claim_alive(claim: dict) -> bool:
-    """Is the holder of a claim (``claim_pid``, ``claim_host``, ``claim_start``, ``claim_heartbeat``) alive?
-
-    On this host: its pid exists and is the same process (start token). On another host: its heartbeat is recent.
-    """
-    if not claim.get("claim_pid"):
-        return False
-    if claim.get("claim_host") == socket.gethostname():
-        return pid_alive(int(claim["claim_pid"]), claim.get("claim_start"))
-    beat = claim.get("claim_heartbeat")
-    if not beat:
-        return False
-    age = _dt.datetime.now(_dt.timezone.utc) - _dt.datetime.fromisoformat(beat)
-    return age.total_seconds() < CLAIM_STALE_SECONDS
-
-
-def describe_claim(claim: dict) -> str:
-    return (
-        f"pid {claim.get('claim_pid')} on {claim.get('claim_host')} "
-        f"(since {str(claim.get('claim_heartbeat') or '?')[:19].replace('T', ' ')} UTC)"
-    )
-
-
-class ResultsStore:
+class ResultsStore(RunClaims):
     """Runs, evaluations, artefacts and extra tables of one results directory.
 
     Args:
@@ -459,65 +359,6 @@ class ResultsStore:
                 "updated = ? WHERE id = ?",
                 (to_json(config), _now(), int(run_id)),
             )
-
-    # ------------------------------------------------------------------ claims (who trains a run now)
-    def claim_runs(self, run_ids: list[int]) -> dict | None:
-        """Claim ``run_ids`` for this process in one ``BEGIN IMMEDIATE`` transaction.
-
-        Returns None when claimed (runs held by a dead process, or by nobody, are taken over), or the claim of the
-        live process that holds one of them (nothing is changed then).
-        """
-        me = identity()
-        ids = [int(i) for i in run_ids]
-        if not ids:
-            return None
-        marks = ", ".join("?" * len(ids))
-        with self._write() as conn:
-            rows = conn.execute(f"SELECT * FROM runs WHERE id IN ({marks})", ids).fetchall()
-            for row in rows:
-                claim = dict(row)
-                mine = claim["claim_pid"] == me["pid"] and claim["claim_host"] == me["host"]
-                if not mine and claim_alive(claim):
-                    return claim
-            conn.execute(
-                f"UPDATE runs SET claim_pid = ?, claim_host = ?, claim_start = ?, claim_heartbeat = ? "
-                f"WHERE id IN ({marks})",
-                (me["pid"], me["host"], me["start"], _now(), *ids),
-            )
-        return None
-
-    def heartbeat(self, run_ids: list[int]) -> None:
-        """Refresh this process's claim on ``run_ids`` (holders on other hosts are judged by it)."""
-        me = identity()
-        ids = [int(i) for i in run_ids]
-        marks = ", ".join("?" * len(ids))
-        with self._write() as conn:
-            conn.execute(
-                f"UPDATE runs SET claim_heartbeat = ? WHERE id IN ({marks}) AND claim_pid = ? AND claim_host = ?",
-                (_now(), *ids, me["pid"], me["host"]),
-            )
-
-    def release_runs(self, run_ids: list[int]) -> None:
-        """Drop this process's claim on ``run_ids`` (claims of other processes stay)."""
-        me = identity()
-        ids = [int(i) for i in run_ids]
-        marks = ", ".join("?" * len(ids))
-        with self._write() as conn:
-            conn.execute(
-                "UPDATE runs SET claim_pid = NULL, claim_host = NULL, claim_start = NULL, claim_heartbeat = NULL "
-                f"WHERE id IN ({marks}) AND claim_pid = ? AND claim_host = ?",
-                (*ids, me["pid"], me["host"]),
-            )
-
-    def live_claim(self, run_ids: list[int]) -> dict | None:
-        """The claim of a live process other than this one on any of ``run_ids``, or None."""
-        me = identity()
-        for run_id in run_ids:
-            run = self.get_run(run_id)
-            mine = run.get("claim_pid") == me["pid"] and run.get("claim_host") == me["host"]
-            if not mine and claim_alive(run):
-                return run
-        return None
 
     def runs(self, **filters: Any) -> list[dict]:
         """Runs matching ``filters`` (column=value or column=[values]), oldest first.

@@ -13,16 +13,22 @@ the schema.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import socket
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from fidec_gym.errors import DiskFullError, as_disk_full
+from fidec_gym.eval.grid.cells import (  # noqa: F401  (run_cell, register_cells, prepare_datasets: the API)
+    INTERRUPTED_MESSAGE,
+    _cell_error,
+    _mark_failed,
+    _train_config,
+    prepare_datasets,
+    register_cells,
+    run_cell,
+)
 from fidec_gym.eval.grid.presets import (  # noqa: F401  (re-exported: the leaderboard's public API)
     AGENT_NAMES,
     PRESET_DIR,
@@ -35,281 +41,8 @@ from fidec_gym.eval.grid.presets import (  # noqa: F401  (re-exported: the leade
     load_preset,
     train_config,
 )
-from fidec_gym.processes import WorkerPool, pid_alive, stop_on_signals
-
-INTERRUPTED_MESSAGE = (
-    "interrupted; run the same `fidec leaderboard run` command again to resume from the last checkpoint"
-)
-
-
-# ============================================================================ datasets
-def prepare_datasets(preset: Preset, data_dir: Path, progress: bool = True) -> list[Path]:
-    """Generate the preset's ``datasets: {NAME: {generate: ...}}`` entries into ``data_dir`` when missing."""
-    made = []
-    for dataset, entry in preset.datasets.items():
-        if "generate" not in entry:
-            continue
-        if (data_dir / f"{dataset}.npz").is_file():
-            continue
-        from fidec_gym.envs.generate import generate_manipulation_dataset
-
-        options = entry["generate"] or {}
-        name = dataset.removesuffix("-v0")
-        if name.startswith("visual-"):
-            raise LeaderboardError(f"datasets.{dataset}: generation of visual datasets is not supported by presets")
-        train_path, _ = generate_manipulation_dataset(
-            name,
-            int(options.get("episodes", 50)),
-            str(data_dir),
-            workers=int(options.get("workers", 1)),
-            seed=int(options.get("seed", 0)),
-            progress=progress,
-        )
-        made.append(Path(train_path))
-    return made
-
-
-# ============================================================================ running one cell
-def _train_config(cell: Cell, seed: int, out_dir: Path):
-    return train_config(cell, seed, out_dir)
-
-
-_UNSET = object()
-
-
-def _differences(old, new, prefix: str = "") -> list[str]:
-    """``key: old -> new`` for every leaf that differs between two configs (nested keys joined with dots)."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        found = []
-        for key in sorted(set(old) | set(new), key=str):
-            found += _differences(old.get(key, _UNSET), new.get(key, _UNSET), f"{prefix}{key}.")
-        return found
-    if old == new:
-        return []
-    shown = ["(unset)" if value is _UNSET else repr(value) for value in (old, new)]
-    return [f"{prefix[:-1]}: {shown[0]} -> {shown[1]}"]
-
-
-def _check_changed_cells(store, preset: Preset, cells: list[Cell], out: Path, retry_failed: bool) -> list[tuple]:
-    """Runs already in the store whose stored config differs from the preset's: the ones that may be restarted with
-    the new config, as (run, new config, cell); a changed cell that may not is an error naming it and the keys."""
-    from fidec_gym.eval.store import claim_alive, describe_claim, to_json
-
-    replace, problems = [], []
-    for cell in cells:
-        changed = []
-        for seed in cell.seeds:
-            run = store.find_run(agent=cell.agent, env_id=cell.env_id, seed=seed, cell=cell.name)
-            config = json.loads(to_json(_train_config(cell, seed, out).record()))
-            if run is not None and run["config"] != config:
-                changed.append((run, config))
-        if not changed:
-            continue
-        keys = _differences(changed[0][0]["config"], changed[0][1])
-        what = f"cell {cell.name} ({'; '.join(keys[:6])}{'; ...' if len(keys) > 6 else ''})"
-        statuses = {run["status"] for run, _ in changed}
-        holder = next((run for run, _ in changed if claim_alive(run)), None)
-        started = any(run["last_good_step"] or store.evaluations(run["id"]) for run, _ in changed)
-        if "done" in statuses:
-            problems.append(
-                f"{what} finished with other settings, so new results would mix with the old ones: write the "
-                f"changed preset to a new directory (--out), or give it a new name (`name:` in the YAML)"
-            )
-        elif holder is not None:
-            problems.append(f"{what} is being trained with other settings by {describe_claim(holder)}")
-        elif ("failed" in statuses or started) and not retry_failed:
-            state = "failed" if "failed" in statuses else "was interrupted"
-            problems.append(
-                f"{what} {state} with other settings: add --retry-failed to run it again with the new settings "
-                "(its old results are discarded), or restore the preset's old settings"
-            )
-        else:
-            replace += [(run, config, cell) for run, config in changed]
-    if problems:
-        raise LeaderboardError(
-            f"preset {preset.name}: {len(problems)} cell(s) in {out} already exist with other settings:\n  "
-            + "\n  ".join(problems)
-        )
-    return replace
-
-
-def _restart_with(store, out: Path, replace: list[tuple]) -> None:
-    """Give failed (or unstarted) runs their new config: old rows and the run directory go."""
-    from fidec_gym.envs.catalogue import task_info
-    from fidec_gym.eval.run.config import run_directory
-
-    for run, config, cell in replace:
-        store.replace_run_config(run["id"], config)
-        run_dir = run_directory(out, cell.agent, task_info(cell.env_id).name, run["seed"], cell.name)
-        if run_dir.exists():
-            doomed = run_dir.with_name(f".old-{run_dir.name}-{os.getpid()}")
-            os.replace(run_dir, doomed)
-            shutil.rmtree(doomed, ignore_errors=True)
-
-
-def register_cells(
-    store, preset: Preset, cells: list[Cell], out_dir: Path, retry_failed: bool = False
-) -> dict[str, list[int]]:
-    """Create (or find) every run of every cell in the store, status ``pending``; returns cell -> run ids.
-
-    A run already stored with another config (the preset was edited) is restarted with the new one when it failed
-    and ``retry_failed`` is set, or when it never started; otherwise nothing changes and a
-    :class:`LeaderboardError` names the cells, the differing keys and the fix.
-    """
-    from fidec_gym.eval.run.config import code_version
-
-    _restart_with(store, out_dir, _check_changed_cells(store, preset, cells, out_dir, retry_failed))
-    version = code_version()
-    run_ids = {}
-    for cell in cells:
-        ids = []
-        for seed in cell.seeds:
-            config = _train_config(cell, seed, out_dir)
-            ids.append(
-                store.create_run(
-                    agent=cell.agent,
-                    env_id=cell.env_id,
-                    seed=seed,
-                    config=config.record(),
-                    data_provenance={},
-                    code_version=version,
-                    cell=cell.name,
-                    preset=preset.name,
-                )
-            )
-        run_ids[cell.name] = ids
-    return run_ids
-
-
-class _CellClaim:
-    """Hold a cell's runs for this process while it trains them (so a second grid on the same directory skips the
-    cell), with a heartbeat thread for holders on other hosts. ``holder`` is set when a live process holds it."""
-
-    def __init__(self, store, run_ids: list[int], beat_seconds: float = 15.0):
-        self.store, self.run_ids, self.beat_seconds = store, list(run_ids), beat_seconds
-        self.holder: Optional[dict] = None
-        self._stop = threading.Event()
-
-    def __enter__(self) -> _CellClaim:
-        self.holder = self.store.claim_runs(self.run_ids)
-        if self.holder is None:
-            threading.Thread(target=self._beat, name="fidec-claim-heartbeat", daemon=True).start()
-        return self
-
-    def _beat(self) -> None:
-        from fidec_gym.eval.store import ResultsStore
-
-        store = ResultsStore(self.store.root)  # SQLite connections stay in their thread
-        while not self._stop.wait(self.beat_seconds):
-            try:
-                store.heartbeat(self.run_ids)
-            except Exception:  # e.g. a full disk: the training thread reports it
-                pass
-        store.close()
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self.holder is None:
-            try:
-                self.store.release_runs(self.run_ids)
-            except Exception:  # a dead holder's claim is taken over anyway
-                pass
-
-
-def run_cell(cell: Cell, out_dir: str, run_ids: list[int], together: bool = True) -> dict:
-    """Train every unfinished seed of one cell (resuming from checkpoints); never raises for a failed seed.
-
-    With ``together`` (the default) all unfinished seeds train in one compiled program
-    (:func:`fidec_gym.eval.run.multiseed.train_seeds`); offline-to-online cells, and ``together=False``, train one seed
-    after another.
-
-    Runs in a worker process (local pool or Ray). Returns {"cell", "statuses": {seed: status}, "messages"}, plus
-    "held" (the claim of a live process that is training this cell; nothing was done), "already_done" (seeds found
-    finished) or "disk_full" (a message; the run was marked resumable and the grid should stop).
-    """
-    from fidec_gym.envs.registration import register_all
-    from fidec_gym.eval.run.trainer import train
-    from fidec_gym.eval.store import ResultsStore
-
-    register_all()  # a fresh worker process knows no fidec/* IDs yet
-
-    out = Path(out_dir)
-    store = ResultsStore(out)
-    statuses: dict[int, str] = {}
-    messages: dict[int, str] = {}
-    outcome: dict = {"cell": cell.name, "statuses": statuses, "messages": messages}
-    # -- claim: a second grid on the same directory must not train this cell at the same time
-    with _CellClaim(store, run_ids) as claim:
-        if claim.holder is not None:
-            store.close()
-            return {**outcome, "held": claim.holder}
-        # -- the seeds
-        todo = []
-        for seed, run_id in zip(cell.seeds, run_ids):
-            if store.get_run(run_id)["status"] == "done":
-                statuses[seed] = "done"
-                outcome.setdefault("already_done", []).append(seed)  # e.g. finished by another grid meanwhile
-            else:
-                todo.append((seed, run_id))
-        if todo and together and not cell.settings.get("online_steps"):
-            _train_together(cell, out, store, todo, outcome)
-        for seed, run_id in todo if not (together and not cell.settings.get("online_steps")) else []:
-            try:
-                result = train(_train_config(cell, seed, out), store=store, run_id=run_id, resume=True, progress=False)
-                status = result.status
-                message = "" if status == "done" else store.get_run(run_id).get("message", "")
-            except Exception as error:  # train() recorded the failure in the store; the grid goes on
-                status, message = "failed", f"{type(error).__name__}: {error}"
-                # -- a full disk is no failure of the cell: keep the run resumable and stop the grid
-                full = as_disk_full(error, out)
-                if full is not None:
-                    _mark_pending(store, run_id, f"stopped: {full}")
-                    statuses[seed], messages[seed] = "pending", str(full)
-                    written = getattr(error, "filename", None)
-                    outcome["disk_full"] = f"cell {cell.name}, seed {seed}{f', writing {written}' if written else ''}"
-                    break
-            statuses[seed], messages[seed] = status, message
-    store.close()
-    return outcome
-
-
-def _train_together(cell: Cell, out: Path, store, todo: list[tuple[int, int]], outcome: dict) -> None:
-    """The cell's unfinished seeds in one compiled program; fills ``outcome`` as the one-seed loop does."""
-    from fidec_gym.eval.run.multiseed import train_seeds
-
-    seeds, ids = [seed for seed, _ in todo], [run_id for _, run_id in todo]
-    statuses, messages = outcome["statuses"], outcome["messages"]
-    try:
-        results = train_seeds(
-            _train_config(cell, seeds[0], out),
-            seeds,
-            store=store,
-            run_ids=ids,
-            resume=True,
-            progress=False,
-            cell=cell.name,
-        )
-    except Exception as error:  # train_seeds recorded the failure of every seed in the store; the grid goes on
-        full = as_disk_full(error, out)
-        for seed, run_id in todo:
-            if full is not None:
-                _mark_pending(store, run_id, f"stopped: {full}")
-                statuses[seed], messages[seed] = "pending", str(full)
-            else:
-                statuses[seed], messages[seed] = "failed", f"{type(error).__name__}: {error}"
-        if full is not None:
-            outcome["disk_full"] = f"cell {cell.name}, seeds {seeds}"
-        return
-    for (seed, run_id), result in zip(todo, results):
-        statuses[seed] = result.status
-        messages[seed] = "" if result.status == "done" else store.get_run(run_id).get("message", "")
-
-
-def _mark_pending(store, run_id: int, message: str) -> None:
-    try:
-        store.set_status(run_id, "pending", message=message[:4000])
-    except Exception:  # the store may be what is full; a run left "running" by a dead process resumes too
-        pass
+from fidec_gym.eval.grid.status import _pid_alive, leaderboard_status  # noqa: F401  (status: public API)
+from fidec_gym.processes import WorkerPool, stop_on_signals
 
 
 # ============================================================================ the grid
@@ -514,27 +247,6 @@ def _release_unfinished(store, cells: list[Cell], run_ids: dict, message: str) -
                 pass
 
 
-def _cell_error(cell: Cell, error: BaseException | str) -> dict:
-    message = (
-        f"worker crashed: {error}" if isinstance(error, str) else f"worker crashed: {type(error).__name__}: {error}"
-    )
-    return {
-        "cell": cell.name,
-        "statuses": {seed: "failed" for seed in cell.seeds},
-        "messages": {seed: message for seed in cell.seeds},
-    }
-
-
-def _mark_failed(out: Path, run_ids: list[int], message: str) -> None:
-    from fidec_gym.eval.store import ResultsStore
-
-    store = ResultsStore(out)
-    for run_id in run_ids:
-        if store.get_run(run_id)["status"] != "done":
-            store.set_status(run_id, "failed", message=message)
-    store.close()
-
-
 def _run_cell_item(item: tuple) -> dict:
     return run_cell(*item)
 
@@ -622,78 +334,3 @@ def _cancel_ray_tasks(ray, refs: list, grace: float = 10.0) -> None:
             ray.cancel(ref, force=True)
         except Exception:  # finished meanwhile
             pass
-
-
-# ============================================================================ status
-def _pid_alive(message: str) -> Optional[bool]:
-    """For a ``running`` run marked "pid N [on HOST]": is that process alive (None when unknown or elsewhere)?
-
-    A killed worker whose parent died too may linger as a zombie until it is reaped: that is not alive.
-    """
-    parts = message.split()
-    if len(parts) < 2 or parts[0] != "pid" or not parts[1].isdigit():
-        return None
-    if len(parts) == 4 and parts[2] == "on" and parts[3] != socket.gethostname():
-        return None
-    return pid_alive(int(parts[1]))
-
-
-def leaderboard_status(out_dir: str | Path, preset: Optional[str] = None) -> tuple[list[dict], dict]:
-    """Per-cell counts of done / running / failed / pending runs, and the totals.
-
-    A ``running`` run whose process no longer exists (on this host) is reported as ``interrupted``; re-running the
-    preset resumes it. Only reads: works on a read-only results directory.
-    """
-    from fidec_gym.errors import ResultsNotFoundError
-    from fidec_gym.eval.store import DB_FILENAME, ResultsStore, claim_alive
-
-    out = Path(out_dir).expanduser()
-    if not (out / DB_FILENAME).is_file():
-        raise ResultsNotFoundError(
-            f"no results in {out} (no {DB_FILENAME}); start a grid with "
-            f"`fidec leaderboard run --preset NAME --out {out}`"
-        )
-    store = ResultsStore.open_for_reading(out)
-    filters = {} if preset is None else {"preset": preset}
-    cells: dict[str, dict] = {}
-    for run in store.runs(**filters):
-        name = run["cell"] or f"{run['agent']}/{run['env_id']}"
-        entry = cells.setdefault(
-            name,
-            {
-                "cell": name,
-                "agent": run["agent"],
-                "env_id": run["env_id"],
-                "done": 0,
-                "running": 0,
-                "interrupted": 0,
-                "failed": 0,
-                "pending": 0,
-                "messages": [],
-            },
-        )
-        status = run["status"]
-        if status == "running":
-            claimed = bool(run.get("claim_pid"))
-            if (claimed and not claim_alive(run)) or (not claimed and _pid_alive(run["message"]) is False):
-                status = "interrupted"
-        entry[status] += 1
-        if status == "failed" and run["message"]:
-            entry["messages"].append(f"seed {run['seed']}: {run['message'].splitlines()[0]}")
-    rows = list(cells.values())
-    for row in rows:
-        if row["failed"]:
-            row["state"] = "failed"
-        elif row["running"]:
-            row["state"] = "running"
-        elif row["interrupted"]:
-            row["state"] = "interrupted"
-        elif row["pending"]:
-            row["state"] = "pending" if not row["done"] else "partial"
-        else:
-            row["state"] = "done"
-    totals = {key: sum(row[key] for row in rows) for key in ("done", "running", "interrupted", "failed", "pending")}
-    totals["cells"] = len(rows)
-    totals["cells_done"] = sum(row["state"] == "done" for row in rows)
-    store.close()
-    return rows, totals

@@ -1,0 +1,96 @@
+"""``fidec leaderboard status``: per-cell counts of done / running / interrupted / failed / pending runs."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Optional
+
+from fidec_gym.eval.grid.presets import (  # noqa: F401  (re-exported: the leaderboard's public API)
+    AGENT_NAMES,
+    PRESET_DIR,
+    RUN_DEFAULTS,
+    RUN_SETTINGS,
+    Cell,
+    LeaderboardError,
+    Preset,
+    available_presets,
+    load_preset,
+    train_config,
+)
+from fidec_gym.processes import pid_alive
+
+
+# ============================================================================ status
+def _pid_alive(message: str) -> Optional[bool]:
+    """For a ``running`` run marked "pid N [on HOST]": is that process alive (None when unknown or elsewhere)?
+
+    A killed worker whose parent died too may linger as a zombie until it is reaped: that is not alive.
+    """
+    parts = message.split()
+    if len(parts) < 2 or parts[0] != "pid" or not parts[1].isdigit():
+        return None
+    if len(parts) == 4 and parts[2] == "on" and parts[3] != socket.gethostname():
+        return None
+    return pid_alive(int(parts[1]))
+
+
+def leaderboard_status(out_dir: str | Path, preset: Optional[str] = None) -> tuple[list[dict], dict]:
+    """Per-cell counts of done / running / failed / pending runs, and the totals.
+
+    A ``running`` run whose process no longer exists (on this host) is reported as ``interrupted``; re-running the
+    preset resumes it. Only reads: works on a read-only results directory.
+    """
+    from fidec_gym.errors import ResultsNotFoundError
+    from fidec_gym.eval.store import DB_FILENAME, ResultsStore, claim_alive
+
+    out = Path(out_dir).expanduser()
+    if not (out / DB_FILENAME).is_file():
+        raise ResultsNotFoundError(
+            f"no results in {out} (no {DB_FILENAME}); start a grid with "
+            f"`fidec leaderboard run --preset NAME --out {out}`"
+        )
+    store = ResultsStore.open_for_reading(out)
+    filters = {} if preset is None else {"preset": preset}
+    cells: dict[str, dict] = {}
+    for run in store.runs(**filters):
+        name = run["cell"] or f"{run['agent']}/{run['env_id']}"
+        entry = cells.setdefault(
+            name,
+            {
+                "cell": name,
+                "agent": run["agent"],
+                "env_id": run["env_id"],
+                "done": 0,
+                "running": 0,
+                "interrupted": 0,
+                "failed": 0,
+                "pending": 0,
+                "messages": [],
+            },
+        )
+        status = run["status"]
+        if status == "running":
+            claimed = bool(run.get("claim_pid"))
+            if (claimed and not claim_alive(run)) or (not claimed and _pid_alive(run["message"]) is False):
+                status = "interrupted"
+        entry[status] += 1
+        if status == "failed" and run["message"]:
+            entry["messages"].append(f"seed {run['seed']}: {run['message'].splitlines()[0]}")
+    rows = list(cells.values())
+    for row in rows:
+        if row["failed"]:
+            row["state"] = "failed"
+        elif row["running"]:
+            row["state"] = "running"
+        elif row["interrupted"]:
+            row["state"] = "interrupted"
+        elif row["pending"]:
+            row["state"] = "pending" if not row["done"] else "partial"
+        else:
+            row["state"] = "done"
+    totals = {key: sum(row[key] for row in rows) for key in ("done", "running", "interrupted", "failed", "pending")}
+    totals["cells"] = len(rows)
+    totals["cells_done"] = sum(row["state"] == "done" for row in rows)
+    store.close()
+    return rows, totals
