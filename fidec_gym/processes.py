@@ -55,7 +55,32 @@ def exit_code_of(interrupt: BaseException) -> int:
     return getattr(interrupt, "exit_code", 128 + signal.SIGINT)
 
 
+def _swallowed(frame) -> bool:
+    """Would an exception raised in ``frame`` be printed and dropped ("Exception ignored in ...")?
+
+    Python runs signal handlers between the bytecodes of whatever Python code is running, which includes garbage
+    collector callbacks (JAX registers one) and ``__del__`` methods; an exception raised there never reaches the
+    program, so the interrupt would be lost.
+    """
+    for _ in range(3):  # the handler runs in such a function, or in a helper it calls
+        if frame is None:
+            return False
+        name = frame.f_code.co_name
+        if name == "__del__" or name.endswith("gc_callback"):  # jax's is _xla_gc_callback
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _deliver_later(signum: int) -> None:
+    """Send ``signum`` to this process again in a moment, once the code that would swallow it has returned."""
+    threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+
+
 def _raise_interrupted(signum, frame) -> None:
+    if _swallowed(frame):
+        _deliver_later(signum)
+        return
     raise Interrupted(signum)
 
 
@@ -84,6 +109,9 @@ def stop_on_signals() -> Iterator[None]:
 
 # ==================================================================================================== workers
 def _interrupt_once(signum, frame) -> None:
+    if _swallowed(frame):
+        _deliver_later(signum)
+        return
     # Later SIGTERMs are ignored while the worker cleans up (marks its run resumable); the parent's SIGKILL after
     # its grace period is the hard stop.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -362,3 +362,30 @@ def test_data_generation_stops_and_leaves_nothing(tmp_path, how):
         assert "interrupted; nothing was written; run the same command again to start over" in output
         _assert_clean_output(output)
     assert not out.exists() or [p.name for p in out.iterdir()] == []  # no dataset, no temporaries
+
+
+def test_a_signal_inside_a_garbage_collector_callback_is_not_lost(capsys):
+    # Python runs signal handlers wherever Python code runs, garbage-collector callbacks included (JAX registers
+    # one), and an exception raised there is printed and dropped: the interrupt must come again once it returned.
+    import gc
+
+    from fidec_gym.processes import Interrupted, stop_on_signals
+
+    fired = []
+
+    def gc_callback(phase, info):
+        if not fired:
+            fired.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10_000):  # the handler runs in here
+                pass
+
+    with stop_on_signals(), pytest.raises(Interrupted) as caught:
+        gc.callbacks.append(gc_callback)  # only now: a collection may start at any allocation
+        try:
+            gc.collect()
+            time.sleep(2)
+        finally:
+            gc.callbacks.remove(gc_callback)
+    assert caught.value.exit_code == 143
+    assert "Exception ignored" not in capsys.readouterr().err
