@@ -19,19 +19,19 @@ warnings.filterwarnings("ignore", message=".*precision lowered by casting to flo
 
 @pytest.fixture(scope="module")
 def expert_dir(tmp_path_factory):
-    """A 200-step expert: useless as a controller, but a real stable-baselines3 SAC zip with provenance."""
+    """A 120-step expert: useless as a controller, but a real stable-baselines3 SAC zip with provenance."""
     from fidec_gym.envs.locomotion.experts import train_expert
 
     out = tmp_path_factory.mktemp("expert") / "ant"
     train_expert(
         "ant",
-        steps=200,
+        steps=120,
         seed=3,
         out=out,
-        eval_every=100,
+        eval_every=60,
         eval_episodes=1,
-        checkpoint_every=100,
-        learning_starts=50,
+        checkpoint_every=60,
+        learning_starts=40,
         max_episode_steps=30,
         progress=False,
         command="pytest",
@@ -43,35 +43,35 @@ def test_training_saves_resumes_and_records_provenance(expert_dir):
     from fidec_gym.envs.locomotion.experts import train_expert
 
     info = json.loads((expert_dir / "expert.json").read_text())
-    assert info["steps"] == 200 and info["seed"] == 3 and info["name"] == "ant"
+    assert info["steps"] == 120 and info["seed"] == 3 and info["name"] == "ant"
     assert info["ogbench_id"] == "online-ant-xy-v0" and info["library"]["stable-baselines3"]
-    assert [e["step"] for e in info["evaluations"]] == [100, 200]
+    assert [e["step"] for e in info["evaluations"]] == [60, 120]
     assert info["final_evaluation"]["episodes"] == 1 and np.isfinite(info["final_evaluation"]["mean_return"])
     assert info["sessions"][0]["command"] == "pytest" and info["wall_seconds"] > 0
     assert (expert_dir / "checkpoint" / "replay_buffer.pkl").is_file()
     with pytest.raises(FidecError, match="--resume"):
-        train_expert("ant", steps=250, out=expert_dir, progress=False)
+        train_expert("ant", steps=150, out=expert_dir, progress=False)
     resumed = expert_dir.parent / "resumed"
     import shutil
 
     shutil.copytree(expert_dir, resumed)
     train_expert(
         "ant",
-        steps=260,
+        steps=150,
         seed=3,
         out=resumed,
         eval_every=1000,
         eval_episodes=1,
         checkpoint_every=1000,
-        learning_starts=50,
+        learning_starts=40,
         max_episode_steps=30,
         progress=False,
         resume=True,
         command="pytest resume",
     )
     info = json.loads((resumed / "expert.json").read_text())
-    assert info["steps"] == 260 and len(info["sessions"]) == 2 and info["sessions"][1]["from_step"] == 200
-    assert info["evaluations"][-1]["step"] == 260
+    assert info["steps"] == 150 and len(info["sessions"]) == 2 and info["sessions"][1]["from_step"] == 120
+    assert info["evaluations"][-1]["step"] == 150
     assert info["wall_seconds"] >= json.loads((expert_dir / "expert.json").read_text())["wall_seconds"]
 
 
@@ -275,7 +275,7 @@ def test_experts_list_shows_shipped_and_user_experts(expert_dir, monkeypatch, ca
     monkeypatch.setenv("FIDEC_EXPERTS_DIR", str(expert_dir.parent))
     rows = list_experts()
     user = [r for r in rows if r["origin"] == "user"]
-    assert user and user[0]["steps"] == 200 and user[0]["status"] == "ready"
+    assert user and user[0]["steps"] == 120 and user[0]["status"] == "ready"
     shipped = [r for r in rows if r["origin"] == "shipped"]
     assert shipped == [] or shipped[0]["path"].startswith(str(SHIPPED_DIR))
     assert cli(["experts", "list"]) == 0

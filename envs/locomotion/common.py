@@ -156,7 +156,10 @@ def publish(temporaries: dict[Path, Path], sidecar: Path, info: dict) -> None:
         info["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         with _sigint_deferred():
             atomic_write_json(sidecar, info)
+            mask = os.umask(0)
+            os.umask(mask)
             for final, tmp in temporaries.items():
+                os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; the data follows the user's umask
                 os.replace(tmp, final)
     finally:
         for tmp in temporaries.values():

@@ -447,6 +447,7 @@ def train_expert(
         result = evaluate_expert(model, task, eval_episodes, seed=10_000 + seed, max_episode_steps=max_episode_steps)
         result.update(step=done, wall_seconds=state["wall_seconds"])
         state["evaluations"].append(result)
+        atomic_write_json(paths["state"], state)
     env.close()
     write_expert(model, state, out)
     return out
