@@ -11,7 +11,7 @@ import importlib
 
 TARGETS = {
     "agents": "ms per update of every agent (paper and small sizes, vmap and update_n columns)",
-    "data": "OGBench data generation throughput with 1 and 2 workers",
+    "data": "data generation throughput with 1 and 2 workers (manipulation, navigate, D4RL antmaze)",
     "eval": "evaluation episodes/s: vector env versus one env",
     "seeds": "ms per update per seed with N seeds in one compiled program versus one seed alone",
 }
