@@ -13,18 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from fidec_gym.errors import as_disk_full
-from fidec_gym.eval.grid.presets import (  # noqa: F401  (re-exported: the leaderboard's public API)
-    AGENT_NAMES,
-    PRESET_DIR,
-    RUN_DEFAULTS,
-    RUN_SETTINGS,
-    Cell,
-    LeaderboardError,
-    Preset,
-    available_presets,
-    load_preset,
-    train_config,
-)
+from fidec_gym.eval.grid.presets import Cell, LeaderboardError, Preset, train_config
 
 INTERRUPTED_MESSAGE = (
     "interrupted; run the same `fidec leaderboard run` command again to resume from the last checkpoint"

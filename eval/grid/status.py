@@ -6,18 +6,6 @@ import socket
 from pathlib import Path
 from typing import Optional
 
-from fidec_gym.eval.grid.presets import (  # noqa: F401  (re-exported: the leaderboard's public API)
-    AGENT_NAMES,
-    PRESET_DIR,
-    RUN_DEFAULTS,
-    RUN_SETTINGS,
-    Cell,
-    LeaderboardError,
-    Preset,
-    available_presets,
-    load_preset,
-    train_config,
-)
 from fidec_gym.processes import pid_alive
 
 
