@@ -28,6 +28,7 @@ import multiprocessing.connection
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -55,32 +56,42 @@ def exit_code_of(interrupt: BaseException) -> int:
     return getattr(interrupt, "exit_code", 128 + signal.SIGINT)
 
 
-def _swallowed(frame) -> bool:
-    """Would an exception raised in ``frame`` be printed and dropped ("Exception ignored in ...")?
-
-    Python runs signal handlers between the bytecodes of whatever Python code is running, which includes garbage
-    collector callbacks (JAX registers one) and ``__del__`` methods; an exception raised there never reaches the
-    program, so the interrupt would be lost.
-    """
-    for _ in range(3):  # the handler runs in such a function, or in a helper it calls
-        if frame is None:
-            return False
-        name = frame.f_code.co_name
-        if name == "__del__" or name.endswith("gc_callback"):  # jax's is _xla_gc_callback
-            return True
-        frame = frame.f_back
-    return False
-
-
 def _deliver_later(signum: int) -> None:
-    """Send ``signum`` to this process again in a moment, once the code that would swallow it has returned."""
+    """Send ``signum`` to this process again in a moment, once the code that swallowed it has returned."""
     threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
 
 
-def _raise_interrupted(signum, frame) -> None:
-    if _swallowed(frame):
-        _deliver_later(signum)
+def _redeliver_swallowed_interrupts(unraisable) -> None:
+    """``sys.unraisablehook`` while signals raise :class:`Interrupted`.
+
+    Python runs signal handlers between the bytecodes of whatever Python code runs, which includes garbage-collector
+    callbacks (JAX registers one), weakref callbacks and ``__del__`` methods. An exception raised there never reaches
+    the program: Python hands it to ``sys.unraisablehook`` and carries on. For an interrupt that would lose Ctrl-C or
+    SIGTERM, so the signal is sent again once that code has returned; anything else goes to the previous hook.
+    """
+    if isinstance(unraisable.exc_value, Interrupted):
+        _deliver_later(unraisable.exc_value.signum)
+    else:
+        _previous_unraisablehook(unraisable)
+
+
+_previous_unraisablehook = sys.unraisablehook
+
+
+@contextlib.contextmanager
+def _interrupts_never_swallowed() -> Iterator[None]:
+    global _previous_unraisablehook
+    if sys.unraisablehook is _redeliver_swallowed_interrupts:
+        yield
         return
+    _previous_unraisablehook, sys.unraisablehook = sys.unraisablehook, _redeliver_swallowed_interrupts
+    try:
+        yield
+    finally:
+        sys.unraisablehook = _previous_unraisablehook
+
+
+def _raise_interrupted(signum, frame) -> None:
     raise Interrupted(signum)
 
 
@@ -101,7 +112,8 @@ def stop_on_signals() -> Iterator[None]:
             previous[signum] = current
             signal.signal(signum, _raise_interrupted)
     try:
-        yield
+        with _interrupts_never_swallowed():
+            yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -109,13 +121,18 @@ def stop_on_signals() -> Iterator[None]:
 
 # ==================================================================================================== workers
 def _interrupt_once(signum, frame) -> None:
-    if _swallowed(frame):
-        _deliver_later(signum)
-        return
     # Later SIGTERMs are ignored while the worker cleans up (marks its run resumable); the parent's SIGKILL after
     # its grace period is the hard stop.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Interrupted(signum)
+
+
+def _redeliver_worker_interrupt(unraisable) -> None:
+    if isinstance(unraisable.exc_value, Interrupted):
+        signal.signal(unraisable.exc_value.signum, _interrupt_once)  # it set SIGTERM to ignored when it ran
+        _deliver_later(unraisable.exc_value.signum)
+    else:
+        sys.__unraisablehook__(unraisable)
 
 
 def worker_setup(graceful: bool = True, grace: float = 10.0, poll: float = 0.5) -> None:
@@ -130,6 +147,9 @@ def worker_setup(graceful: bool = True, grace: float = 10.0, poll: float = 0.5) 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if graceful:
         signal.signal(signal.SIGTERM, _interrupt_once)
+        # A SIGTERM swallowed by a gc callback comes again, with the handler re-armed (see
+        # _redeliver_swallowed_interrupts).
+        sys.unraisablehook = _redeliver_worker_interrupt
     exit_with_parent(grace=grace if graceful else 0.0, poll=poll)
 
 

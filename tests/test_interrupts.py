@@ -364,28 +364,38 @@ def test_data_generation_stops_and_leaves_nothing(tmp_path, how):
     assert not out.exists() or [p.name for p in out.iterdir()] == []  # no dataset, no temporaries
 
 
-def test_a_signal_inside_a_garbage_collector_callback_is_not_lost(capsys):
-    # Python runs signal handlers wherever Python code runs, garbage-collector callbacks included (JAX registers
-    # one), and an exception raised there is printed and dropped: the interrupt must come again once it returned.
+@pytest.mark.parametrize("where", ["gc callback", "__del__"])
+def test_a_signal_where_python_drops_exceptions_is_not_lost(where, capsys):
+    # Python runs signal handlers wherever Python code runs, garbage-collector callbacks (JAX registers one),
+    # weakref callbacks and __del__ included, and an exception raised there is printed and dropped: the interrupt
+    # must come again once that code has returned.
     import gc
 
     from fidec_gym.processes import Interrupted, stop_on_signals
 
     fired = []
 
-    def gc_callback(phase, info):
+    def signal_and_let_the_handler_run(*_):
         if not fired:
             fired.append(True)
             os.kill(os.getpid(), signal.SIGTERM)
             for _ in range(10_000):  # the handler runs in here
                 pass
 
+    class SignalsWhenCollected:
+        __del__ = signal_and_let_the_handler_run
+
     with stop_on_signals(), pytest.raises(Interrupted) as caught:
-        gc.callbacks.append(gc_callback)  # only now: a collection may start at any allocation
+        if where == "gc callback":
+            gc.callbacks.append(signal_and_let_the_handler_run)  # only now: a collection may start at any allocation
         try:
-            gc.collect()
+            if where == "__del__":
+                SignalsWhenCollected()
+            else:
+                gc.collect()
             time.sleep(2)
         finally:
-            gc.callbacks.remove(gc_callback)
-    assert caught.value.exit_code == 143
+            if where == "gc callback":
+                gc.callbacks.remove(signal_and_let_the_handler_run)
+    assert fired and caught.value.exit_code == 143
     assert "Exception ignored" not in capsys.readouterr().err
