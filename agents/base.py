@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fidec_gym.agents.config import DERIVED_KEYS, FrozenConfig, make_config, merge_config
+from fidec_gym.agents.config import DERIVED_KEYS, FrozenConfig, check_overrides, make_config, merge_config
 from fidec_gym.agents.seeds import (
     create_vmapped,
     unstack_agents,
@@ -263,12 +263,17 @@ class Agent(flax.struct.PyTreeNode):
         cls, config: Optional[Mapping[str, Any]] = None, example_batch: Optional[Batch] = None
     ) -> FrozenConfig:
         """Defaults merged with ``config`` (which may be partial); shapes are read from ``example_batch``."""
-        merged = merge_config(cls.name, cls.get_config(), config)
+        defaults = cls.get_config()
+        check_overrides(cls.name, config or {}, defaults)  # unknown keys, and values of the wrong type or range
+        merged = merge_config(cls.name, defaults, config)
         if example_batch is None:
             return merged
-        for key in ("observations", "actions"):
-            if key not in example_batch:
-                raise UnknownNameError(f"example_batch needs {key!r}; it has {sorted(example_batch)}")
+        if not isinstance(example_batch, Mapping) or not {"observations", "actions"} <= set(example_batch):
+            given = sorted(example_batch) if isinstance(example_batch, Mapping) else type(example_batch).__name__
+            raise ConfigError(
+                "example_batch must be a dict with 'observations' and 'actions' arrays, shaped (batch, ...); "
+                f"got {given}"
+            )
         observations = np.asarray(jax.device_get(example_batch["observations"]))
         actions = np.asarray(jax.device_get(example_batch["actions"]))
         if actions.ndim != 2:

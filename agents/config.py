@@ -98,7 +98,9 @@ def default_config(agent_name: str) -> dict:
     return dict(agent_class(agent_name).get_config())
 
 
-def check_overrides(agent_name: str, overrides: Mapping[str, Any]) -> None:
+def check_overrides(
+    agent_name: str, overrides: Mapping[str, Any], defaults: Optional[Mapping[str, Any]] = None
+) -> None:
     """Check each override's key and value type against the agent's defaults, naming the key and the fix.
 
     A number where the default is a number, a whole number where it is an int (never 1.5 for a batch size), a list of
@@ -107,7 +109,7 @@ def check_overrides(agent_name: str, overrides: Mapping[str, Any]) -> None:
     """
     from fidec_gym.errors import ConfigError
 
-    defaults = default_config(agent_name)
+    defaults = default_config(agent_name) if defaults is None else defaults
     merge_config(agent_name, defaults, overrides)  # unknown keys
     for key, value in overrides.items():
         if key not in defaults or defaults[key] is None:

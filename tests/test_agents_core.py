@@ -3,6 +3,7 @@
 import ast
 import importlib
 import math
+import re
 from pathlib import Path
 
 import jax
@@ -36,6 +37,7 @@ from fidec_gym.agents.networks import (
     Value,
     default_init,
 )
+from fidec_gym.errors import ConfigError
 
 OBS_DIM, ACTION_DIM, BATCH = 5, 2, 16
 SMALL = {"actor_hidden_dims": (32, 32)}
@@ -205,6 +207,24 @@ def test_unknown_config_key_and_agent_list_the_valid_ones():
     with pytest.raises(KeyError, match=r"valid agents: \['bc'.*'iql'.*'rebrac'"):
         agents.make_agent("bcq", 0, random_batch(0))
     assert agents.get_config("iql")["expectile"] == 0.9
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"batch_size": "x"}, "bc config batch_size='x': expected a whole number like 256"),
+        ({"lr": float("nan")}, "bc config lr=nan: must be finite"),
+        ({"actor_hidden_dims": [0]}, "bc config actor_hidden_dims=[0]: expected a list of positive whole numbers"),
+    ],
+)
+def test_the_python_api_checks_config_values_as_the_command_line_does(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        agents.make_agent("bc", 0, random_batch(0), {**SMALL, **overrides})
+
+
+def test_an_example_batch_that_is_not_a_dict_of_arrays_is_named():
+    with pytest.raises(ConfigError, match="example_batch must be a dict with 'observations' and 'actions'.*got list"):
+        agents.make_agent("bc", 0, [1, 2])
 
 
 def test_pixel_observations_without_encoder_are_rejected():

@@ -13,9 +13,8 @@ from fidec_gym.eval.store import ResultsStore
 
 def test_the_first_cell_trains(tmp_path):
     preset = load_preset("cpu-reference")
-    assert (
-        preset.agents == ["bc", "iql", "rebrac", "fql", "deflow", "fidec", "fidec-official"] and len(preset.seeds) >= 3
-    )
+    assert sorted(preset.agents) == sorted(["bc", "iql", "rebrac", "fql", "deflow", "fidec", "fidec-official"])
+    assert len(preset.seeds) >= 3
     assert preset.datasets["cube-single-play-v0"]["generate"]["episodes"] == 1000
     generate_manipulation_dataset("cube-single-play", 2, tmp_path / "data", max_episode_steps=40, progress=False)
     cell = preset.cells(tmp_path / "data")[0]
