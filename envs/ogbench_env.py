@@ -14,6 +14,7 @@ so nothing is downloaded — and keeps OGBench's own time limit (the catalogue h
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Optional
 
 import gymnasium as gym
@@ -21,6 +22,16 @@ import gymnasium as gym
 from fidec_gym.envs.catalogue import TaskSpec, task_info
 from fidec_gym.envs.wrappers import ClipAction, EpisodeScore, Float32Observation, SeededGlobalRandom, SuccessAsFloat
 from fidec_gym.errors import ConfigError, FidecError
+
+# Two harmless gymnasium warnings about OGBench's environments, filtered here at their source: OGBench builds its
+# action Box from float64 bounds on every access (the float32 cast loses nothing in [-1, 1]), and its environments
+# render rgb_array frames without declaring render_modes.
+warnings.filterwarnings(
+    "ignore", message=r".*Box (low|high)'s precision lowered by casting to float32", category=UserWarning
+)
+warnings.filterwarnings(
+    "ignore", message=r".*initialised with render_mode='rgb_array' that is not in the possible render_modes \(\[\]\)"
+)
 
 SUCCESS_TIMINGS = ("pre", "post")
 GL_HELP = (

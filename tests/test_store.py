@@ -168,7 +168,7 @@ def _open_as_unprivileged(path: str, queue) -> None:
 def test_read_only_directory_is_a_clear_error():
     root = tempfile.mkdtemp(prefix="fidec-ro-")
     os.chmod(root, 0o555)
-    context = mp.get_context("fork")
+    context = mp.get_context("spawn")  # never fork a process that runs JAX's threads
     queue = context.Queue()
     process = context.Process(target=_open_as_unprivileged, args=(os.path.join(root, "results"), queue))
     process.start()
