@@ -34,7 +34,7 @@ GENERATABLE_BASES = ("cube-", "scene", "puzzle-")
 
 def parse_play_dataset(name: str, visual: bool = False) -> tuple[str, str, bool]:
     """``(dataset file stem, OGBench environment ID, visual)`` for a name like ``cube-single-play`` or
-    ``visual-scene-play-v0``. Only manipulation "play" data can be generated."""
+    ``visual-scene-play-v0``. Only manipulation "play" data comes from here (locomotion: envs/locomotion)."""
     stem = name.strip()
     stem = stem[: -len("-v0")] if stem.endswith("-v0") else stem
     if stem.startswith("visual-"):
@@ -43,9 +43,9 @@ def parse_play_dataset(name: str, visual: bool = False) -> tuple[str, str, bool]
     if len(words) < 2 or not stem.startswith(GENERATABLE_BASES):
         if "navigate" in words or stem.startswith(("antmaze", "humanoidmaze", "antsoccer", "pointmaze")):
             raise ConfigError(
-                f"{name!r}: locomotion datasets cannot be generated locally (OGBench's expert policies come from "
-                "checkpoints that the package does not ship; docs/datasets.md §2.2). Fetch the official files with "
-                f"`fidec data download {stem if stem.endswith('-v0') else stem + '-v0'}`."
+                f"{name!r} is locomotion data, which an expert policy makes rather than the manipulation oracles: "
+                f"`fidec data generate {stem}` (navigate mazes and D4RL antmaze; docs/datasets.md §2.3), or fetch "
+                "the official files with `fidec data download` (needs network)."
             )
         raise ConfigError(
             f"{name!r} is not a manipulation dataset; use one of cube-single-play, cube-double-play, scene-play, "

@@ -132,7 +132,7 @@ def test_names():
         True,
     )
     assert parse_play_dataset("scene-play", visual=True) == ("visual-scene-play-v0", "visual-scene-v0", True)
-    with pytest.raises(ValueError, match="cannot be generated locally.*fidec data download"):
+    with pytest.raises(ValueError, match="locomotion data.*`fidec data generate antmaze-large-navigate`"):
         parse_play_dataset("antmaze-large-navigate")
     with pytest.raises(ValueError, match="only 'play'"):
         parse_play_dataset("cube-single-noisy")
