@@ -22,7 +22,11 @@ INTERRUPTED_MESSAGE = (
 
 # ============================================================================ datasets
 def prepare_datasets(preset: Preset, data_dir: Path, progress: bool = True) -> list[Path]:
-    """Generate the preset's ``datasets: {NAME: {generate: ...}}`` entries into ``data_dir`` when missing."""
+    """Generate the preset's ``datasets: {NAME: {generate: ...}}`` entries into ``data_dir`` when missing.
+
+    A dataset made earlier with the same generator, seed and episode count (``fidec data generate``, found in
+    ``$FIDEC_DATA_DIR`` or ``~/.ogbench/data``) is the same data: it is linked in instead of generated again.
+    """
     made = []
     for dataset, entry in preset.datasets.items():
         if "generate" not in entry:
@@ -35,16 +39,47 @@ def prepare_datasets(preset: Preset, data_dir: Path, progress: bool = True) -> l
         name = dataset.removesuffix("-v0")
         if name.startswith("visual-"):
             raise LeaderboardError(f"datasets.{dataset}: generation of visual datasets is not supported by presets")
+        episodes, seed = int(options.get("episodes", 50)), int(options.get("seed", 0))
+        if _link_identical_dataset(dataset, episodes, seed, data_dir):
+            made.append(data_dir / f"{dataset}.npz")
+            continue
         train_path, _ = generate_manipulation_dataset(
-            name,
-            int(options.get("episodes", 50)),
-            str(data_dir),
-            workers=int(options.get("workers", 1)),
-            seed=int(options.get("seed", 0)),
-            progress=progress,
+            name, episodes, str(data_dir), workers=int(options.get("workers", 1)), seed=seed, progress=progress
         )
         made.append(Path(train_path))
     return made
+
+
+def _link_identical_dataset(dataset: str, episodes: int, seed: int, data_dir: Path) -> bool:
+    """Link (or copy) an existing generated ``dataset`` with these settings into ``data_dir``; False if none."""
+    from fidec_gym.envs.generate import DEFAULT_MAX_EPISODE_STEPS
+    from fidec_gym.envs.readers.ogbench_npz import locate, sidecar_path
+
+    found, _ = locate(dataset, "train")
+    if found is None or found.parent.resolve() == data_dir.resolve():
+        return False
+    try:
+        meta = json.loads(sidecar_path(found).read_text())
+    except (OSError, ValueError):
+        return False
+    wanted = {"provenance": "generated", "seed": seed, "num_episodes": episodes}
+    wanted["max_episode_steps"] = DEFAULT_MAX_EPISODE_STEPS
+    if any(meta.get(key) != value for key, value in wanted.items()):
+        return False
+    names = [f"{dataset}.npz", f"{dataset}-val.npz", sidecar_path(found).name]
+    if not all((found.parent / name).is_file() for name in names):
+        return False
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for name in reversed(names):  # the train file last: its presence means the whole set is there
+        temporary = data_dir / f".{name}.{os.getpid()}.tmp"
+        temporary.unlink(missing_ok=True)
+        try:
+            os.link(found.parent / name, temporary)
+        except OSError:  # another file system
+            shutil.copyfile(found.parent / name, temporary)
+        os.replace(temporary, data_dir / name)
+    print(f"{dataset}: reusing {found} (same generator, seed {seed} and {episodes} episodes)", flush=True)
+    return True
 
 
 # ============================================================================ running one cell
