@@ -12,19 +12,16 @@ generated. The output has the official npz layout and loads through the same pat
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import multiprocessing
 import os
-import signal
-import tempfile
 import time
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
 
+from fidec_gym.envs import datafiles
 from fidec_gym.errors import ConfigError
 
 GENERATOR_VERSION = "1.0"
@@ -226,32 +223,6 @@ def _episodes(
 
 
 # -- writing ------------------------------------------------------------------------------------------------------
-def _concatenate(episodes: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {key: np.concatenate([episode[key] for episode in episodes]) for key in episodes[0]}
-
-
-@contextmanager
-def _sigint_deferred():
-    """Block Ctrl-C while the finished files are moved into place, so the set of files is complete or absent."""
-    blocked = hasattr(signal, "pthread_sigmask")
-    if blocked:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        if blocked:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-
-def _write_npz(arrays: dict[str, np.ndarray], directory: Path, temporaries: list[Path]) -> Path:
-    handle, name = tempfile.mkstemp(dir=directory, prefix=".fidec-", suffix=".npz.tmp")
-    temporary = Path(name)
-    temporaries.append(temporary)
-    with os.fdopen(handle, "wb") as f:
-        np.savez_compressed(f, allow_pickle=True, **arrays)  # numpy's default, spelled out for the type checker
-    return temporary
-
-
 def generate_manipulation_dataset(
     name: str,
     num_episodes: int,
@@ -313,44 +284,31 @@ def generate_manipulation_dataset(
             bar.update(1)
     elapsed = time.perf_counter() - started
 
-    temporaries: list[Path] = []
+    temporaries = {}
     try:
-        train_tmp = _write_npz(_concatenate(episodes[:num_episodes]), out_dir, temporaries)
-        val_tmp = _write_npz(_concatenate(episodes[num_episodes:]), out_dir, temporaries)
-        from fidec_gym.envs.readers import sha256_file
-
-        info = {
-            "provenance": "generated",
-            "generator": "fidec-gym envs.generate (OGBench plan oracles)",
-            "generator_version": GENERATOR_VERSION,
-            "ogbench_version": importlib.metadata.version("ogbench"),
-            "dataset": dataset,
-            "env_name": env_name,
-            "dataset_type": "play",
-            "seed": seed,
-            "num_episodes": num_episodes,
-            "num_val_episodes": num_val_episodes,
-            "max_episode_steps": max_episode_steps,
-            "noise": noise,
-            "noise_smoothing": noise_smoothing,
-            "workers": workers,
-            "seconds": round(elapsed, 3),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "files": {
-                train_path.name: {"sha256": sha256_file(train_tmp), "episodes": num_episodes},
-                val_path.name: {"sha256": sha256_file(val_tmp), "episodes": num_val_episodes},
-            },
-        }
-        handle, name_tmp = tempfile.mkstemp(dir=out_dir, prefix=".fidec-", suffix=".json.tmp")
-        temporaries.append(Path(name_tmp))
-        with os.fdopen(handle, "w") as f:
-            json.dump(info, f, indent=2)
-        with _sigint_deferred():
-            # The sidecar goes first: a data file is only ever visible next to the sidecar that describes it.
-            os.replace(name_tmp, sidecar)
-            os.replace(train_tmp, train_path)
-            os.replace(val_tmp, val_path)
-    finally:
-        for temporary in temporaries:
+        temporaries[train_path] = datafiles.write_npz(datafiles.concatenate(episodes[:num_episodes]), out_dir)
+        temporaries[val_path] = datafiles.write_npz(datafiles.concatenate(episodes[num_episodes:]), out_dir)
+    except BaseException:
+        for temporary in temporaries.values():
             temporary.unlink(missing_ok=True)
+        raise
+    info = {
+        "provenance": "generated",
+        "generator": "fidec-gym envs.generate (OGBench plan oracles)",
+        "generator_version": GENERATOR_VERSION,
+        "ogbench_version": importlib.metadata.version("ogbench"),
+        "dataset": dataset,
+        "env_name": env_name,
+        "dataset_type": "play",
+        "seed": seed,
+        "num_episodes": num_episodes,
+        "num_val_episodes": num_val_episodes,
+        "max_episode_steps": max_episode_steps,
+        "noise": noise,
+        "noise_smoothing": noise_smoothing,
+        "workers": workers,
+        "seconds": round(elapsed, 3),
+        "files": {train_path.name: {"episodes": num_episodes}, val_path.name: {"episodes": num_val_episodes}},
+    }
+    datafiles.publish(temporaries, sidecar, info)
     return train_path, val_path

@@ -97,6 +97,41 @@ def test_yaml_exponents_are_numbers(tmp_path):
     assert preset.cells()[0].agent_overrides["lr"] == pytest.approx(3e-4)
 
 
+def test_a_folder_named_like_a_built_in_preset_does_not_hide_it(tmp_path, monkeypatch):
+    # `fidec leaderboard run --preset cpu-reference --out cpu-reference`, run again from the same folder.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cpu-reference").mkdir()
+    assert load_preset("cpu-reference").name == "cpu-reference"
+    with pytest.raises(FileNotFoundError, match="preset file missing.yaml does not exist"):
+        load_preset("missing.yaml")
+
+
+def test_an_identical_generated_dataset_is_linked_not_generated_again(tmp_path, monkeypatch, capsys):
+    from fidec_gym.envs.generate import generate_manipulation_dataset
+    from fidec_gym.eval.grid.cells import prepare_datasets
+
+    made = tmp_path / "made"
+    generate_manipulation_dataset("cube-single-play", 1, made, seed=3, progress=False)  # 1 + 1 episodes of 1001 rows
+    monkeypatch.setenv("FIDEC_DATA_DIR", str(made))
+    data = tmp_path / "out" / "data"
+    same = load_preset(
+        _preset(tmp_path / "same.yaml", datasets={"cube-single-play-v0": {"generate": {"episodes": 1, "seed": 3}}})
+    )
+    assert prepare_datasets(same, data, progress=False) == [data / "cube-single-play-v0.npz"]
+    for name in ("cube-single-play-v0.npz", "cube-single-play-v0-val.npz", "cube-single-play-v0.meta.json"):
+        assert os.path.samefile(data / name, made / name)
+    assert (
+        f"reusing {made / 'cube-single-play-v0.npz'} (same generator, seed 3 and 1 episodes)" in capsys.readouterr().out
+    )
+    assert sorted(p.name for p in data.iterdir()) == sorted(p.name for p in made.iterdir())  # no temporaries left
+
+    from fidec_gym.eval.grid.cells import _link_identical_dataset
+
+    assert not _link_identical_dataset("cube-single-play-v0", 1, 4, tmp_path / "other")  # another seed: other data
+    assert not _link_identical_dataset("cube-single-play-v0", 2, 3, tmp_path / "other")  # another size
+    assert not (tmp_path / "other").exists()
+
+
 def test_bad_preset_fails_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "out"
     bad = _preset(tmp_path / "bad.yaml", agent_overrides={"bc": {"batch_size": 1.5}})

@@ -6,18 +6,12 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import multiprocessing
-import os
-import signal
-import tempfile
 import time
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
 from fidec_gym.errors import ConfigError
-from fidec_gym.files import atomic_write_json
 
 GENERATOR_VERSION = "1.0"
 
@@ -97,73 +91,12 @@ def collect(
     return episodes, time.perf_counter() - started
 
 
-def concatenate(episodes: list[dict]) -> dict[str, np.ndarray]:
-    return {key: np.concatenate([episode[key] for episode in episodes]) for key in episodes[0]}
-
-
 def check_counts(num_episodes: int, workers: int, max_episode_steps: int) -> None:
     if num_episodes < 1 or workers < 1 or max_episode_steps < 2:
         raise ConfigError(
             f"need episodes >= 1, workers >= 1 and max_episode_steps >= 2 "
             f"(got {num_episodes}, {workers}, {max_episode_steps})"
         )
-
-
-# -- writing ------------------------------------------------------------------------------------------------------
-@contextmanager
-def _sigint_deferred():
-    blocked = hasattr(signal, "pthread_sigmask")
-    if blocked:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        if blocked:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-
-def write_npz(arrays: dict[str, np.ndarray], directory: Path) -> Path:
-    handle, name = tempfile.mkstemp(dir=directory, prefix=".fidec-", suffix=".npz.tmp")
-    with os.fdopen(handle, "wb") as f:
-        np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
-    return Path(name)
-
-
-def write_hdf5(arrays: dict[str, np.ndarray], directory: Path, attrs: Optional[dict] = None) -> Path:
-    """A D4RL-layout hdf5 file; keys with a slash (``infos/goal``) become groups. gzip-compressed."""
-    import h5py
-
-    handle, name = tempfile.mkstemp(dir=directory, prefix=".fidec-", suffix=".hdf5.tmp")
-    os.close(handle)
-    with h5py.File(name, "w") as f:
-        for key, value in arrays.items():
-            f.create_dataset(key, data=value, compression="gzip", compression_opts=4)
-        for key, value in (attrs or {}).items():
-            f.attrs[key] = value
-    return Path(name)
-
-
-def publish(temporaries: dict[Path, Path], sidecar: Path, info: dict) -> None:
-    """Move finished temporaries into place, the sidecar first (a data file is only ever visible next to the sidecar
-    that describes it); Ctrl-C is held back meanwhile so the set of files is complete or absent."""
-    from fidec_gym.envs.readers import sha256_file
-
-    try:
-        info["files"] = {
-            final.name: {"sha256": sha256_file(tmp), **info.get("files", {}).get(final.name, {})}
-            for final, tmp in temporaries.items()
-        }
-        info["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        with _sigint_deferred():
-            atomic_write_json(sidecar, info)
-            mask = os.umask(0)
-            os.umask(mask)
-            for final, tmp in temporaries.items():
-                os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; the data follows the user's umask
-                os.replace(tmp, final)
-    finally:
-        for tmp in temporaries.values():
-            Path(tmp).unlink(missing_ok=True)
 
 
 def versions() -> dict[str, Optional[str]]:

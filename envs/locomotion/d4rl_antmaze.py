@@ -31,6 +31,7 @@ from typing import Optional
 
 import numpy as np
 
+from fidec_gym.envs import datafiles
 from fidec_gym.errors import ConfigError
 
 from . import common
@@ -192,7 +193,7 @@ def generate_d4rl_antmaze_dataset(
     episodes, seconds = common.collect(
         D4RLAntmazeEpisodes, kwargs, num_episodes, seed, workers, f"generating {task}", progress
     )
-    arrays = common.concatenate(episodes)
+    arrays = datafiles.concatenate(episodes)
     success = float(np.mean([e["terminals"].any() for e in episodes]))
     flipped = float(np.mean([upside_down(e["infos/qpos"][-1]) for e in episodes]))
     starts, goals = start_and_goal_cells(task)
@@ -218,6 +219,6 @@ def generate_d4rl_antmaze_dataset(
         "episodes_ending_upside_down": round(flipped, 4),
         "files": {path.name: {"episodes": num_episodes}},
     }
-    temporaries = {path: common.write_hdf5(arrays, out, {"provenance": "generated", "dataset": task})}
-    common.publish(temporaries, out / f"{task}.meta.json", info)
+    temporaries = {path: datafiles.write_hdf5(arrays, out, {"provenance": "generated", "dataset": task})}
+    datafiles.publish(temporaries, out / f"{task}.meta.json", info)
     return path

@@ -17,6 +17,7 @@ from typing import Optional
 
 import numpy as np
 
+from fidec_gym.envs import datafiles
 from fidec_gym.errors import ConfigError
 
 from . import common
@@ -185,8 +186,8 @@ def generate_navigate_dataset(
     flipped = [bool(e.pop("_upside_down")[0]) for e in episodes]
     temporaries = {}
     try:
-        temporaries[train_path] = common.write_npz(common.concatenate(episodes[:num_episodes]), out)
-        temporaries[val_path] = common.write_npz(common.concatenate(episodes[num_episodes:]), out)
+        temporaries[train_path] = datafiles.write_npz(datafiles.concatenate(episodes[:num_episodes]), out)
+        temporaries[val_path] = datafiles.write_npz(datafiles.concatenate(episodes[num_episodes:]), out)
     except BaseException:
         for tmp in temporaries.values():
             tmp.unlink(missing_ok=True)
@@ -215,7 +216,7 @@ def generate_navigate_dataset(
         "episodes_ending_upside_down": round(float(np.mean(flipped)), 4),
         "files": {train_path.name: {"episodes": num_episodes}, val_path.name: {"episodes": num_val}},
     }
-    common.publish(temporaries, out / f"{dataset}.meta.json", info)
+    datafiles.publish(temporaries, out / f"{dataset}.meta.json", info)
     return train_path, val_path
 
 

@@ -316,11 +316,13 @@ def _check_seeds(value, where: str) -> list[int]:
 
 def _resolve_preset_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path).expanduser()
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ResultsNotFoundError(f"preset file {path} does not exist; built-in presets: {available_presets()}")
+    if path.is_file():
         return path
     candidate = PRESET_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file() and path.suffix not in (".yaml", ".yml"):
+        return candidate  # a built-in name, even where a folder of that name (its results, say) is here
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        raise ResultsNotFoundError(f"preset file {path} does not exist; built-in presets: {available_presets()}")
     if not candidate.is_file():
         raise LeaderboardError(
             f"unknown preset {str(name_or_path)!r}{_close(str(name_or_path), available_presets())}; built-in presets: "
