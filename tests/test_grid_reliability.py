@@ -323,6 +323,32 @@ def _truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 3])
 
 
+def test_export_is_self_contained_and_the_report_rebuilds_from_it(grid, tmp_path, capsys):
+    out, shared = grid / "out", tmp_path / "elsewhere" / "cpu-results"
+    assert main(["leaderboard", "export", "--out", str(out), "--to", str(shared)]) == 0
+    assert "exported 2 runs, " in capsys.readouterr().out
+    original, exported = ResultsStore.open_for_reading(out), ResultsStore.open_for_reading(shared)
+    assert exported.runs() == original.runs() and exported.evaluations() == original.evaluations()
+    assert sorted(p.name for p in shared.iterdir()) == ["results.sqlite", "runs"]  # no -wal/-shm, no checkpoints
+    originals = {a["id"]: out / a["path"] for a in original.artefacts()}  # out / an absolute path = that path
+    assert exported.artefacts(kind="metrics") and not exported.artefacts(kind="checkpoint")
+    assert len(exported.artefacts()) == len(originals) - len(original.artefacts(kind="checkpoint"))
+    for artefact in exported.artefacts():
+        assert not Path(artefact["path"]).is_absolute() and ":" not in artefact["path"]
+        assert (shared / artefact["path"]).read_bytes() == originals[artefact["id"]].read_bytes()
+    assert not list(shared.rglob("*.msgpack")) and not list(shared.rglob("step_*"))
+    assert (
+        main(["leaderboard", "report", "--out", str(shared), "--reps", "20", "--report-dir", str(tmp_path / "r")]) == 0
+    )
+    assert "Runs: 1 done" in (tmp_path / "r" / "report.md").read_text()
+    # Exporting again replaces the folder; exporting into the results directory itself is refused.
+    assert main(["leaderboard", "export", "--out", str(out), "--to", str(shared), "--preset", "grid"]) == 0
+    assert main(["leaderboard", "export", "--out", str(out), "--to", str(out / "copy")]) == 2
+    assert "outside the results directory" in capsys.readouterr().err and not (out / "copy").exists()
+    assert main(["leaderboard", "export", "--out", str(out), "--to", str(tmp_path / "x"), "--preset", "nope"]) == 2
+    assert "no runs of preset 'nope'" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
 def test_truncated_checkpoint_advice_works(tmp_path, capsys):
     out = tmp_path / "out"
     base = [*TRAIN, "--steps", "4", "--checkpoint-interval", "2", "--out", str(out)]

@@ -1,4 +1,4 @@
-"""``fidec leaderboard run|status|compare|report`` and ``fidec quickstart``.
+"""``fidec leaderboard run|plan|status|compare|report|export`` and ``fidec quickstart``.
 
 Heavy imports (JAX, pandas, matplotlib, Ray) stay inside the command functions so that ``fidec --help`` is instant.
 """
@@ -113,6 +113,17 @@ def register(subparsers) -> None:
         "--report-dir", type=Path, help="write the report here (default: OUT/report; OUT itself is only read)"
     )
     report.set_defaults(func=report_command)
+
+    export = actions.add_parser(
+        "export",
+        help="copy a results directory's store and run files (no checkpoints or data) into a folder to commit or share",
+        description="Writes TO/results.sqlite (one compact file) and the metric CSVs, videos and figures its runs "
+        "registered, with relative paths: `fidec leaderboard report --out TO` rebuilds the report from it anywhere.",
+    )
+    export.add_argument("--out", type=Path, required=True, help="results directory to export")
+    export.add_argument("--to", type=Path, required=True, help="folder to write (replaced as a whole when complete)")
+    export.add_argument("--preset", help="only runs of this preset")
+    export.set_defaults(func=export_command)
 
     quick = subparsers.add_parser(
         "quickstart",
@@ -272,6 +283,19 @@ def report_command(args) -> int:
         store, load_published(args.published), preset=args.preset, reps=args.reps, report_dir=report_dir
     )
     print(f"report: {index.parent / 'report.md'}\nopen: {index}")
+    return 0
+
+
+def export_command(args) -> int:
+    from fidec_gym.eval.grid.export import export_results
+
+    _open_existing_store(args.out)
+    counts = export_results(args.out, args.to, preset=args.preset)
+    print(
+        f"exported {counts['runs']} runs, {counts['evaluations']} evaluations and {counts['files']} files to "
+        f"{Path(args.to).expanduser().resolve()}; rebuild the report with "
+        f"`fidec leaderboard report --out {args.to}`"
+    )
     return 0
 
 
