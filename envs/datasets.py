@@ -242,6 +242,7 @@ def load_dataset(
 def locate_dataset(env_id: str, path: Optional[os.PathLike | str] = None) -> tuple[Optional[str], str]:
     """Where ``load_dataset(env_id, path=path)`` would read its data from, without reading it, and how to get the
     data when it is missing: ``(file or Minari ID, or None; a command)``."""
+    from fidec_gym.envs.locomotion.navigate import parse_navigate_dataset
     from fidec_gym.envs.readers import find_file, minari_reader, ogbench_npz, search_dirs
     from fidec_gym.envs.readers.d4rl_hdf5 import DEFAULT_D4RL_DIR
 
@@ -256,6 +257,11 @@ def locate_dataset(env_id: str, path: Optional[os.PathLike | str] = None) -> tup
             how = (
                 f"fidec data generate {base.removesuffix('-v0')}{visual} --out $FIDEC_DATA_DIR  (or fidec data "
                 f"download {spec.dataset} --out $FIDEC_DATA_DIR, needs network)"
+            )
+        elif parse_navigate_dataset(base) is not None:
+            how = (
+                f"fidec data generate {base.removesuffix('-v0')} --out $FIDEC_DATA_DIR  (an expert drives OGBench's "
+                f"navigate protocol; or fidec data download {spec.dataset} --out $FIDEC_DATA_DIR, needs network)"
             )
         else:
             how = f"fidec data download {spec.dataset} --out $FIDEC_DATA_DIR  (needs network)"

@@ -4,6 +4,7 @@ on one directory, and a full disk. Each test checks the message, the exit code a
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import sqlite3
@@ -120,16 +121,34 @@ def test_an_identical_generated_dataset_is_linked_not_generated_again(tmp_path, 
     assert prepare_datasets(same, data, progress=False) == [data / "cube-single-play-v0.npz"]
     for name in ("cube-single-play-v0.npz", "cube-single-play-v0-val.npz", "cube-single-play-v0.meta.json"):
         assert os.path.samefile(data / name, made / name)
-    assert (
-        f"reusing {made / 'cube-single-play-v0.npz'} (same generator, seed 3 and 1 episodes)" in capsys.readouterr().out
-    )
+    reused = f"reusing {made / 'cube-single-play-v0.npz'} (same generator settings: seed 3, 1 episodes)"
+    assert reused in capsys.readouterr().out
     assert sorted(p.name for p in data.iterdir()) == sorted(p.name for p in made.iterdir())  # no temporaries left
 
-    from fidec_gym.eval.grid.cells import _link_identical_dataset
+    from fidec_gym.eval.grid.cells import _link_identical_dataset, _play_settings
 
-    assert not _link_identical_dataset("cube-single-play-v0", 1, 4, tmp_path / "other")  # another seed: other data
-    assert not _link_identical_dataset("cube-single-play-v0", 2, 3, tmp_path / "other")  # another size
-    assert not (tmp_path / "other").exists()
+    other = tmp_path / "other"
+    assert not _link_identical_dataset("cube-single-play-v0", _play_settings(4, 1), other)  # another seed: other data
+    assert not _link_identical_dataset("cube-single-play-v0", _play_settings(3, 2), other)  # another size
+    assert not other.exists()
+
+    # Navigate data must also come from the same expert (by SHA-256) with the same action noise.
+    from fidec_gym.eval.grid.cells import _navigate_settings
+
+    navigate = tmp_path / "navigate"
+    navigate.mkdir()
+    settings = _navigate_settings("antmaze-large-navigate", 0, 1000)
+    assert (
+        settings["max_episode_steps"] == 1001 and settings["noise"] == 0.2 and len(settings["expert"]["sha256"]) == 64
+    )
+    for name in ("antmaze-large-navigate-v0.npz", "antmaze-large-navigate-v0-val.npz"):
+        (navigate / name).write_bytes(b"")
+    sidecar = navigate / "antmaze-large-navigate-v0.meta.json"
+    monkeypatch.setenv("FIDEC_DATA_DIR", str(navigate))
+    for expert, linked in (("0" * 64, False), (settings["expert"]["sha256"], True)):
+        sidecar.write_text(json.dumps({**settings, "expert": {"sha256": expert, "name": "ant"}, "workers": 2}))
+        assert _link_identical_dataset("antmaze-large-navigate-v0", settings, other) is linked
+    assert os.path.samefile(other / "antmaze-large-navigate-v0.meta.json", sidecar)
 
 
 def test_bad_preset_fails_before_anything_is_written(tmp_path, capsys):

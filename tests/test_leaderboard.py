@@ -74,6 +74,30 @@ def test_paper_table2_follows_the_protocol():
     assert all(c.agent_overrides == {"encoder": "impala_small"} for c in by_suite["visual"])
 
 
+def test_plan_of_paper_table2_names_cells_runs_missing_data_and_time(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no measured costs: the reference table is used
+    monkeypatch.setenv("FIDEC_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["leaderboard", "plan", "--preset", "paper-table2"]) == 0
+    out = capsys.readouterr().out
+    assert "preset paper-table2: 433 cells, 3364 runs, 2882M updates" in out
+    assert "datasets: 33 needed, 33 missing" in out
+    assert (
+        "antmaze-large-navigate-v0                MISSING (~0.2 GB): fidec data generate antmaze-large-navigate" in out
+    )
+    hours = re.search(r"estimated training time: ([\d,]+) h of one worker; ([\d,]+) h with 2 workers", out)
+    one, two = (int(group.replace(",", "")) for group in hours.groups())
+    assert 80_000 < one < 90_000 and abs(two - one / 2) <= 1
+
+
+def test_plan_costs_an_agent_preset_as_its_base_agent(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["leaderboard", "plan", "--preset", "cpu-reference", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "preset cpu-reference: 14 cells, 42 runs, 2.1M updates" in out
+    assert "fidec 284.3, fidec-official 284.3" in out and "Traceback" not in out
+
+
 def test_smoke_preset_shape():
     preset = load_preset("smoke")
     assert preset.agents == ["bc", "iql", "rebrac", "fql", "deflow", "fidec"]

@@ -22,37 +22,66 @@ INTERRUPTED_MESSAGE = (
 
 # ============================================================================ datasets
 def prepare_datasets(preset: Preset, data_dir: Path, progress: bool = True) -> list[Path]:
-    """Generate the preset's ``datasets: {NAME: {generate: ...}}`` entries into ``data_dir`` when missing.
+    """Generate the preset's ``datasets: {NAME: {generate: ...}}`` entries into ``data_dir`` when missing:
+    manipulation "play" data with OGBench's oracles, navigate data with the shipped locomotion expert.
 
-    A dataset made earlier with the same generator, seed and episode count (``fidec data generate``, found in
-    ``$FIDEC_DATA_DIR`` or ``~/.ogbench/data``) is the same data: it is linked in instead of generated again.
+    A dataset made earlier with the same generator, seed, episode count and (for navigate data) expert and noise
+    (``fidec data generate``, found in ``$FIDEC_DATA_DIR`` or ``~/.ogbench/data``) is the same data: it is linked in
+    instead of generated again.
     """
+    from fidec_gym.envs.locomotion.navigate import parse_navigate_dataset
+
     made = []
     for dataset, entry in preset.datasets.items():
-        if "generate" not in entry:
+        if "generate" not in entry or (data_dir / f"{dataset}.npz").is_file():
             continue
-        if (data_dir / f"{dataset}.npz").is_file():
-            continue
-        from fidec_gym.envs.generate import generate_manipulation_dataset
-
         options = entry["generate"] or {}
         name = dataset.removesuffix("-v0")
         if name.startswith("visual-"):
             raise LeaderboardError(f"datasets.{dataset}: generation of visual datasets is not supported by presets")
-        episodes, seed = int(options.get("episodes", 50)), int(options.get("seed", 0))
-        if _link_identical_dataset(dataset, episodes, seed, data_dir):
+        episodes, seed, workers = int(options.get("episodes", 50)), int(options.get("seed", 0)), options.get("workers")
+        navigate = parse_navigate_dataset(name) is not None
+        same = _navigate_settings(name, seed, episodes) if navigate else _play_settings(seed, episodes)
+        if _link_identical_dataset(dataset, same, data_dir):
             made.append(data_dir / f"{dataset}.npz")
             continue
-        train_path, _ = generate_manipulation_dataset(
-            name, episodes, str(data_dir), workers=int(options.get("workers", 1)), seed=seed, progress=progress
-        )
+        if navigate:
+            from fidec_gym.envs.locomotion.navigate import generate_navigate_dataset as generate
+        else:
+            from fidec_gym.envs.generate import generate_manipulation_dataset as generate
+        train_path, _ = generate(name, episodes, str(data_dir), workers=int(workers or 1), seed=seed, progress=progress)
         made.append(Path(train_path))
     return made
 
 
-def _link_identical_dataset(dataset: str, episodes: int, seed: int, data_dir: Path) -> bool:
-    """Link (or copy) an existing generated ``dataset`` with these settings into ``data_dir``; False if none."""
+def _play_settings(seed: int, episodes: int) -> dict:
     from fidec_gym.envs.generate import DEFAULT_MAX_EPISODE_STEPS
+
+    return {
+        "provenance": "generated",
+        "seed": seed,
+        "num_episodes": episodes,
+        "max_episode_steps": DEFAULT_MAX_EPISODE_STEPS,
+    }
+
+
+def _navigate_settings(name: str, seed: int, episodes: int) -> dict:
+    from fidec_gym.envs.locomotion.experts import resolve_expert_path
+    from fidec_gym.envs.locomotion.navigate import DEFAULT_NOISE, NAVIGATE_DATASETS
+    from fidec_gym.envs.readers import sha256_file
+
+    _, expert, _, steps = NAVIGATE_DATASETS[name]
+    settings = {"provenance": "generated", "seed": seed, "num_episodes": episodes, "max_episode_steps": steps}
+    try:
+        settings["expert"] = {"sha256": sha256_file(resolve_expert_path(None, expert))}
+    except FileNotFoundError:  # no expert here: generation will say how to get one
+        settings["expert"] = {"sha256": None}
+    return {**settings, "noise": DEFAULT_NOISE}
+
+
+def _link_identical_dataset(dataset: str, settings: dict, data_dir: Path) -> bool:
+    """Link (or copy) an existing generated ``dataset`` whose sidecar matches ``settings`` (nested dicts: only the
+    keys given) into ``data_dir``; False if there is none."""
     from fidec_gym.envs.readers.ogbench_npz import locate, sidecar_path
 
     found, _ = locate(dataset, "train")
@@ -62,9 +91,7 @@ def _link_identical_dataset(dataset: str, episodes: int, seed: int, data_dir: Pa
         meta = json.loads(sidecar_path(found).read_text())
     except (OSError, ValueError):
         return False
-    wanted = {"provenance": "generated", "seed": seed, "num_episodes": episodes}
-    wanted["max_episode_steps"] = DEFAULT_MAX_EPISODE_STEPS
-    if any(meta.get(key) != value for key, value in wanted.items()):
+    if not _matches(meta, settings):
         return False
     names = [f"{dataset}.npz", f"{dataset}-val.npz", sidecar_path(found).name]
     if not all((found.parent / name).is_file() for name in names):
@@ -78,8 +105,24 @@ def _link_identical_dataset(dataset: str, episodes: int, seed: int, data_dir: Pa
         except OSError:  # another file system
             shutil.copyfile(found.parent / name, temporary)
         os.replace(temporary, data_dir / name)
-    print(f"{dataset}: reusing {found} (same generator, seed {seed} and {episodes} episodes)", flush=True)
+    print(f"{dataset}: reusing {found} (same generator settings: {_describe(settings)})", flush=True)
     return True
+
+
+def _matches(meta: object, settings: dict) -> bool:
+    if not isinstance(meta, dict):
+        return False
+    return all(
+        _matches(meta.get(key), value) if isinstance(value, dict) else meta.get(key) == value
+        for key, value in settings.items()
+    )
+
+
+def _describe(settings: dict) -> str:
+    parts = [f"seed {settings['seed']}", f"{settings['num_episodes']} episodes"]
+    if "expert" in settings:
+        parts.append(f"expert {str(settings['expert']['sha256'])[:12]}, noise {settings['noise']}")
+    return ", ".join(parts)
 
 
 # ============================================================================ running one cell

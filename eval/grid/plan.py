@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fidec_gym.eval.grid.presets import Cell, Preset
 from fidec_gym.files import atomic_write_json
+from fidec_gym.names import base_agent
 from fidec_gym.text import format_steps
 
 # ms per update at the paper's sizes (4 x 512, batch 256), 2-core CPU (docs/benchmarks.md), and small (2 x 64).
@@ -159,7 +160,8 @@ def make_plan(preset: Preset, data_dir: Path | None = None, measure: bool = Fals
         source = f"measured on this machine ({backend}) on {cached[key]['measured']}"
     else:
         reference = REFERENCE_MS[("cpu", "small" if all(size == "64x64" for size in sizes.values()) else "paper")]
-        costs = {agent: reference[agent] for agent in sizes}
+        # An agent preset (fidec-official) is costed as its base agent: the reference table predates it.
+        costs = {agent: reference[base_agent(agent)] for agent in sizes}
         source = (
             "reference costs of the 2-core CPU at the paper's sizes (docs/benchmarks.md); run with --measure "
             "for this machine's"
