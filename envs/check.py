@@ -125,6 +125,17 @@ def _check_array(report: CheckReport, name: str, array: np.ndarray, dtype, shape
         report.problems.append(f"{name} contains {int((~np.isfinite(array)).sum())} NaN/Inf values")
 
 
+def _unusable_arrays(raw: dict[str, np.ndarray]) -> list[str]:
+    """Arrays that the numeric checks cannot look at: text or Python objects, or a single value instead of rows."""
+    problems = []
+    for key, array in raw.items():
+        if array.dtype.kind not in "biuf":
+            problems.append(f"{key} holds {array.dtype} values, not numbers")
+        elif array.ndim == 0:
+            problems.append(f"{key} is a single value, not one row per step")
+    return problems
+
+
 def _check_ogbench_file(file: Path, report: CheckReport) -> Optional[TaskSpec]:
     from fidec_gym.envs.readers import sha256_file
     from fidec_gym.envs.readers.ogbench_npz import RAW_KEYS, read_raw_npz, sidecar_path
@@ -133,6 +144,10 @@ def _check_ogbench_file(file: Path, report: CheckReport) -> Optional[TaskSpec]:
     if spec is None:
         report.warnings.append("file name matches no catalogue dataset: shapes are not checked against a task")
     raw = read_raw_npz(file)
+    unusable = _unusable_arrays(raw)
+    if unusable:
+        report.problems += unusable
+        return spec
     missing = [k for k in RAW_KEYS if k not in raw]
     base = spec.dataset[len("visual-") if spec and spec.suite == "visual" else 0 : -len("-v0")] if spec else None
     if base and base.startswith(("scene", "puzzle")) and "button_states" not in raw:
@@ -192,6 +207,9 @@ def _check_d4rl_file(file: Path, report: CheckReport) -> Optional[TaskSpec]:
     lengths = {k: len(v) for k, v in raw.items()}
     if len(set(lengths.values())) > 1:
         report.problems.append(f"arrays have different lengths {lengths}")
+        return spec
+    if not lengths["observations"]:
+        report.problems.append("no rows")
         return spec
     for key in ("observations", "actions", "rewards"):
         dtype = raw[key].dtype if raw[key].dtype.kind == "f" else np.float32

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import zipfile
 
 import h5py
 import numpy as np
@@ -101,6 +102,51 @@ def test_unreadable_and_missing_files(copy, tmp_path, capsys):
     assert main(["data", "check", str(tmp_path / "nothing.npz")]) == 2
     with pytest.raises(UnknownTaskError):
         check_dataset("fidec/toy-bimodel-v0")
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        ("text", "observations holds <U1 values, not numbers"),
+        ("scalar", "actions is a single value, not one row per step"),
+        ("pickled", "the array 'observations' holds Python objects"),
+        ("not_npy", "the entry 'observations' is not a numpy array"),
+    ],
+)
+def test_files_that_are_not_ogbench_arrays(copy, damage, problem, capsys):
+    with np.load(copy) as archive:
+        rows = len(archive["observations"])
+    if damage == "text":
+        rewrite(copy, observations=np.array(["x"] * rows))
+    elif damage == "scalar":
+        rewrite(copy, actions=np.float32(0.5))
+    elif damage == "pickled":
+        with np.load(copy) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+        np.savez(copy, **dict(arrays, observations=np.array([None] * rows, dtype=object)))
+    else:
+        with zipfile.ZipFile(copy) as archive:
+            names = archive.namelist()
+        with zipfile.ZipFile(copy, "w") as broken:
+            for name in names:
+                broken.writestr(name, b"not an npy array")
+    report = check_dataset(str(copy))
+    assert any(problem in p for p in report.problems), report.format()
+    assert main(["data", "check", str(copy)]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_d4rl_files_that_are_not_arrays(tmp_path):
+    file = tmp_path / "antmaze-umaze-v2.hdf5"
+    with h5py.File(file, "w") as f:
+        for key in ("actions", "rewards", "terminals", "timeouts"):
+            f[key] = np.zeros((0, 8) if key == "actions" else 0, np.float32)
+        f["observations"] = np.zeros((0, 29), np.float32)
+    assert check_dataset(str(file)).problems == ["no rows"]
+    with h5py.File(file, "a") as f:
+        del f["observations"]
+        f.create_group("observations")
+    assert "'observations' is a group, not an array" in check_dataset(str(file)).problems[0]
 
 
 def test_task_ids(sound_dir, monkeypatch):

@@ -1,7 +1,9 @@
 """Readers round trips with known answers: OGBench npz, legacy D4RL hdf5, local Minari datasets and toy data."""
 
+import re
 import shutil
 import warnings
+import zipfile
 
 import h5py
 import numpy as np
@@ -167,6 +169,11 @@ def test_ogbench_download_failure_is_fast_and_clean(tmp_path, monkeypatch):
         ("wrong_shape", r"observations have shape \(27,\), expected \(28,\)"),
         ("nan", "observations contain NaN"),
         ("empty", "empty"),
+        ("lengths", "different numbers of rows"),
+        ("text", "observations holds <U1 values, not numbers"),
+        ("pickled", "observations holds object values, not numbers"),
+        ("scalar", r"actions has shape \(\), expected 2 dimensions"),
+        ("not_npy", "'observations' is not a numpy array"),
     ],
 )
 def test_ogbench_bad_files(cube_dir, tmp_path, damage, message):
@@ -186,6 +193,18 @@ def test_ogbench_bad_files(cube_dir, tmp_path, damage, message):
         broken = observations.copy()
         broken[3, 2] = np.nan
         rewrite_npz(source, target, observations=broken)
+    elif damage == "lengths":
+        rewrite_npz(source, target, observations=observations[:-3])
+    elif damage == "text":
+        rewrite_npz(source, target, observations=np.array(["x"] * len(observations)))
+    elif damage == "pickled":
+        rewrite_npz(source, target, observations=np.array([None] * len(observations), dtype=object))
+    elif damage == "scalar":
+        rewrite_npz(source, target, actions=np.float32(0.5))
+    elif damage == "not_npy":  # a zip archive whose entries are not .npy arrays: numpy hands back raw bytes
+        with zipfile.ZipFile(source) as archive, zipfile.ZipFile(target, "w") as broken:
+            for name in archive.namelist():
+                broken.writestr(name, b"not an npy array")
     else:
         rewrite_npz(source, target, **{k: np.zeros((0,) + v.shape[1:], v.dtype) for k, v in np.load(source).items()})
     with pytest.raises(DatasetError, match=message) as error:
@@ -275,6 +294,10 @@ def test_d4rl_adroit_without_timeouts_splits_by_horizon(tmp_path):
         ("missing", r"missing datasets \['terminals'\]"),
         ("shape", r"observations have shape \(28,\), expected \(29,\)"),
         ("nan", "rewards contain NaN"),
+        ("group", "'observations' is a group, not an array"),
+        ("text", "'actions' holds |S1 values, not numbers"),
+        ("scalar", "'rewards' is a single value"),
+        ("no_rows", "it holds 0 rows"),
     ],
 )
 def test_d4rl_bad_files(tmp_path, damage, message):
@@ -288,10 +311,26 @@ def test_d4rl_bad_files(tmp_path, damage, message):
         with h5py.File(file, "a") as f:
             del f["observations"]
             f["observations"] = ramp(7, 28)
-    else:
+    elif damage == "nan":
         with h5py.File(file, "a") as f:
             f["rewards"][2] = np.nan
-    with pytest.raises(DatasetError, match=message) as error:
+    else:
+        with h5py.File(file, "a") as f:
+            if damage == "group":
+                del f["observations"]
+                f.create_group("observations")
+            elif damage == "text":
+                del f["actions"]
+                f["actions"] = np.array([b"a"] * 7)
+            elif damage == "scalar":
+                del f["rewards"]
+                f["rewards"] = np.float32(1.0)
+            else:
+                for key in ("observations", "actions", "rewards", "terminals", "timeouts"):
+                    value = f[key][()]
+                    del f[key]
+                    f[key] = value[:0]
+    with pytest.raises(DatasetError, match=re.escape(message) if damage in ("text",) else message) as error:
         load_dataset("fidec/antmaze-umaze-v2", path=file)
     assert str(file) in str(error.value)
 

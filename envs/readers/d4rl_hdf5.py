@@ -106,7 +106,14 @@ def read_raw_hdf5(file: Path) -> dict[str, np.ndarray]:
                     f"{file}: missing datasets {missing} (found {sorted(handle.keys())}); a D4RL file needs "
                     f"{list(REQUIRED_KEYS)}. Use the original D4RL file for this task."
                 )
-            return {key: handle[key][()] for key in REQUIRED_KEYS + ("timeouts",) if key in handle}
+            keys = [key for key in REQUIRED_KEYS + ("timeouts",) if key in handle]
+            problems = _layout_problems(handle, keys)
+            if problems:
+                raise DatasetError(
+                    f"{file}: not a D4RL dataset file: {'; '.join(problems)}. A D4RL file holds one numeric array "
+                    f"per key ({', '.join(REQUIRED_KEYS)}) with one row per step; use the original D4RL file."
+                )
+            return {key: handle[key][()] for key in keys}
     except DatasetError:
         raise
     except (OSError, ValueError, KeyError) as error:
@@ -116,13 +123,32 @@ def read_raw_hdf5(file: Path) -> dict[str, np.ndarray]:
         ) from error
 
 
+def _layout_problems(handle, keys: list[str]) -> list[str]:
+    """What keeps the named entries of an open hdf5 file from being D4RL arrays (a group, text, a scalar)."""
+    import h5py
+
+    problems = []
+    for key in keys:
+        entry = handle[key]
+        if not isinstance(entry, h5py.Dataset):
+            problems.append(f"{key!r} is a {type(entry).__name__.lower()}, not an array")
+        elif entry.dtype.kind not in "biuf":
+            problems.append(f"{key!r} holds {entry.dtype} values, not numbers")
+        elif entry.ndim == 0:
+            problems.append(f"{key!r} is a single value, not one row per step")
+    return problems
+
+
 def read_d4rl_hdf5(spec, file: Path) -> tuple[dict, dict]:
     """Arrays and metadata of the D4RL task ``spec`` (a catalogue TaskSpec) from a legacy hdf5 file."""
     raw = read_raw_hdf5(file)
     n = len(raw["observations"])
-    problems = []
     if n < 2:
-        problems.append(f"only {n} rows (need at least 2 to form a transition)")
+        raise DatasetError(
+            f"{file}: not a valid D4RL {spec.dataset} file: it holds {n} rows (at least 2 are needed to form a "
+            "transition). Download the D4RL file again."
+        )
+    problems = []
     for key in ("actions", "rewards", "terminals", "timeouts"):
         if key in raw and len(raw[key]) != n:
             problems.append(f"{key} has {len(raw[key])} rows but observations have {n}")

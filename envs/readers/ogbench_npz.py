@@ -141,17 +141,94 @@ def npz_keys(file: Path) -> list[str]:
         ) from error
 
 
+def _not_an_array(file: Path, key: str) -> DatasetError:
+    return DatasetError(
+        f"{file}: the entry {key!r} is not a numpy array (no .npy header); the file was not written by numpy.savez. "
+        "Delete it and generate or download it again."
+    )
+
+
+def _pickled(file: Path, key: str | None) -> DatasetError:
+    return DatasetError(
+        f"{file}: the array {key!r} holds Python objects (stored with pickle), which fidec-gym never loads; an "
+        "OGBench file holds only numeric arrays. Generate or download it again."
+    )
+
+
+def npz_headers(file: Path) -> dict[str, tuple[tuple, np.dtype]]:
+    """Shape and dtype of every array in an npz file, read from the .npy headers only (no array data is read);
+    a corrupt file or an entry that is not a .npy array raises DatasetError."""
+    npz_keys(file)
+    headers = {}
+    try:
+        with zipfile.ZipFile(file) as archive:
+            for member in archive.namelist():
+                key = member[: -len(".npy")] if member.endswith(".npy") else member
+                with archive.open(member) as stream:
+                    try:
+                        version = np.lib.format.read_magic(stream)
+                    except ValueError:
+                        raise _not_an_array(file, key) from None
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+                    else:  # a newer .npy version: numpy checks it when the array is read
+                        continue
+                headers[key] = (tuple(shape), np.dtype(dtype))
+    except DatasetError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as error:
+        raise DatasetError(
+            f"{file}: an array header could not be read ({type(error).__name__}: {error}); the file is corrupt or "
+            "truncated. Delete it and generate or download it again."
+        ) from error
+    return headers
+
+
+def layout_problems(headers: dict[str, tuple[tuple, np.dtype]], visual: bool = False) -> list[str]:
+    """What keeps the arrays described by ``headers`` (see :func:`npz_headers`) from being an OGBench dataset:
+    missing, non-numeric or scalar arrays, wrong numbers of dimensions, different or zero lengths."""
+    problems = []
+    missing = [key for key in RAW_KEYS if key not in headers]
+    if missing:
+        problems.append(f"missing arrays {missing} (found {sorted(headers)})")
+    dims = {"observations": (4,) if visual else (2,), "actions": (2,), "terminals": (1,), "qpos": (2,), "qvel": (2,)}
+    for key, (shape, dtype) in headers.items():
+        if key not in dims:
+            continue
+        if dtype.kind not in "biuf":
+            problems.append(f"{key} holds {dtype} values, not numbers")
+        elif len(shape) not in dims[key]:
+            problems.append(f"{key} has shape {shape}, expected {dims[key][0]} dimensions (one row per step)")
+    lengths = {key: shape[0] for key, (shape, _) in headers.items() if key in dims and shape}
+    if len(set(lengths.values())) > 1:
+        problems.append(f"arrays have different numbers of rows {lengths}")
+    elif lengths and not next(iter(lengths.values())):
+        problems.append("the arrays hold no rows (the dataset is empty)")
+    return problems
+
+
 def read_raw_npz(file: Path) -> dict[str, np.ndarray]:
     """Every array of an npz file as stored (no conversion), with corrupt-file errors as DatasetError."""
     npz_keys(file)
+    arrays: dict[str, np.ndarray] = {}
+    key = None
     try:
         with np.load(file) as archive:
-            return {key: archive[key] for key in archive.files}
+            for key in archive.files:
+                arrays[key] = archive[key]
     except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, KeyError) as error:
+        if isinstance(error, ValueError) and "allow_pickle" in str(error):
+            raise _pickled(file, key) from None
         raise DatasetError(
-            f"{file}: an array could not be decompressed ({type(error).__name__}: {error}); the file is corrupt "
-            "or truncated. Delete it and generate or download it again."
+            f"{file}: the array {key!r} could not be decompressed ({type(error).__name__}: {error}); the file is "
+            "corrupt or truncated. Delete it and generate or download it again."
         ) from error
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # numpy returns the raw bytes of an entry without a .npy header
+            raise _not_an_array(file, key)
+    return arrays
 
 
 def _provenance(file: Path, checksum: str) -> tuple[str, dict]:
@@ -190,14 +267,14 @@ def read_ogbench(spec, file: Path, split: str = "train", compact: bool = False) 
     import ogbench
     from ogbench.relabel_utils import relabel_dataset
 
-    keys = npz_keys(file)
-    missing = [key for key in RAW_KEYS if key not in keys]
-    if missing:
-        raise DatasetError(
-            f"{file}: missing arrays {missing} (found {sorted(keys)}); an OGBench single-task file needs "
-            f"{list(RAW_KEYS)}. Regenerate it with `fidec data generate` or download the official file."
-        )
     visual = spec.suite == "visual"
+    problems = layout_problems(npz_headers(file), visual)
+    if problems:
+        raise DatasetError(
+            f"{file}: not an OGBench dataset file: {'; '.join(problems)}. An OGBench single-task file holds the "
+            f"arrays {list(RAW_KEYS)} with one row per step; regenerate it with `fidec data generate` or download "
+            "the official file."
+        )
     try:
         arrays = ogbench.load_dataset(
             str(file),
