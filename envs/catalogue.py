@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from fidec_gym.errors import ConfigError, UnknownNameError
-from fidec_gym.names import base_agent
+from fidec_gym.names import AGENT_NAMES, base_agent
 
 NAMESPACE = "fidec"
 
@@ -222,6 +222,11 @@ class UnknownTaskError(UnknownNameError):
 
 
 def _normalise_id(env_id: str) -> str:
+    if not isinstance(env_id, str):
+        raise UnknownTaskError(
+            f"a task ID is a string such as 'fidec/toy-bimodal-v0', got {type(env_id).__name__} {env_id!r}; list "
+            "all IDs with `fidec tasks` or fidec_gym.list_tasks()"
+        )
     env_id = env_id.strip()
     return env_id if env_id.startswith(f"{NAMESPACE}/") else f"{NAMESPACE}/{env_id}"
 
@@ -291,6 +296,10 @@ def task_hyperparameters(
     if divergence_table not in DIVERGENCE_TABLES:
         raise ConfigError(f"unknown divergence_table {divergence_table!r}; valid: {list(DIVERGENCE_TABLES)}")
     name = task_info(env_id).name
+    if agent not in AGENT_NAMES:
+        close = difflib.get_close_matches(str(agent), AGENT_NAMES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UnknownNameError(f"unknown agent {agent!r}{hint}; valid agents: {', '.join(AGENT_NAMES)}")
     agent = base_agent(agent)  # a named variant (fidec-official) uses its base agent's per-task values
     wanted_variants = {"", divergence_table if divergence_table != "paper" else ""}
     if offline_to_online:

@@ -100,10 +100,25 @@ def test_unknown_id_suggests_close_names():
     assert "fidec tasks" in message
 
 
+def test_task_id_of_the_wrong_type_and_unknown_agent():
+    with pytest.raises(fidec_gym.UnknownTaskError, match="a task ID is a string .* got int 42"):
+        fidec_gym.task_info(42)
+    with pytest.raises(fidec_gym.UnknownTaskError, match="unknown task ID ''"):
+        fidec_gym.task_info("")
+    with pytest.raises(KeyError, match="unknown agent 'fqll' .did you mean 'fql'"):
+        fidec_gym.task_hyperparameters("fidec/toy-bimodal-v0", "fqll")
+    assert fidec_gym.task_hyperparameters("fidec/toy-bimodal-v0", "fidec-official") == (
+        fidec_gym.task_hyperparameters("fidec/toy-bimodal-v0", "fidec")
+    )
+
+
 def test_tasks_cli(capsys):
     assert main(["tasks", "--suite", "d4rl"]) == 0
     lines = capsys.readouterr().out.split()
     assert len(lines) == 18 and "fidec/pen-expert-v1" in lines
+
+    assert main(["tasks", ""]) == 2  # an empty ID is an unknown task, not "list them all"
+    assert "unknown task ID ''" in capsys.readouterr().err
 
     assert main(["tasks", "puzzle-4x4-play-singletask-v0"]) == 0
     facts = json.loads(capsys.readouterr().out)

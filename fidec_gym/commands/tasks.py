@@ -16,7 +16,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from fidec_gym.envs.catalogue import list_tasks, task_info
 
-    if args.env_id:
+    if args.env_id is not None:  # an empty ID is an unknown task, not "list them all"
         print(json.dumps(task_info(args.env_id).as_dict(), indent=2))
         return 0
     for env_id in list_tasks(suite=args.suite, category=args.category):
