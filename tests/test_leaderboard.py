@@ -118,11 +118,28 @@ def test_smoke_preset_shape():
         ({"agent_overrides": {"bc": {"hidden_dims": [8]}}}, "unknown key 'hidden_dims'"),
         ({"suite_settings": {"toys": {}}}, "unknown key 'toys' (did you mean 'toy'?)"),
         ({"datasets": {"cube-single-play": {"path": "/x"}}}, "unknown dataset 'cube-single-play'"),
+        ({"offline_steps": float("nan")}, "offline_steps must be a non-negative integer, got nan"),
+        ({"eval_interval": float("inf")}, "eval_interval must be a non-negative integer, got inf"),
+        ({"datasets": {"cube-single-play-v0": {"path": 5}}}, "datasets.cube-single-play-v0.path must be"),
+        ({"datasets": {"cube-single-play-v0": {"generate": {"episodes": -1}}}}, "episodes must be a whole number >= 1"),
+        ({"datasets": {"cube-single-play-v0": {"generate": {"episodes": "lots"}}}}, "got 'lots'"),
+        ({"datasets": {"cube-single-play-v0": {"generate": {"seed": 1.5}}}}, "seed must be a whole number >= 0"),
+        ({"datasets": {"cube-single-play-v0": {"generate": {"workers": 0}}}}, "workers must be a whole number >= 1"),
     ],
 )
 def test_preset_validation(tmp_path, fields, message):
     with pytest.raises(LeaderboardError, match=re.escape(message)):
         load_preset(_write_preset(tmp_path / "bad.yaml", **fields))
+
+
+def test_preset_file_that_is_not_yaml_text(tmp_path, capsys):
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(256)))
+    assert main(["leaderboard", "plan", "--preset", str(binary)]) == 2
+    assert "is not a text file" in capsys.readouterr().err
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(LeaderboardError, match="is a directory, not a YAML file"):
+        load_preset(tmp_path / "folder.yaml")
 
 
 def test_unknown_preset_name(capsys):

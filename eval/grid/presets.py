@@ -280,7 +280,8 @@ def _check_setting(key: str, value, where: str) -> Any:
             raise LeaderboardError(f"{where}: {key} must be true or false, got {value!r}")
         return value
     if kind is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 0:
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())  # NaN and inf are not
+        if isinstance(value, bool) or not whole or value < 0:
             raise LeaderboardError(f"{where}: {key} must be a non-negative integer, got {value!r}")
         if (
             key in ("eval_interval", "log_interval", "checkpoint_interval", "updates_per_dispatch", "video_frame_skip")
@@ -291,6 +292,17 @@ def _check_setting(key: str, value, where: str) -> Any:
     if not isinstance(value, str):
         raise LeaderboardError(f"{where}: {key} must be a string, got {value!r}")
     return value
+
+
+def _check_generate(options, where: str) -> None:
+    """``datasets.NAME.generate``: episodes >= 1, seed >= 0, workers >= 1 (or null), all whole numbers."""
+    _check_keys(options, GENERATE_KEYS, where)
+    for key, minimum in (("episodes", 1), ("seed", 0), ("workers", 1)):
+        if key not in options or (key == "workers" and options[key] is None):
+            continue
+        value = options[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise LeaderboardError(f"{where}: {key} must be a whole number >= {minimum}, got {value!r}")
 
 
 def _check_seeds(value, where: str) -> list[int]:
@@ -321,6 +333,8 @@ def _resolve_preset_path(name_or_path: str | Path) -> Path:
     candidate = PRESET_DIR / f"{name_or_path}.yaml"
     if candidate.is_file() and path.suffix not in (".yaml", ".yml"):
         return candidate  # a built-in name, even where a folder of that name (its results, say) is here
+    if path.is_dir() and path.suffix in (".yaml", ".yml"):
+        raise LeaderboardError(f"preset {path} is a directory, not a YAML file; pass the preset file itself")
     if path.suffix in (".yaml", ".yml") or path.exists():
         raise ResultsNotFoundError(f"preset file {path} does not exist; built-in presets: {available_presets()}")
     if not candidate.is_file():
@@ -342,6 +356,10 @@ def load_preset(name_or_path: str | Path) -> Preset:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise LeaderboardError(f"preset {path} is not valid YAML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise LeaderboardError(
+            f"preset {path} is not a text file ({error.reason} at byte {error.start}); pass a YAML preset"
+        ) from None
     where = f"preset {path.name}"
     if not isinstance(raw, dict):
         raise LeaderboardError(f"{where} must be a YAML mapping of keys {sorted(PRESET_KEYS)}")
@@ -403,8 +421,13 @@ def load_preset(name_or_path: str | Path) -> Preset:
         _check_keys(entry, DATASET_KEYS, f"{where}: datasets.{dataset}")
         if len(entry) != 1:
             raise LeaderboardError(f"{where}: datasets.{dataset} needs exactly one of {sorted(DATASET_KEYS)}")
+        if "path" in entry and (not isinstance(entry["path"], str) or not entry["path"].strip()):
+            raise LeaderboardError(
+                f"{where}: datasets.{dataset}.path must be the directory or file of the data as a string, got "
+                f"{entry['path']!r}"
+            )
         if "generate" in entry:
-            _check_keys(entry["generate"] or {}, GENERATE_KEYS, f"{where}: datasets.{dataset}.generate")
+            _check_generate(entry["generate"] or {}, f"{where}: datasets.{dataset}.generate")
 
     exclude = raw.get("exclude") or []
     if not isinstance(exclude, list):
