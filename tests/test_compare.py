@@ -191,6 +191,13 @@ def test_compare_cli_bad_input(capsys, tmp_path):
     assert "no results in" in capsys.readouterr().err
     assert main(["leaderboard", "compare", "--published", "fidec-papr"]) == 2
     assert "did you mean 'fidec-paper'" in capsys.readouterr().err
+    for reps in ("0", "-5"):  # the bootstrap needs at least one repetition
+        assert main(["leaderboard", "compare", "--out", str(tmp_path), "--reps", reps]) == 2
+        assert f"--reps must be at least 1, got {reps}" in capsys.readouterr().err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine")
+    assert main(["leaderboard", "compare", "--out", str(tmp_path), "--report-dir", str(blocker)]) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err and blocker.read_text() == "mine"
 
 
 def test_a_budget_too_small_is_not_compared(tmp_path, paper):

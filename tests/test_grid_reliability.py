@@ -366,6 +366,13 @@ def test_export_is_self_contained_and_the_report_rebuilds_from_it(grid, tmp_path
     assert "outside the results directory" in capsys.readouterr().err and not (out / "copy").exists()
     assert main(["leaderboard", "export", "--out", str(out), "--to", str(tmp_path / "x"), "--preset", "nope"]) == 2
     assert "no runs of preset 'nope'" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine")  # a file is refused as the target, never replaced by the export folder
+    assert main(["leaderboard", "export", "--out", str(out), "--to", str(blocker)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err and blocker.read_text() == "mine"
+    # status of a preset that has no runs there names the presets that do
+    assert main(["leaderboard", "status", "--out", str(out), "--preset", "nope"]) == 2
+    assert "no runs of preset 'nope'; presets with runs there: ['grid']" in capsys.readouterr().err
 
 
 def test_truncated_checkpoint_advice_works(tmp_path, capsys):

@@ -192,6 +192,11 @@ def test_status_of_missing_results(tmp_path, capsys):
     assert "fidec leaderboard run --preset" in capsys.readouterr().err
 
 
+def test_plan_workers_must_be_positive(capsys):
+    assert main(["leaderboard", "plan", "--preset", "smoke", "--workers", "0"]) == 2
+    assert "--workers must be at least 1, got 0" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------ running grids
 def _cli(*args) -> list[str]:
     return [sys.executable, "-m", "fidec_gym.cli", "leaderboard", *args]

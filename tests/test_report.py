@@ -141,6 +141,12 @@ def test_report_cli_and_bad_input(results, tmp_path, capsys):
     assert "index.html" in capsys.readouterr().out
     assert main(["leaderboard", "report", "--out", str(tmp_path / "missing")]) == 2
     assert "no results in" in capsys.readouterr().err
+    assert main(["leaderboard", "report", "--out", str(copy), "--reps", "-1"]) == 2
+    assert "--reps must be at least 1, got -1" in capsys.readouterr().err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine")  # a file given as the report folder is refused, never replaced by a folder
+    assert main(["leaderboard", "report", "--out", str(copy), "--report-dir", str(blocker)]) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err and blocker.read_text() == "mine"
     if os.geteuid() != 0:  # root ignores permission bits
         os.chmod(copy, 0o555)
         try:

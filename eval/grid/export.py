@@ -26,6 +26,8 @@ def export_results(out: Path, target: Path, preset: Optional[str] = None) -> dic
     out, target = Path(out).expanduser().resolve(), Path(target).expanduser().resolve()
     if out == target or out in target.parents:
         raise ConfigError(f"export into a folder outside the results directory {out}, not {target}")
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"--to {target} is a file, not a folder; pass a folder to write the export into")
     store = ResultsStore.open_for_reading(out)
     if not store.runs():
         raise ResultsNotFoundError(f"{out} has no runs to export; run `fidec leaderboard run --out {out}` first")

@@ -40,8 +40,15 @@ def leaderboard_status(out_dir: str | Path, preset: Optional[str] = None) -> tup
         )
     store = ResultsStore.open_for_reading(out)
     filters = {} if preset is None else {"preset": preset}
+    runs = store.runs(**filters)
+    if preset is not None and not runs:
+        presets = sorted({run["preset"] for run in store.runs() if run["preset"]})
+        store.close()
+        raise ResultsNotFoundError(
+            f"{out} has no runs of preset {preset!r}; presets with runs there: {presets or 'none'}"
+        )
     cells: dict[str, dict] = {}
-    for run in store.runs(**filters):
+    for run in runs:
         name = run["cell"] or f"{run['agent']}/{run['env_id']}"
         entry = cells.setdefault(
             name,

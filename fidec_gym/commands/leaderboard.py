@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fidec_gym.errors import DataNotFoundError
+from fidec_gym.errors import ConfigError, DataNotFoundError
 
 DEFAULT_RESULTS = Path("results")
 # `leaderboard run` when nothing failed but cells were left to another live process (EX_TEMPFAIL: try again later).
@@ -141,11 +141,24 @@ def register(subparsers) -> None:
     quick.set_defaults(func=quickstart_command)
 
 
+def _at_least_one(flag: str, value) -> None:
+    """A count option (--workers, --reps) given on the command line must be >= 1."""
+    if value is not None and value < 1:
+        raise ConfigError(f"{flag} must be at least 1, got {value}")
+
+
+def _directory_to_write(flag: str, path) -> None:
+    """An output folder option must not name an existing file (it would be replaced by a folder)."""
+    if path is not None and Path(path).expanduser().exists() and not Path(path).expanduser().is_dir():
+        raise ConfigError(f"{flag} {path} is a file, not a directory; pass a directory to write into")
+
+
 def plan_command(args) -> int:
     from fidec_gym.backend import default_workers
     from fidec_gym.eval.grid.leaderboard import load_preset
     from fidec_gym.eval.grid.plan import format_plan, make_plan
 
+    _at_least_one("--workers", args.workers)
     preset = load_preset(args.preset)
     data_dir = (args.out or DEFAULT_RESULTS / preset.name).expanduser() / "data"
     plan = make_plan(preset, data_dir, measure=args.measure)
@@ -227,6 +240,8 @@ def compare_command(args) -> int:
     from fidec_gym.eval.paper.published import load_published
     from fidec_gym.eval.paper.text import aggregate_rows, category_rows, markdown_table, published_text, task_rows
 
+    _at_least_one("--reps", args.reps)
+    _directory_to_write("--report-dir", args.report_dir)
     published = load_published(args.published)
     if args.out is None:
         print(published_text(published, args.method))
@@ -277,6 +292,8 @@ def report_command(args) -> int:
     from fidec_gym.eval.paper.published import load_published
     from fidec_gym.eval.paper.report import build_report
 
+    _at_least_one("--reps", args.reps)
+    _directory_to_write("--report-dir", args.report_dir)
     store = _open_existing_store(args.out)
     report_dir = None if args.report_dir is None else args.report_dir.expanduser()
     index = build_report(
