@@ -244,3 +244,4 @@ def test_command_rejects_bad_input(tmp_path, capsys):
     assert "fidec-paper" in capsys.readouterr().err
     assert main(["toy-study", "--out", str(tmp_path / "empty"), "--outputs-only"]) == 2
     assert "no toy-study results" in capsys.readouterr().err
+    assert not (tmp_path / "empty").exists()  # --outputs-only only reads: no store is made

@@ -99,13 +99,18 @@ def build_config(args):
 
 
 def run(args) -> int:
-    from fidec_gym.eval.store import ResultsStore
+    from fidec_gym.eval.store import DB_FILENAME, ResultsStore
     from fidec_gym.eval.toy.figures import write_study_outputs
     from fidec_gym.eval.toy.study import run_toy_study
 
     config = build_config(args)
     cache = None if str(args.compile_cache).lower() == "none" else args.compile_cache
     if args.outputs_only:
+        if not (Path(args.out).expanduser() / DB_FILENAME).is_file():  # only reads: no store is made here
+            raise DataNotFoundError(
+                f"{args.out} holds no toy-study results (no {DB_FILENAME}); run `fidec toy-study --out {args.out}` "
+                "first"
+            )
         files = write_study_outputs(ResultsStore(args.out))
         if not files:
             raise DataNotFoundError(
