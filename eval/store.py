@@ -352,6 +352,21 @@ class ResultsStore(RunClaims):
                 (_now(), int(run_id)),
             )
 
+    def extend_run(self, run_id: int, config: dict, message: str) -> None:
+        """Give a run a config with a larger step budget, keeping its history, and mark it interrupted so that the
+        next ``leaderboard run`` resumes it from its last checkpoint; refused while a live process trains it."""
+        with self._write() as conn:
+            row = conn.execute("SELECT * FROM runs WHERE id = ?", (int(run_id),)).fetchone()
+            if row is None:
+                raise UnknownNameError(f"no run with id {run_id} in {self.db_path}")
+            if claim_alive(dict(row)) and row["claim_pid"] != os.getpid():
+                raise ResultsError(f"run {run_id} in {self.root} is being trained by {describe_claim(dict(row))}")
+            status = "interrupted" if row["status"] in ("done", "interrupted", "running") else row["status"]
+            conn.execute(
+                "UPDATE runs SET config = ?, status = ?, message = ?, updated = ? WHERE id = ?",
+                (to_json(config), status, message, _now(), int(run_id)),
+            )
+
     def replace_run_config(self, run_id: int, config: dict) -> None:
         """Give a run that is not done a new config and forget its history (evaluations, artefacts, summary), in one
         transaction; refused for a finished run or one that a live process is training."""

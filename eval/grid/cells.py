@@ -166,6 +166,13 @@ def _check_changed_cells(store, preset: Preset, cells: list[Cell], out: Path, re
         statuses = {run["status"] for run, _ in changed}
         holder = next((run for run, _ in changed if claim_alive(run)), None)
         started = any(run["last_good_step"] or store.evaluations(run["id"]) for run, _ in changed)
+        if holder is None and all(_is_extension(run["config"], config) for run, config in changed):
+            for run, config in changed:
+                message = (
+                    f"budget extended from {run['config']['offline_steps']:,} to {config['offline_steps']:,} updates"
+                )
+                store.extend_run(run["id"], config, message)
+            continue
         if "done" in statuses:
             problems.append(
                 f"{what} finished with other settings, so new results would mix with the old ones: write the "
@@ -187,6 +194,18 @@ def _check_changed_cells(store, preset: Preset, cells: list[Cell], out: Path, re
             + "\n  ".join(problems)
         )
     return replace
+
+
+def _is_extension(old: dict, new: dict) -> bool:
+    """Does ``new`` only train an offline run for longer? Such a run resumes from its last checkpoint: nothing in an
+    update depends on the budget, so it continues exactly as a run given the larger budget from the start would
+    (evaluations and checkpoints fall on the same steps when the old budget is a multiple of both intervals)."""
+    keys = {key for key in set(old) | set(new) if old.get(key) != new.get(key)}
+    return (
+        keys == {"offline_steps"}
+        and int(new["offline_steps"]) > int(old["offline_steps"])
+        and not int(new.get("online_steps") or 0)
+    )
 
 
 def _restart_with(store, out: Path, replace: list[tuple]) -> None:
