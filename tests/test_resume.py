@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,8 +16,9 @@ import pytest
 
 from fidec_gym.agents.base import read_checkpoint
 from fidec_gym.cli import main
-from fidec_gym.eval.run.checkpoint import list_checkpoints
+from fidec_gym.eval.run.checkpoint import CheckpointError, list_checkpoints, load_trainer_state
 from fidec_gym.eval.run.loggers import read_metrics_csv
+from fidec_gym.eval.run.trainer import TrainerState
 from fidec_gym.eval.store import ResultsStore
 
 TOY = "fidec/toy-saddle-v0"
@@ -143,3 +146,37 @@ def test_cli_eval_and_checkpoint_mismatches(runs, capsys):
     # Videos are refused for toy tasks with a clear message.
     assert main(["record", "--checkpoint", str(run_dir), "--env", TOY]) == 2
     assert "no video" in capsys.readouterr().err
+    # Bad evaluation and recording settings are named before the checkpoint is loaded.
+    for flags, message in [
+        (["--episodes", "0"], "num_episodes (--episodes) must be a whole number >= 1, got 0"),
+        (["--workers", "0"], "num_workers (--workers) must be a whole number >= 1, got 0"),
+        (["--temperature", "nan"], "temperature (--temperature) must be a finite number >= 0, got nan"),
+        (["--temperature", "-1"], "temperature (--temperature) must be a finite number >= 0, got -1.0"),
+        (["--videos", "-1"], "video_episodes (--videos) must be a whole number >= 0, got -1"),
+    ]:
+        assert main(["eval", "--checkpoint", str(run_dir), "--env", TOY, *flags]) == 2
+        assert message in capsys.readouterr().err
+    cube = "fidec/cube-single-play-singletask-v0"
+    for flags, message in [(["--size", "0"], "size (--size)"), (["--max-steps", "0"], "max_episode_steps")]:
+        assert main(["record", "--checkpoint", str(run_dir), "--env", cube, *flags]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_damaged_or_empty_resume(runs, tmp_path, capsys):
+    reference, _, _ = runs
+    # A trainer state that lacks keys is named as incomplete (it was a TypeError from the dataclass).
+    copy = tmp_path / "copy"
+    shutil.copytree(reference, copy)
+    checkpoints = sorted((copy / "runs" / RUN_NAME / "checkpoints").glob("step_*"))
+    for checkpoint in checkpoints:
+        (checkpoint / "trainer.pkl").write_bytes(pickle.dumps({"format_version": 1, "step": 1}))
+    argv = ["train", *COMMON, "--steps", str(TOTAL + 2), "--out", str(copy), "--resume"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "trainer.pkl is incomplete (no train_config" in err and "Traceback" not in err
+    with pytest.raises(CheckpointError, match="is incomplete"):
+        load_trainer_state(checkpoints[-1], TrainerState.field_names())
+    # --resume where nothing was saved starts a new run and says so.
+    fresh = tmp_path / "fresh"
+    assert main(["train", *COMMON, "--steps", "2", "--out", str(fresh), "--resume"]) == 0
+    assert "--resume: no checkpoint in" in capsys.readouterr().err

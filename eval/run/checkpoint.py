@@ -20,7 +20,7 @@ import pickle
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from fidec_gym.errors import ResultsError, ResultsNotFoundError
 
@@ -120,8 +120,8 @@ def remove_stale_temporaries(run_dir: str | Path) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
-def load_trainer_state(checkpoint_dir: str | Path) -> dict:
-    """The trainer state of a checkpoint directory (validated format)."""
+def load_trainer_state(checkpoint_dir: str | Path, required: Iterable[str] = ()) -> dict:
+    """The trainer state of a checkpoint directory (validated format, holding every key in ``required``)."""
     path = Path(checkpoint_dir) / TRAINER_FILE
     try:
         with open(path, "rb") as stream:
@@ -137,6 +137,12 @@ def load_trainer_state(checkpoint_dir: str | Path) -> dict:
         raise CheckpointError(
             f"{path} has trainer format {state.get('format_version') if isinstance(state, dict) else '?'}; this "
             f"fidec-gym reads version {TRAINER_FORMAT_VERSION}; start the run again in a fresh --out directory"
+        )
+    missing = [key for key in required if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path} is incomplete (no {', '.join(missing)}); delete that checkpoint directory to fall back to an "
+            "earlier one, or start the run again without --resume"
         )
     return state
 

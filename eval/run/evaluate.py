@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -84,6 +85,30 @@ def default_num_workers(env: str | Callable, num_episodes: int) -> int:
     if spec is not None and spec.suite == "toy":
         return 1
     return max(1, min(os.cpu_count() or 1, num_episodes))
+
+
+def check_evaluation_settings(
+    num_episodes: int,
+    num_workers: int | None = None,
+    temperature: float = 0.0,
+    video_episodes: int = 0,
+    frame_skip: int = 1,
+) -> None:
+    """The settings of :func:`evaluate`, checked before a checkpoint is loaded or a worker started."""
+    from fidec_gym.eval.run.video import whole_number
+
+    whole_number("num_episodes (--episodes)", num_episodes, 1)
+    if num_workers is not None:
+        whole_number("num_workers (--workers)", num_workers, 1)
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, numbers.Real)
+        or not math.isfinite(temperature)
+        or temperature < 0
+    ):
+        raise ConfigError(f"temperature (--temperature) must be a finite number >= 0, got {temperature!r}")
+    whole_number("video_episodes (--videos)", video_episodes, 0)
+    whole_number("frame_skip (--frame-skip)", frame_skip, 1)
 
 
 def make_policy(agent: Any, seed: int, temperature: float = 0.0) -> Policy:
@@ -316,6 +341,7 @@ def evaluate(
         report a value), their ``*_std``, per-episode lists ``episode_*``, ``num_episodes``, ``quotas``, and
         ``videos`` (paths) when recorded.
     """
+    check_evaluation_settings(num_episodes, num_workers, temperature, video_episodes, frame_skip)
     workers = num_workers or default_num_workers(env_id, num_episodes)
     workers = max(1, min(workers, num_episodes))
     policy = make_policy(agent, seed, temperature)

@@ -224,7 +224,7 @@ class SeedGroupTrainer:
         restored, states = [], []
         for index, run in enumerate(self.runs):
             folder = next(path for s, path in list_checkpoints(run.run_dir) if s == step)
-            state = SeedState.from_dict(load_trainer_state(folder))
+            state = SeedState.from_dict(load_trainer_state(folder, [f.name for f in dataclasses.fields(SeedState)]))
             check_same_run(folder, state.train_config, state.resolved_overrides, run.config, self.overrides)
             restored.append(templates[index].load(folder / "agent.msgpack"))
             states.append(state)

@@ -71,8 +71,12 @@ class TrainerState:
         return dataclasses.asdict(self)
 
     @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
     def from_dict(cls, state: dict) -> TrainerState:
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = set(cls.field_names())
         return cls(**{key: value for key, value in state.items() if key in names})
 
 
@@ -257,7 +261,7 @@ class _Trainer:
         """Load the newest checkpoint that reads; fall back to the one before it when the newest is damaged."""
 
         def load(checkpoint: Path) -> tuple[TrainerState, Any]:
-            state = TrainerState.from_dict(load_trainer_state(checkpoint))
+            state = TrainerState.from_dict(load_trainer_state(checkpoint, TrainerState.field_names()))
             self._check_same_run(checkpoint, state)  # a different run is an error, not a damaged file
             return state, agent.load(checkpoint / "agent.msgpack")
 

@@ -21,6 +21,24 @@ class VideoUnavailableError(FidecError, ValueError):
     """The task has no rendered frames (toy landscapes)."""
 
 
+def whole_number(name: str, value, minimum: int) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an int (not a bool) >= ``minimum``; ``name`` is the setting
+    as the user wrote it (e.g. ``"frame_skip (--frame-skip)"``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+
+
+def check_recording_settings(
+    num_episodes: int, frame_skip: int = 1, max_episode_steps: int | None = None, size: int = 256
+) -> None:
+    """The settings of :func:`record_episodes`, checked before a checkpoint is loaded or an environment made."""
+    whole_number("num_episodes (--episodes)", num_episodes, 1)
+    whole_number("frame_skip (--frame-skip)", frame_skip, 1)
+    if max_episode_steps is not None:
+        whole_number("max_episode_steps (--max-steps)", max_episode_steps, 1)
+    whole_number("size (--size)", size, 1)
+
+
 def video_name(env_id: str, agent: str, seed: int, step: int, episode: int) -> str:
     """``{task}_{agent}_seed{S}_step{N}_ep{i}.mp4`` with the task name without the ``fidec/`` namespace."""
     task = env_id.split("/")[-1]
@@ -88,8 +106,7 @@ def record_episodes(
     keep the 64 x 64 frames they observe).
     """
     check_video_support(env_id)
-    if frame_skip < 1:
-        raise ConfigError(f"frame_skip must be >= 1, got {frame_skip}")
+    check_recording_settings(num_episodes, frame_skip, max_episode_steps, size)
     kwargs = dict(env_kwargs or {})
     kwargs["render_mode"] = "rgb_array"
     try:

@@ -170,6 +170,8 @@ def run_train(args) -> int:
     from fidec_gym.eval.run.config import resolve_run
 
     run = resolve_run(config_from_args(args))  # every setting checked before anything is written
+    if args.resume:
+        _say_when_nothing_to_resume(args, run)
     if args.seeds is not None:
         return _train_seeds(args, run)
     from fidec_gym.eval.run.trainer import train
@@ -185,6 +187,20 @@ def run_train(args) -> int:
         print(summary.get("message", ""), file=sys.stderr)
         return 1
     return 0
+
+
+def _say_when_nothing_to_resume(args, run) -> None:
+    """--resume where no checkpoint exists starts the run from step 0 (so "run it again with --resume" also works
+    after an interruption before the first checkpoint); say so, in case --out or a setting has a typo."""
+    from fidec_gym.eval.run.checkpoint import latest_checkpoint
+    from fidec_gym.eval.run.config import run_directory
+    from fidec_gym.eval.run.vmapped import parse_seeds
+
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else [run.config.seed]
+    run_dirs = [run_directory(run.results_dir, run.config.agent, run.spec.name, seed, run.cell) for seed in seeds]
+    if not any(latest_checkpoint(run_dir) for run_dir in run_dirs):
+        where = run_dirs[0] if len(run_dirs) == 1 else run_dirs[0].parent
+        print(f"--resume: no checkpoint in {where}: starting a new run", file=sys.stderr)
 
 
 def _train_seeds(args, run) -> int:
@@ -269,8 +285,9 @@ def _register_videos(agent_file: Path, meta: dict, paths: list) -> None:
 
 
 def run_eval(args) -> int:
-    from fidec_gym.eval.run.evaluate import evaluate
+    from fidec_gym.eval.run.evaluate import check_evaluation_settings, evaluate
 
+    check_evaluation_settings(args.episodes, args.workers, args.temperature, args.videos, args.frame_skip)
     agent, agent_file, meta = _load_checkpoint(args.checkpoint, args.env)
     result = evaluate(
         agent,
@@ -302,8 +319,9 @@ def run_eval(args) -> int:
 
 def run_record(args) -> int:
     from fidec_gym.eval.run.evaluate import make_policy
-    from fidec_gym.eval.run.video import check_video_support, record_episodes
+    from fidec_gym.eval.run.video import check_recording_settings, check_video_support, record_episodes
 
+    check_recording_settings(args.episodes, args.frame_skip, args.max_steps, args.size)
     check_video_support(args.env)  # toy tasks: clear message before loading anything
     agent, agent_file, meta = _load_checkpoint(args.checkpoint, args.env)
     paths = record_episodes(
