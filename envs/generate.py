@@ -259,6 +259,8 @@ def generate_manipulation_dataset(
             f"need num_episodes >= 1, workers >= 1 and max_episode_steps >= 2 "
             f"(got {num_episodes}, {workers}, {max_episode_steps})"
         )
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:  # numpy's SeedSequence takes no other
+        raise ConfigError(f"seed must be a whole number >= 0, got {seed!r}")
     dataset, env_name, visual = parse_play_dataset(name, visual)
     import gymnasium
     import ogbench.manipspace  # noqa: F401

@@ -209,3 +209,5 @@ def test_data_info_and_download_arguments(capsys):
     assert main(["data", "download", "fidec/antmaze-umaze-v2"]) == 2
     assert main(["data", "download", "antmaze-huge-navigate-v0"]) == 2
     assert "unknown OGBench dataset" in capsys.readouterr().err
+    assert main(["data", "download", "cube-single-play-v0", "--timeout", "-1"]) == 2
+    assert "timeout must be a number of seconds > 0, got -1.0" in capsys.readouterr().err

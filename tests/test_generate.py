@@ -140,6 +140,8 @@ def test_names():
         parse_play_dataset("hopper-medium")
     with pytest.raises(ValueError, match="num_episodes"):
         generate_manipulation_dataset("cube-single-play", 0, "/nonexistent")
+    with pytest.raises(ValueError, match="seed must be a whole number >= 0, got -1"):
+        generate_manipulation_dataset("cube-single-play", 1, "/nonexistent", seed=-1)
     assert main(["data", "generate", "humanoidmaze-medium-navigate", "--out", "/nonexistent"]) == 2
 
 

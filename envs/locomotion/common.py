@@ -99,6 +99,15 @@ def check_counts(num_episodes: int, workers: int, max_episode_steps: int) -> Non
         )
 
 
+def check_seed_and_noise(seed: int, noise: float) -> None:
+    """The root seed is a whole number >= 0 (numpy's SeedSequence takes no other) and the action noise a finite
+    number >= 0."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be a whole number >= 0, got {seed!r}")
+    if not isinstance(noise, (int, float, np.number)) or not np.isfinite(noise) or noise < 0:
+        raise ConfigError(f"noise must be a finite number >= 0 (0: the expert alone), got {noise!r}")
+
+
 def versions() -> dict[str, Optional[str]]:
     out: dict[str, Optional[str]] = {}
     for package in ("ogbench", "gymnasium", "gymnasium-robotics", "mujoco", "numpy", "stable-baselines3"):

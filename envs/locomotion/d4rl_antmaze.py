@@ -183,8 +183,7 @@ def generate_d4rl_antmaze_dataset(
     num_episodes = D4RL_ANTMAZE_DATASETS[task][2] if num_episodes is None else int(num_episodes)
     horizon = task_info(f"fidec/{task}").horizon if max_episode_steps is None else int(max_episode_steps)
     common.check_counts(num_episodes, workers, horizon)
-    if noise < 0:
-        raise ConfigError(f"noise must be >= 0, got {noise}")
+    common.check_seed_and_noise(seed, noise)
     policy = load_expert(expert, "ant", observation_dim=29, action_dim=8)
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)

@@ -132,6 +132,7 @@ def evaluate_maze_success(
     the expert's ``expert.json`` under ``maze_success``."""
     if episodes < 1 or workers < 1:
         raise ConfigError(f"need episodes >= 1 and workers >= 1 (got {episodes}, {workers})")
+    common.check_seed_and_noise(seed, noise)
     base, task = parse_navigate_dataset(maze), parse_d4rl_antmaze(maze)
     factory: Any
     if base is not None:

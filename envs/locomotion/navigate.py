@@ -159,8 +159,7 @@ def generate_navigate_dataset(
     num_episodes = default_episodes if num_episodes is None else int(num_episodes)
     max_episode_steps = default_steps if max_episode_steps is None else int(max_episode_steps)
     common.check_counts(num_episodes, workers, max_episode_steps)
-    if noise < 0:
-        raise ConfigError(f"noise must be >= 0, got {noise}")
+    common.check_seed_and_noise(seed, noise)
     import gymnasium
     import ogbench.locomaze  # noqa: F401
 

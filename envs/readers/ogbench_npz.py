@@ -110,6 +110,8 @@ def download(dataset: str, directory: os.PathLike | str, timeout: float = 10.0) 
     """
     import ogbench
 
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+        raise DatasetError(f"the download timeout must be a number of seconds > 0, got {timeout!r} (--timeout)")
     directory = Path(directory).expanduser()
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout)
