@@ -261,6 +261,32 @@ def test_bad_expert_paths(expert_dir, tmp_path, capsys):
     assert code == 2 and "not a readable stable-baselines3" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["experts", "train", "ant", "--learning-starts", "-1"], "learning_starts (--learning-starts) must be >= 0"),
+        (["experts", "train", "ant", "--max-episode-steps", "0"], "max_episode_steps (--max-episode-steps) must be"),
+        (["experts", "train", "ant", "--out", "{file}"], "is a file, not a directory"),
+        (["experts", "export", "{run}"], "the checkpoint cannot be read"),
+        (["experts", "list", "--dir", "{tmp}/missing"], "--dir {tmp}/missing does not exist"),
+        (["experts", "list", "--dir", "{file}"], "is a file, not a directory"),
+        (["experts", "evaluate", "antmaze-large-navigate", "--noise", "-1"], "noise must be a finite number >= 0"),
+        (["data", "generate", "antmaze-large-navigate", "--noise", "nan", "--out", "{tmp}"], "got nan"),
+        (["data", "generate", "antmaze-umaze", "--seed", "-1", "--out", "{tmp}"], "seed must be a whole number >= 0"),
+    ],
+)
+def test_bad_settings_are_named_before_any_work(tmp_path, capsys, argv, message):
+    file, run = tmp_path / "a-file", tmp_path / "run"
+    file.write_text("")
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "checkpoint" / "model.zip").write_bytes(b"not a zip")  # and no state.json
+    fill = {"file": str(file), "run": str(run), "tmp": str(tmp_path)}
+    assert cli([arg.format(**fill) for arg in argv]) == 2
+    error = capsys.readouterr().err
+    assert message.format(**fill) in error and "Traceback" not in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "run"]  # nothing was written
+
+
 def test_missing_humanoid_expert_names_the_training_command(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FIDEC_EXPERTS_DIR", str(tmp_path / "none"))
     code = cli(["data", "generate", "humanoidmaze-medium-navigate", "--episodes", "1", "--out", str(tmp_path)])

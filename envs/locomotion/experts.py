@@ -22,6 +22,7 @@ import platform
 import shlex
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -299,6 +300,14 @@ def train_expert(
             f"need steps >= 2, eval_every >= 1, eval_episodes >= 0, checkpoint_every >= 1 and threads >= 1 "
             f"(got {steps}, {eval_every}, {eval_episodes}, {checkpoint_every}, {threads})"
         )
+    if learning_starts is not None and learning_starts < 0:
+        raise ConfigError(f"learning_starts (--learning-starts) must be >= 0, got {learning_starts}")
+    if max_episode_steps is not None and max_episode_steps < 1:
+        raise ConfigError(f"max_episode_steps (--max-episode-steps) must be >= 1, got {max_episode_steps}")
+    if seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {seed}")
+    if out is not None and Path(out).expanduser().exists() and not Path(out).expanduser().is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory; pass the run directory to write to")
     _require_sb3()
     import torch
     from stable_baselines3 import SAC
@@ -478,8 +487,15 @@ def export_checkpoint(out: str | os.PathLike) -> Path:
     paths = _checkpoint_paths(out)
     if not paths["model"].is_file():
         raise ExpertNotFoundError(f"{out} holds no checkpoint; start a run with `fidec experts train ant --out {out}`")
-    state = json.loads(paths["state"].read_text())
-    write_expert(SAC.load(str(paths["model"]), device="cpu"), state, out)
+    try:
+        state = json.loads(paths["state"].read_text())
+        model = SAC.load(str(paths["model"]), device="cpu")
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:  # JSONDecodeError is a ValueError
+        raise ExpertError(
+            f"{paths['dir']}: the checkpoint cannot be read ({type(error).__name__}: {error}); export another run, "
+            "or resume this one with `fidec experts train ... --resume` to write a new checkpoint"
+        ) from error
+    write_expert(model, state, out)
     return out
 
 
@@ -487,6 +503,10 @@ def export_checkpoint(out: str | os.PathLike) -> Path:
 def list_experts(extra_dirs: tuple = ()) -> list[dict[str, Any]]:
     """Every expert directory (shipped, user, ``extra_dirs``) with its provenance summary; runs in progress too."""
     rows = []
+    for extra in extra_dirs:
+        if not Path(extra).expanduser().is_dir():
+            what = "is a file, not a directory" if Path(extra).expanduser().exists() else "does not exist"
+            raise ExpertNotFoundError(f"--dir {extra} {what}; pass a directory that holds experts")
     roots = [("shipped", SHIPPED_DIR), ("user", user_experts_dir())] + [
         ("dir", Path(d).expanduser()) for d in extra_dirs
     ]
