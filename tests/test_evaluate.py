@@ -100,6 +100,22 @@ def test_toy_tasks_have_no_video(tmp_path, toy_agent):
         evaluate(toy_agent, "fidec/toy-bimodal-v0", 1, seed=0, video_dir=tmp_path, video_episodes=1)
 
 
+def test_bad_settings_are_named_before_any_worker_starts(tmp_path, toy_agent, capsys):
+    from fidec_gym.cli import main
+    from fidec_gym.errors import ConfigError
+
+    for kwargs, message in [
+        ({"num_episodes": 0}, r"num_episodes \(--episodes\) must be a whole number >= 1, got 0"),
+        ({"num_workers": 0}, r"num_workers \(--workers\) must be a whole number >= 1"),
+        ({"temperature": float("nan")}, r"temperature \(--temperature\) must be a finite number >= 0, got nan"),
+        ({"video_episodes": -1}, r"video_episodes \(--videos\) must be a whole number >= 0"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            evaluate(toy_agent, "fidec/toy-bimodal-v0", **{"num_episodes": 2, "seed": 0, **kwargs})
+    assert main(["bench", "eval", "--repeats", "0", "--out", str(tmp_path / "bench")]) == 2
+    assert "--repeats must be at least 1, got 0" in capsys.readouterr().err
+
+
 def test_mujoco_evaluation_and_mp4(tmp_path):
     import imageio.v2 as imageio
 

@@ -47,6 +47,28 @@ def _max_difference(a, b) -> float:
     return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) for x, y in pairs)
 
 
+def test_bad_seed_lists_and_bench_seeds_arguments(tmp_path, capsys):
+    from fidec_gym.cli import main
+
+    cfg = TrainConfig(agent="bc", env_id=TOY, offline_steps=2, results_dir=str(tmp_path / "out"))
+    with pytest.raises(ConfigError, match="seeds is empty"):
+        multiseed.train_seeds(cfg, [], progress=False)
+    with pytest.raises(ConfigError, match=r"seeds contain duplicates: \[0, 0\]"):
+        multiseed.train_seeds(cfg, [0, 0], progress=False)
+    assert not (tmp_path / "out").exists()
+    for flags, message in [
+        (["--seeds", "a,b"], "--seeds 'a,b': give comma-separated seed counts"),
+        (["--seeds", "0"], "every seed count must be at least 1"),
+        (["--agents", "fqll"], "unknown agent(s) ['fqll']"),
+        (["--updates-per-call", "0"], "--updates-per-call must be at least 1, got 0"),
+        (["--calls", "0"], "--calls must be at least 1, got 0"),
+        (["--rounds", "0"], "--rounds must be at least 1, got 0"),
+    ]:
+        assert main(["bench", "seeds", "--out", str(tmp_path / "bench"), *flags]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bench").exists()
+
+
 def test_parse_seeds():
     assert parse_seeds("3") == [0, 1, 2]
     assert parse_seeds("4,7") == [4, 7]

@@ -86,8 +86,9 @@ def run(args) -> int:
     import os
     from pathlib import Path
 
-    if args.episodes < 1 or args.workers < 1:
-        raise ConfigError("--episodes and --workers must be >= 1")
+    for flag in ("episodes", "workers", "repeats"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     os.environ.setdefault("MUJOCO_GL", "egl")
     from fidec_gym.envs.registration import register_all
 

@@ -15,6 +15,7 @@ import json
 import time
 from pathlib import Path
 
+from fidec_gym.errors import ConfigError
 from fidec_gym.files import atomic_write_text
 
 SIZES = {"small": (64, 64), "medium": (256, 256, 256), "paper": (512, 512, 512, 512)}
@@ -83,9 +84,28 @@ def time_seeds(agent_name: str, seeds: int, dims: tuple, updates: int, calls: in
     }
 
 
-def run(args: argparse.Namespace) -> int:
+def _check_arguments(args: argparse.Namespace) -> tuple[list[str], list[int]]:
+    """The agents and seed counts asked for; every bad value is named before anything is compiled."""
+    from fidec_gym.names import AGENT_NAMES
+
     agents = [name.strip() for name in args.agents.split(",") if name.strip()]
-    counts = [int(count) for count in args.seeds.split(",")]
+    unknown = [name for name in agents if name not in AGENT_NAMES]
+    if unknown or not agents:
+        raise ConfigError(f"unknown agent(s) {unknown}; use --agents with names from {list(AGENT_NAMES)}")
+    try:
+        counts = [int(count) for count in args.seeds.split(",") if count.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {args.seeds!r}: give comma-separated seed counts, e.g. --seeds 1,8") from None
+    if not counts or min(counts) < 1:
+        raise ConfigError(f"--seeds {args.seeds!r}: every seed count must be at least 1")
+    for flag in ("updates_per_call", "calls", "rounds"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    return agents, counts
+
+
+def run(args: argparse.Namespace) -> int:
+    agents, counts = _check_arguments(args)
     rows = []
     for agent in agents:
         single = None

@@ -86,7 +86,11 @@ class SeedGroupTrainer:
         if updates_per_call < 1:
             raise ConfigError(f"updates per call must be >= 1, got {updates_per_call}")
         self.seeds = list(seeds)
+        if not self.seeds:
+            raise ConfigError("seeds is empty: give at least one seed (e.g. [0, 1, 2])")
         self.runs: list[ResolvedRun] = [resolve_run(dataclasses.replace(cfg, seed=s), cell=cell) for s in self.seeds]
+        if len(set(self.seeds)) != len(self.seeds):  # two seeds would share one run directory
+            raise ConfigError(f"seeds contain duplicates: {self.seeds}; list each seed once")
         self.cfg, self.spec, self.overrides = cfg, self.runs[0].spec, self.runs[0].agent_overrides
         self.resume, self.progress, self.updates_per_call = resume, progress, updates_per_call
         self.env_kwargs = dict(env_kwargs or {})
