@@ -77,7 +77,10 @@ def make_agent(
     name: str, seed: int, example_batch: Mapping[str, Any], config_overrides: Optional[Mapping[str, Any]] = None
 ) -> Agent:
     """A freshly initialised agent ``name``; ``config_overrides`` may only use keys of ``get_config(name)``."""
-    return agent_class(name).create(seed, example_batch, config_overrides)
+    cls = agent_class(name)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"seed must be a whole number (an int), got {type(seed).__name__} {seed!r}")
+    return cls.create(seed, example_batch, config_overrides)
 
 
 def example_batch_from_config(config: Mapping[str, Any], batch_size: int = 1) -> dict[str, np.ndarray]:

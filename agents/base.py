@@ -264,6 +264,11 @@ class Agent(flax.struct.PyTreeNode):
     ) -> FrozenConfig:
         """Defaults merged with ``config`` (which may be partial); shapes are read from ``example_batch``."""
         defaults = cls.get_config()
+        if config is not None and not isinstance(config, Mapping):
+            raise ConfigError(
+                f"config overrides must be a mapping of config keys to values, e.g. {{'lr': 1e-4}}; got "
+                f"{type(config).__name__} {config!r}"
+            )
         check_overrides(cls.name, config or {}, defaults)  # unknown keys, and values of the wrong type or range
         merged = merge_config(cls.name, defaults, config)
         if example_batch is None:

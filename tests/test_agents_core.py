@@ -227,6 +227,13 @@ def test_an_example_batch_that_is_not_a_dict_of_arrays_is_named():
         agents.make_agent("bc", 0, [1, 2])
 
 
+def test_a_seed_or_overrides_of_the_wrong_type_are_named():
+    with pytest.raises(ConfigError, match="seed must be a whole number .an int., got str 'abc'"):
+        agents.make_agent("bc", "abc", random_batch(0))
+    with pytest.raises(ConfigError, match="config overrides must be a mapping .* got list"):
+        agents.make_agent("bc", 0, random_batch(0), [("lr", 1e-3)])
+
+
 def test_pixel_observations_without_encoder_are_rejected():
     batch = {"observations": np.zeros((2, 8, 8, 3), np.uint8), "actions": np.zeros((2, ACTION_DIM), np.float32)}
     with pytest.raises(ValueError, match="encoder='impala_small'"):
