@@ -42,7 +42,13 @@ from gymnasium import spaces
 from gymnasium.wrappers import TimeLimit
 
 from fidec_gym.envs.catalogue import TaskSpec, task_info
-from fidec_gym.envs.wrappers import ClipAction, EpisodeScore, Float32Observation, SuccessAsFloat
+from fidec_gym.envs.wrappers import (
+    ClipAction,
+    EpisodeScore,
+    Float32Observation,
+    SuccessAsFloat,
+    naming_unknown_keywords,
+)
 from fidec_gym.errors import ConfigError
 
 # D4RL's evaluation maps for the v2 tasks (maze_env.U_MAZE_TEST, BIG_MAZE_TEST, HARDEST_MAZE_TEST), rows in
@@ -289,7 +295,8 @@ def make_d4rl_env(
     if horizon < 1:
         raise ConfigError(f"horizon must be a positive number of steps, got {horizon}")
     if spec.category == "d4rl-antmaze":
-        env: gym.Env = D4RLAntMazeEnv(maze=_antmaze_name(spec), frame=frame, render_mode=render_mode, **kwargs)
+        with naming_unknown_keywords(spec.env_id, kwargs):
+            env: gym.Env = D4RLAntMazeEnv(maze=_antmaze_name(spec), frame=frame, render_mode=render_mode, **kwargs)
         env = TimeLimit(env, max_episode_steps=horizon)
         metadata = {"frame": frame, "goal_radius": GOAL_RADIUS}
     else:
@@ -297,9 +304,14 @@ def make_d4rl_env(
         import gymnasium_robotics  # noqa: F401  (registers AdroitHand*-v1)
 
         gym.register_envs(gymnasium_robotics)
-        env = gym.make(
-            ADROIT_ENV_IDS[hand], max_episode_steps=horizon, render_mode=render_mode, disable_env_checker=True, **kwargs
-        )
+        with naming_unknown_keywords(spec.env_id, kwargs):
+            env = gym.make(
+                ADROIT_ENV_IDS[hand],
+                max_episode_steps=horizon,
+                render_mode=render_mode,
+                disable_env_checker=True,
+                **kwargs,
+            )
         env = SuccessAsFloat(env)
         if hand == "pen" and pen_drop_termination:
             env = PenDropTermination(env)

@@ -20,7 +20,14 @@ from typing import Optional
 import gymnasium as gym
 
 from fidec_gym.envs.catalogue import TaskSpec, task_info
-from fidec_gym.envs.wrappers import ClipAction, EpisodeScore, Float32Observation, SeededGlobalRandom, SuccessAsFloat
+from fidec_gym.envs.wrappers import (
+    ClipAction,
+    EpisodeScore,
+    Float32Observation,
+    SeededGlobalRandom,
+    SuccessAsFloat,
+    naming_unknown_keywords,
+)
 from fidec_gym.errors import ConfigError, FidecError
 
 # Two harmless gymnasium warnings about OGBench's environments, filtered here at their source: OGBench builds its
@@ -106,7 +113,8 @@ def make_ogbench_env(
         env_kwargs["render_mode"] = render_mode
     try:
         # The outer gym.make already adds Gymnasium's passive checker; a second one only costs time.
-        env = ogbench.make_env_and_datasets(spec.source_name, env_only=True, disable_env_checker=True, **env_kwargs)
+        with naming_unknown_keywords(spec.env_id, kwargs):
+            env = ogbench.make_env_and_datasets(spec.source_name, env_only=True, disable_env_checker=True, **env_kwargs)
     except Exception as error:  # translate a missing GL platform into an actionable message
         if needs_gl and _looks_like_gl_error(error):
             raise RenderBackendError(f"could not build {spec.env_id}: {error}. {GL_HELP}") from error

@@ -355,14 +355,16 @@ class ToyLandscapeEnv(gym.Env):
 
 def make_toy_env(task: str, **kwargs) -> gym.Env:
     """Entry point of the ``fidec/toy-*`` IDs: the bandit wrapped with episode statistics."""
-    from fidec_gym.envs.wrappers import EpisodeScore
+    from fidec_gym.envs.wrappers import EpisodeScore, naming_unknown_keywords
 
     spec = task_info(task)
     if spec.suite != "toy":
         raise ConfigError(
             f"{spec.env_id} is not a toy task; toy IDs: {', '.join('fidec/' + n for n in TOY_LANDSCAPES)}"
         )
-    return EpisodeScore(ToyLandscapeEnv(spec.source_name, **kwargs), spec)
+    with naming_unknown_keywords(spec.env_id, kwargs):
+        env = ToyLandscapeEnv(spec.source_name, **kwargs)
+    return EpisodeScore(env, spec)
 
 
 def toy_dataset_arrays(landscape_key, num_samples: int, seed: int) -> dict[str, np.ndarray]:

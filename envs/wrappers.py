@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 from collections import deque
-from typing import Any, Optional, SupportsFloat
+from typing import Any, Iterator, Optional, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -23,6 +25,22 @@ from fidec_gym.envs.catalogue import TaskSpec
 from fidec_gym.errors import ConfigError
 
 __all__ = ["ClipAction", "EpisodeScore", "Float32Observation", "FrameStack", "SeededGlobalRandom"]
+
+
+@contextlib.contextmanager
+def naming_unknown_keywords(env_id: str, kwargs: dict) -> Iterator[None]:
+    """Around an environment's constructor: a TypeError about a keyword of ``gym.make(env_id, **kwargs)`` that the
+    constructor does not take becomes a :class:`ConfigError` naming it; any other TypeError (a bug) is re-raised."""
+    try:
+        yield
+    except TypeError as error:
+        match = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+        if match is None or match.group(1) not in kwargs:
+            raise
+        raise ConfigError(
+            f"gym.make({env_id!r}): unknown keyword argument {match.group(1)!r}; the environment takes no such "
+            "option (check its spelling)"
+        ) from None
 
 
 class EpisodeScore(gym.Wrapper, gym.utils.RecordConstructorArgs):

@@ -10,6 +10,7 @@ import pytest
 import fidec_gym
 from fidec_gym.cli import main
 from fidec_gym.envs.catalogue import all_tasks
+from fidec_gym.errors import ConfigError
 
 
 def test_counts_per_suite():
@@ -110,6 +111,20 @@ def test_task_id_of_the_wrong_type_and_unknown_agent():
     assert fidec_gym.task_hyperparameters("fidec/toy-bimodal-v0", "fidec-official") == (
         fidec_gym.task_hyperparameters("fidec/toy-bimodal-v0", "fidec")
     )
+
+
+@pytest.mark.parametrize(
+    "env_id",
+    [
+        "fidec/toy-bimodal-v0",
+        "fidec/antmaze-umaze-v2",
+        "fidec/pen-human-v1",
+        "fidec/cube-single-play-singletask-task2-v0",
+    ],
+)
+def test_gym_make_names_an_unknown_keyword(env_id):
+    with pytest.raises(ConfigError, match=f"gym.make\\('{env_id}'\\): unknown keyword argument 'colour'"):
+        gym.make(env_id, colour="red")
 
 
 def test_tasks_cli(capsys):
