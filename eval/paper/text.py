@@ -54,21 +54,23 @@ def _yes_no(value) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else ("yes" if value else "no")
 
 
+def _ours_beside_the_paper(r) -> list:
+    """seeds, ours, 95% CI, paper, diff, paper in CI, flags: the columns task and category rows share."""
+    return [
+        r.n_seeds,
+        format_mean_std(r.mean, r.std, n_seeds=r.n_seeds),
+        format_interval(r.ci_low, r.ci_high, r.n_seeds),
+        _paper(r.paper_mean, r.paper_std),
+        "–" if r.diff is None or pd.isna(r.diff) else f"{r.diff:+.1f}",
+        _yes_no(r.paper_in_ci),
+        "; ".join(r.flags),
+    ]
+
+
 def task_rows(tasks: pd.DataFrame) -> tuple[list[str], list[list]]:
     header = ["agent", "task", "seeds", "ours", "95% CI", "paper", "diff", "paper in CI", "flags"]
     rows = [
-        [
-            r.agent,
-            r.env_id.removeprefix("fidec/"),
-            r.n_seeds,
-            format_mean_std(r.mean, r.std, n_seeds=r.n_seeds),
-            format_interval(r.ci_low, r.ci_high, r.n_seeds),
-            _paper(r.paper_mean, r.paper_std),
-            "–" if r.diff is None or pd.isna(r.diff) else f"{r.diff:+.1f}",
-            _yes_no(r.paper_in_ci),
-            "; ".join(r.flags),
-        ]
-        for r in tasks.itertuples(index=False)
+        [r.agent, r.env_id.removeprefix("fidec/"), *_ours_beside_the_paper(r)] for r in tasks.itertuples(index=False)
     ]
     return header, rows
 
@@ -80,13 +82,7 @@ def category_rows(categories: pd.DataFrame) -> tuple[list[str], list[list]]:
             r.agent,
             r.category,
             r.n_tasks if r.paper_n_tasks is None or pd.isna(r.paper_n_tasks) else f"{r.n_tasks}/{int(r.paper_n_tasks)}",
-            r.n_seeds,
-            format_mean_std(r.mean, r.std, n_seeds=r.n_seeds),
-            format_interval(r.ci_low, r.ci_high, r.n_seeds),
-            _paper(r.paper_mean, r.paper_std),
-            "–" if r.diff is None or pd.isna(r.diff) else f"{r.diff:+.1f}",
-            _yes_no(r.paper_in_ci),
-            "; ".join(r.flags),
+            *_ours_beside_the_paper(r),
         ]
         for r in categories.itertuples(index=False)
     ]
