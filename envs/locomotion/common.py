@@ -6,12 +6,14 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import multiprocessing
+import platform
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from fidec_gym.errors import ConfigError
+from fidec_gym.errors import ConfigError, DataNotFoundError
 
 GENERATOR_VERSION = "1.0"
 
@@ -99,6 +101,41 @@ def check_counts(num_episodes: int, workers: int, max_episode_steps: int) -> Non
         )
 
 
+def check_training_settings(
+    steps: int,
+    eval_every: int,
+    eval_episodes: int,
+    checkpoint_every: int,
+    threads: int,
+    learning_starts: Optional[int],
+    max_episode_steps: Optional[int],
+    seed: int = 0,
+    out=None,
+) -> None:
+    """The settings of ``experts.train_expert``, checked before stable-baselines3 is imported."""
+    if steps < 2 or eval_every < 1 or eval_episodes < 0 or checkpoint_every < 1 or threads < 1:
+        raise ConfigError(
+            f"need steps >= 2, eval_every >= 1, eval_episodes >= 0, checkpoint_every >= 1 and threads >= 1 "
+            f"(got {steps}, {eval_every}, {eval_episodes}, {checkpoint_every}, {threads})"
+        )
+    if learning_starts is not None and learning_starts < 0:
+        raise ConfigError(f"learning_starts (--learning-starts) must be >= 0, got {learning_starts}")
+    if max_episode_steps is not None and max_episode_steps < 1:
+        raise ConfigError(f"max_episode_steps (--max-episode-steps) must be >= 1, got {max_episode_steps}")
+    if seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {seed}")
+    if out is not None and Path(out).expanduser().exists() and not Path(out).expanduser().is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory; pass the run directory to write to")
+
+
+def check_directories(paths, flag: str, what: str) -> None:
+    """Every one of ``paths`` (given with ``flag``) is an existing directory."""
+    for path in paths:
+        if not Path(path).expanduser().is_dir():
+            problem = "is a file, not a directory" if Path(path).expanduser().exists() else "does not exist"
+            raise DataNotFoundError(f"{flag} {path} {problem}; pass {what}")
+
+
 def check_seed_and_noise(seed: int, noise: float) -> None:
     """The root seed is a whole number >= 0 (numpy's SeedSequence takes no other) and the action noise a finite
     number >= 0."""
@@ -106,6 +143,17 @@ def check_seed_and_noise(seed: int, noise: float) -> None:
         raise ConfigError(f"seed must be a whole number >= 0, got {seed!r}")
     if not isinstance(noise, (int, float, np.number)) or not np.isfinite(noise) or noise < 0:
         raise ConfigError(f"noise must be a finite number >= 0 (0: the expert alone), got {noise!r}")
+
+
+def library_versions() -> dict[str, Optional[str]]:
+    """Python and the packages an expert's training depends on (recorded with every training session)."""
+    versions: dict[str, Optional[str]] = {"python": platform.python_version()}
+    for package in ("stable-baselines3", "torch", "gymnasium", "mujoco", "ogbench", "numpy", "fidec-gym"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
 
 
 def versions() -> dict[str, Optional[str]]:

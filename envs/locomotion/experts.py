@@ -15,10 +15,8 @@ user directory ``$FIDEC_EXPERTS_DIR`` or ``~/.fidec/experts`` (where ``fidec exp
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -32,6 +30,7 @@ import numpy as np
 from fidec_gym.errors import ConfigError, DataError, DataNotFoundError, MissingDependencyError
 from fidec_gym.files import atomic_path, atomic_write_json
 
+from .common import check_directories, check_training_settings, library_versions
 from .online import ONLINE_TASKS, OnlineTask, make_online_env, online_task
 
 EXPERT_FORMAT_VERSION = 1
@@ -84,16 +83,6 @@ def _require_sb3():
         raise MissingDependencyError(
             f"training and loading experts needs stable-baselines3 and torch: {INSTALL_HINT}"
         ) from error
-
-
-def library_versions() -> dict[str, Optional[str]]:
-    versions: dict[str, Optional[str]] = {"python": platform.python_version()}
-    for package in ("stable-baselines3", "torch", "gymnasium", "mujoco", "ogbench", "numpy", "fidec-gym"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
 
 
 # -- the NumPy policy ----------------------------------------------------------------------------------------------
@@ -261,6 +250,23 @@ def _checkpoint_paths(out: Path) -> dict[str, Path]:
     }
 
 
+def _load_checkpoint(paths: dict[str, Path], env=None) -> tuple[dict, Any]:
+    """The state and SAC model (with its replay buffer when ``env`` is given, to train on) of a run's checkpoint."""
+    from stable_baselines3 import SAC
+
+    try:
+        state = json.loads(paths["state"].read_text())
+        model = SAC.load(str(paths["model"]), env=env, device="cpu")
+        if env is not None and paths["buffer"].is_file():
+            model.load_replay_buffer(str(paths["buffer"]))
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:  # JSONDecodeError: a ValueError
+        raise ExpertError(
+            f"{paths['dir']}: the checkpoint cannot be read ({type(error).__name__}: {error}); delete the "
+            "directory to start again, or choose another --out"
+        ) from error
+    return state, model
+
+
 def _save_model(model, path: Path) -> None:
     with atomic_path(path, suffix=".zip") as tmp:
         model.save(str(tmp))
@@ -295,19 +301,9 @@ def train_expert(
     uninterrupted ones (the episode in progress restarts and the random streams are not restored)."""
     task = online_task(name)
     steps = task.ogbench_steps if steps is None else int(steps)
-    if steps < 2 or eval_every < 1 or eval_episodes < 0 or checkpoint_every < 1 or threads < 1:
-        raise ConfigError(
-            f"need steps >= 2, eval_every >= 1, eval_episodes >= 0, checkpoint_every >= 1 and threads >= 1 "
-            f"(got {steps}, {eval_every}, {eval_episodes}, {checkpoint_every}, {threads})"
-        )
-    if learning_starts is not None and learning_starts < 0:
-        raise ConfigError(f"learning_starts (--learning-starts) must be >= 0, got {learning_starts}")
-    if max_episode_steps is not None and max_episode_steps < 1:
-        raise ConfigError(f"max_episode_steps (--max-episode-steps) must be >= 1, got {max_episode_steps}")
-    if seed < 0:
-        raise ConfigError(f"seed must be >= 0, got {seed}")
-    if out is not None and Path(out).expanduser().exists() and not Path(out).expanduser().is_dir():
-        raise ConfigError(f"--out {out} is a file, not a directory; pass the run directory to write to")
+    check_training_settings(
+        steps, eval_every, eval_episodes, checkpoint_every, threads, learning_starts, max_episode_steps, seed, out
+    )
     _require_sb3()
     import torch
     from stable_baselines3 import SAC
@@ -328,16 +324,7 @@ def train_expert(
             "--out"
         )
     if resume and paths["model"].is_file():
-        try:
-            state = json.loads(paths["state"].read_text())
-            model = SAC.load(str(paths["model"]), env=env, device="cpu")
-            if paths["buffer"].is_file():
-                model.load_replay_buffer(str(paths["buffer"]))
-        except (OSError, json.JSONDecodeError, ValueError, EOFError, KeyError) as error:
-            raise ExpertError(
-                f"{paths['dir']}: the checkpoint cannot be read ({type(error).__name__}: {error}); delete the "
-                "directory to start again, or choose another --out"
-            ) from error
+        state, model = _load_checkpoint(paths, env)
         if state.get("name") != task.name:
             raise ConfigError(f"{out} holds a {state.get('name')!r} run, not {task.name!r}; choose another --out")
         print(f"resuming {task.name} from step {model.num_timesteps:,} in {out}", file=sys.stderr)
@@ -481,20 +468,11 @@ def write_expert(model, state: dict, out: Path) -> None:
 def export_checkpoint(out: str | os.PathLike) -> Path:
     """Write ``expert.zip``/``expert.json`` from a run's latest checkpoint (e.g. to use a run still in training)."""
     _require_sb3()
-    from stable_baselines3 import SAC
-
     out = Path(out).expanduser()
     paths = _checkpoint_paths(out)
     if not paths["model"].is_file():
         raise ExpertNotFoundError(f"{out} holds no checkpoint; start a run with `fidec experts train ant --out {out}`")
-    try:
-        state = json.loads(paths["state"].read_text())
-        model = SAC.load(str(paths["model"]), device="cpu")
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:  # JSONDecodeError is a ValueError
-        raise ExpertError(
-            f"{paths['dir']}: the checkpoint cannot be read ({type(error).__name__}: {error}); export another run, "
-            "or resume this one with `fidec experts train ... --resume` to write a new checkpoint"
-        ) from error
+    state, model = _load_checkpoint(paths)
     write_expert(model, state, out)
     return out
 
@@ -503,10 +481,7 @@ def export_checkpoint(out: str | os.PathLike) -> Path:
 def list_experts(extra_dirs: tuple = ()) -> list[dict[str, Any]]:
     """Every expert directory (shipped, user, ``extra_dirs``) with its provenance summary; runs in progress too."""
     rows = []
-    for extra in extra_dirs:
-        if not Path(extra).expanduser().is_dir():
-            what = "is a file, not a directory" if Path(extra).expanduser().exists() else "does not exist"
-            raise ExpertNotFoundError(f"--dir {extra} {what}; pass a directory that holds experts")
+    check_directories(extra_dirs, "--dir", "a directory that holds experts")
     roots = [("shipped", SHIPPED_DIR), ("user", user_experts_dir())] + [
         ("dir", Path(d).expanduser()) for d in extra_dirs
     ]
