@@ -45,7 +45,7 @@ from fidec_gym.eval.store_schema import (  # noqa: F401  (DB_FILENAME, to_json, 
 )
 
 
-def _is_snapshot(db: Path) -> bool:
+def is_snapshot(db: Path) -> bool:
     """A database in rollback-journal mode is an export (``fidec leaderboard export``): grids always write in WAL
     mode. Reading it read-only keeps a committed file byte for byte (opening it for writing would switch it to WAL)."""
     try:
@@ -106,7 +106,7 @@ class ResultsStore(RunClaims):
         root = Path(path).expanduser()
         db = root / DB_FILENAME
         writable = os.access(root, os.W_OK | os.X_OK) and (not db.exists() or os.access(db, os.W_OK))
-        return cls(root, read_only=not writable or _is_snapshot(db))
+        return cls(root, read_only=not writable or is_snapshot(db))
 
     # ------------------------------------------------------------------ connection handling
     def _read_only_message(self, detail: str = "") -> str:

@@ -394,6 +394,10 @@ def test_export_is_self_contained_and_the_report_rebuilds_from_it(grid, tmp_path
     assert "Runs: 1 done" in (tmp_path / "r" / "report.md").read_text()
     # Exporting again replaces the folder; exporting into the results directory itself is refused.
     assert main(["leaderboard", "export", "--out", str(out), "--to", str(shared), "--preset", "grid"]) == 0
+    precious = tmp_path / "precious"
+    (precious / "notes").mkdir(parents=True)
+    assert main(["leaderboard", "export", "--out", str(out), "--to", str(precious)]) == 2
+    assert "holds files that are not an earlier export" in capsys.readouterr().err and (precious / "notes").is_dir()
     assert main(["leaderboard", "export", "--out", str(out), "--to", str(out / "copy")]) == 2
     assert "outside the results directory" in capsys.readouterr().err and not (out / "copy").exists()
     assert main(["leaderboard", "export", "--out", str(out), "--to", str(tmp_path / "x"), "--preset", "nope"]) == 2

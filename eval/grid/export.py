@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from fidec_gym.errors import ConfigError, ResultsNotFoundError
-from fidec_gym.eval.store import DB_FILENAME, ResultsStore
+from fidec_gym.eval.store import DB_FILENAME, ResultsStore, is_snapshot
 from fidec_gym.files import current_umask
 
 
@@ -28,6 +28,11 @@ def export_results(out: Path, target: Path, preset: Optional[str] = None) -> dic
         raise ConfigError(f"export into a folder outside the results directory {out}, not {target}")
     if target.exists() and not target.is_dir():
         raise ConfigError(f"--to {target} is a file, not a folder; pass a folder to write the export into")
+    if target.is_dir() and any(target.iterdir()) and not is_snapshot(target / DB_FILENAME):
+        raise ConfigError(
+            f"--to {target} holds files that are not an earlier export, and an export replaces its folder as a whole; "
+            "pass a new or empty folder (or an earlier export to refresh it)"
+        )
     store = ResultsStore.open_for_reading(out)
     if not store.runs():
         raise ResultsNotFoundError(f"{out} has no runs to export; run `fidec leaderboard run --out {out}` first")
