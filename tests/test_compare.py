@@ -214,3 +214,6 @@ def test_a_budget_too_small_is_not_compared(tmp_path, paper):
     one_seed = [r for r in rows if r[1].endswith("task1-v0")][0]
     assert one_seed[3] == "4.0 (1 seed)" and one_seed[4] == "n/a (1 seed)"  # no certain-looking ± 0.0
     assert one_seed[6] == "–"  # no bare diff beside the published cell
+    category = _row(comparison.categories, agent="fql", category="cube-single")  # the category says the same
+    assert "budget too small to compare (2K of the paper's 1M updates)" in category["flags"]
+    assert pd.isna(category["diff"]) and pd.isna(category["paper_in_ci"])

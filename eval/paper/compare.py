@@ -253,8 +253,12 @@ def category_table(
             cell = _safe(lambda: published.category_cell(agent, category))  # noqa: B023  (called at once)
         paper_tasks = len(published.tasks(category)) if (published is not None and cell is not None) else None
         flags = protocol_flags(runs, cell, len(complete))
+        too_small = budget_too_small(runs, cell)
+        if too_small:
+            flags.insert(0, too_small)
         if paper_tasks is not None and len(per_task_means) < paper_tasks:
             flags.insert(0, f"partial category ({len(per_task_means)}/{paper_tasks} tasks)")
+        comparable = cell is not None and not too_small
         if cell is not None and cell.std_kind == "tasks":
             flags.append("paper's ± is the std across tasks")
         if len(complete) < len(by_seed):
@@ -273,8 +277,8 @@ def category_table(
                 "paper_mean": None if cell is None else cell.mean,
                 "paper_std": None if cell is None else cell.std,
                 "paper_std_kind": None if cell is None else cell.std_kind,
-                "diff": None if cell is None else float(per_task_means.mean()) - cell.mean,
-                "paper_in_ci": None if cell is None else _in_interval(cell.mean, ci),
+                "diff": float(per_task_means.mean()) - cell.mean if comparable else None,
+                "paper_in_ci": _in_interval(cell.mean, ci) if comparable else None,
                 "flags": flags,
             }
         )
