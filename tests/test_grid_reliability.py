@@ -618,8 +618,8 @@ def _grid_process(preset: Path, out: Path) -> subprocess.Popen:
 
 
 def test_two_grids_on_one_directory_never_train_a_cell_twice(tmp_path):
-    # One cell, long enough to outlive a third process's start-up.
-    preset = _preset(tmp_path / "shared.yaml", offline_steps=3000, eval_interval=3000, checkpoint_interval=50)
+    # One cell, long enough to outlive a third process's start-up (several times over: on a loaded machine both slow).
+    preset = _preset(tmp_path / "shared.yaml", offline_steps=20_000, eval_interval=20_000, checkpoint_interval=500)
     out = tmp_path / "out"
     first, second = _grid_process(preset, out), _grid_process(preset, out)  # at once: they race for the claim
     deadline = time.monotonic() + 180
@@ -642,7 +642,7 @@ def test_two_grids_on_one_directory_never_train_a_cell_twice(tmp_path):
     assert codes in ([0, 0], [0, 75]) and len(finished) == 1, outputs  # exactly one of them trained the cell
     run = ResultsStore(out).runs()[0]
     assert run["status"] == "done" and run["claim_pid"] is None
-    assert [e["step"] for e in ResultsStore(out).evaluations(run["id"])] == [1, 3000]
+    assert [e["step"] for e in ResultsStore(out).evaluations(run["id"])] == [1, 20_000]
 
     # The advice of the held message: once the holder is done, the same command finishes (nothing left to do).
     again = subprocess.run(third.args, capture_output=True, text=True, timeout=120, env=third_env)
