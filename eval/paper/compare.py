@@ -258,7 +258,7 @@ def category_table(
             flags.insert(0, too_small)
         if paper_tasks is not None and len(per_task_means) < paper_tasks:
             flags.insert(0, f"partial category ({len(per_task_means)}/{paper_tasks} tasks)")
-        comparable = cell is not None and not too_small
+        compared = None if too_small else cell  # the published cell our numbers are set against, if any
         if cell is not None and cell.std_kind == "tasks":
             flags.append("paper's ± is the std across tasks")
         if len(complete) < len(by_seed):
@@ -277,8 +277,8 @@ def category_table(
                 "paper_mean": None if cell is None else cell.mean,
                 "paper_std": None if cell is None else cell.std,
                 "paper_std_kind": None if cell is None else cell.std_kind,
-                "diff": float(per_task_means.mean()) - cell.mean if comparable else None,
-                "paper_in_ci": _in_interval(cell.mean, ci) if comparable else None,
+                "diff": None if compared is None else float(per_task_means.mean()) - compared.mean,
+                "paper_in_ci": None if compared is None else _in_interval(compared.mean, ci),
                 "flags": flags,
             }
         )
