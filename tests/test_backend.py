@@ -71,3 +71,20 @@ def test_a_cpu_machine_keeps_the_defaults(monkeypatch):
     assert backend.installed_accelerator_plugin() is None
     backend.prepare_worker_environment(2)
     assert "XLA_PYTHON_CLIENT_PREALLOCATE" not in os.environ
+
+
+def test_the_code_version_is_asked_of_git_once_per_program_tree(monkeypatch):
+    # Workers inherit $FIDEC_CODE_VERSION instead of forking git from a process that runs JAX's threads.
+    import subprocess
+
+    from fidec_gym.eval.run import config
+
+    monkeypatch.delenv(config.CODE_VERSION_ENV, raising=False)
+    first = config.code_version()
+    assert first.startswith("0.") and os.environ[config.CODE_VERSION_ENV] == first
+
+    def no_fork(*args, **kwargs):
+        raise AssertionError("git was run again")
+
+    monkeypatch.setattr(subprocess, "run", no_fork)
+    assert config.code_version() == first

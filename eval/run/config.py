@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,8 +221,18 @@ def resolve_run(cfg: TrainConfig, cell: str | None = None) -> ResolvedRun:
     )
 
 
+CODE_VERSION_ENV = "FIDEC_CODE_VERSION"
+
+
 def code_version() -> str:
-    """Installed fidec-gym version, plus the git commit when running from a checkout."""
+    """Installed fidec-gym version, plus the git commit when running from a checkout.
+
+    Asked once per program tree: the answer goes into ``$FIDEC_CODE_VERSION``, which spawned workers inherit, so a
+    worker that already runs JAX's threads never forks ``git``.
+    """
+    known = os.environ.get(CODE_VERSION_ENV)
+    if known:
+        return known
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -238,4 +249,5 @@ def code_version() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    return f"{base}+{commit}" if commit else base
+    os.environ[CODE_VERSION_ENV] = f"{base}+{commit}" if commit else base
+    return os.environ[CODE_VERSION_ENV]
