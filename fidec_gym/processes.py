@@ -91,7 +91,23 @@ def _interrupts_never_swallowed() -> Iterator[None]:
         sys.unraisablehook = _previous_unraisablehook
 
 
+def _in_known_swallower(frame) -> bool:
+    """Is the handler running inside JAX's garbage-collector callback or a ``__del__`` (where an exception would be
+    dropped)? There the signal is simply sent again later, without raising; anywhere else Python drops exceptions
+    (weakref callbacks, other gc callbacks), :func:`_redeliver_swallowed_interrupts` catches it."""
+    for _ in range(3):  # the handler runs in such a function, or in a helper it calls
+        if frame is None:
+            return False
+        if frame.f_code.co_name == "__del__" or frame.f_code.co_name.endswith("gc_callback"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _raise_interrupted(signum, frame) -> None:
+    if _in_known_swallower(frame):
+        _deliver_later(signum)
+        return
     raise Interrupted(signum)
 
 
@@ -121,6 +137,9 @@ def stop_on_signals() -> Iterator[None]:
 
 # ==================================================================================================== workers
 def _interrupt_once(signum, frame) -> None:
+    if _in_known_swallower(frame):
+        _deliver_later(signum)
+        return
     # Later SIGTERMs are ignored while the worker cleans up (marks its run resumable); the parent's SIGKILL after
     # its grace period is the hard stop.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
