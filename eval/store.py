@@ -352,6 +352,11 @@ class ResultsStore(RunClaims):
                 (_now(), int(run_id)),
             )
 
+    def copy_to(self, path: str | Path) -> None:
+        """Write one consistent, compact copy of the database to ``path`` (``VACUUM INTO``), even while a grid
+        is still writing to it."""
+        self._connection().execute("VACUUM INTO ?", (str(path),))
+
     def extend_run(self, run_id: int, config: dict, message: str) -> None:
         """Give a run a config with a larger step budget, keeping its history, and mark it interrupted so that the
         next ``leaderboard run`` resumes it from its last checkpoint; refused while a live process trains it."""

@@ -51,8 +51,7 @@ def export_results(out: Path, target: Path, preset: Optional[str] = None) -> dic
 
 def _export_into(store: ResultsStore, staging: Path, preset: Optional[str]) -> dict[str, int]:
     database = staging / DB_FILENAME
-    # VACUUM INTO writes one consistent, compact file even while a grid is still writing to the store.
-    store._connection().execute("VACUUM INTO ?", (str(database),))
+    store.copy_to(database)
     copy = sqlite3.connect(database, isolation_level=None)
     try:
         copy.execute("PRAGMA foreign_keys = ON")
