@@ -4,6 +4,7 @@ preset gives it, trains for a handful of updates on a tiny dataset made by the s
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from fidec_gym.envs.generate import generate_manipulation_dataset
 from fidec_gym.eval.grid.presets import load_preset, train_config
@@ -21,13 +22,26 @@ def test_the_first_cell_trains(tmp_path):
     config = train_config(cell, cell.seeds[0], tmp_path / "out")
     assert config.agent_overrides["actor_hidden_dims"] == [256, 256] and config.offline_steps == 50_000
     # The preset's own settings, with the budget cut to a handful of updates and evaluation episodes.
+    # One short video per seed at the end, as a leaderboard cell records it.
     config = dataclasses.replace(
-        config, offline_steps=6, eval_interval=3, eval_episodes=2, log_interval=3, checkpoint_interval=3, eval_workers=1
+        config,
+        offline_steps=6,
+        eval_interval=3,
+        eval_episodes=2,
+        log_interval=3,
+        checkpoint_interval=3,
+        eval_workers=1,
+        video_episodes=1,
+        video_frame_skip=2,
     )
-    results = train_seeds(config, cell.seeds, progress=False, updates_per_call=3)
+    short = {"max_episode_steps": 3}
+    results = train_seeds(config, cell.seeds, progress=False, updates_per_call=3, env_kwargs=short)
     assert [result.status for result in results] == ["done"] * len(cell.seeds)
     store = ResultsStore(tmp_path / "out")
-    for run in store.runs():
+    for run, result in zip(store.runs(), results):
         assert [e["step"] for e in store.evaluations(run["id"])] == [1, 3, 6]
+        videos = [a["path"] for a in store.artefacts(run_id=run["id"]) if a["kind"] == "video"]
+        assert videos == result.summary["videos"] and len(videos) == 1
+        assert videos[0].endswith(f"_seed{run['seed']}_step6_ep0.mp4") and Path(videos[0]).stat().st_size > 0
         assert run["summary"]["data_provenance"]["provenance"] == "generated"
         assert run["summary"]["agent_overrides"]["actor_hidden_dims"] == [256, 256]

@@ -144,3 +144,18 @@ def test_mujoco_evaluation_and_mp4(tmp_path):
     # frame_skip 2 keeps the reset frame, every 2nd step and the last step: t = 0, 2, 3.
     assert len(frames) == 3 and frames[0].ndim == 3 and frames[0].shape[-1] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == [video_name(env_id, "zero", 0, 7, 0)]  # no temp files
+
+
+def test_writing_a_video_after_jax_started_gives_no_fork_warning(tmp_path):
+    import warnings
+
+    import jax.numpy as jnp
+
+    from fidec_gym.eval.run.video import write_mp4
+
+    jnp.ones(3).block_until_ready()  # JAX's threads run, so a plain fork would warn
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = write_mp4([np.zeros((16, 16, 3), np.uint8)] * 3, tmp_path / "v.mp4")
+    assert path.stat().st_size > 0
+    assert not [w for w in caught if "os.fork" in str(w.message)]

@@ -419,8 +419,23 @@ class SeedGroupTrainer:
         summary.update(seed_group=self.seeds, sampling=self.sampling)
         if status == "failed":
             summary["message"] = self.failed[seed]
-        publish_summary(self.store, self.run_ids[index], run.run_dir, summary, self.last_checkpoint)
         agent = unstack_agents(self.agents)[index]
+        if status == "done" and self.cfg.video_episodes > 0:
+            from fidec_gym.eval.run.evaluate import make_policy
+            from fidec_gym.eval.run.video import record_run_videos
+
+            # The key chain of a one-seed run's videos (trainer.py): a seed's video does not depend on its group.
+            summary["videos"] = record_run_videos(
+                make_policy(agent, seed + 1),
+                self.cfg,
+                self.spec.env_id,
+                run.run_dir,
+                self.store,
+                self.run_ids[index],
+                seed,
+                self.env_kwargs,
+            )
+        publish_summary(self.store, self.run_ids[index], run.run_dir, summary, self.last_checkpoint)
         return TrainResult(agent=agent, summary=summary, run_dir=run.run_dir, status=status)
 
 

@@ -441,26 +441,12 @@ class _Trainer:
 
     def _record_videos(self, agent) -> list[str]:
         from fidec_gym.eval.run.evaluate import make_policy
-        from fidec_gym.eval.run.video import VideoUnavailableError, record_episodes
+        from fidec_gym.eval.run.video import record_run_videos
 
-        step = self.cfg.total_steps
-        try:
-            paths = record_episodes(
-                make_policy(agent, self.cfg.seed + 1),
-                self.spec.env_id,
-                self.cfg.video_episodes,
-                self.run_dir / "videos",
-                seed=self.cfg.seed,
-                agent_name=self.cfg.agent,
-                step=step,
-                frame_skip=self.cfg.video_frame_skip,
-                env_kwargs=self.env_kwargs,
-            )
-        except VideoUnavailableError as error:  # toy landscapes have no frames; the run itself is fine
-            return [f"skipped: {error}"]
-        for path in paths:
-            self.store.add_artefact(self.run_id, "video", str(path), step=step)
-        return [str(p) for p in paths]
+        policy = make_policy(agent, self.cfg.seed + 1)
+        return record_run_videos(
+            policy, self.cfg, self.spec.env_id, self.run_dir, self.store, self.run_id, self.cfg.seed, self.env_kwargs
+        )
 
 
 def train(

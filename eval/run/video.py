@@ -6,6 +6,7 @@ raises :class:`VideoUnavailableError` (the toy study draws its own figures inste
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence, cast
 
@@ -66,7 +67,10 @@ def write_mp4(frames: Sequence[np.ndarray], path: str | Path, fps: float = 30.0)
     if len(frames) == 0:
         raise ConfigError(f"no frames to write to {path}")
     # The temporary file keeps the .mp4 suffix: imageio picks its ffmpeg writer by it.
-    with atomic_path(path, suffix=".mp4") as tmp:
+    with atomic_path(path, suffix=".mp4") as tmp, warnings.catch_warnings():
+        # imageio starts ffmpeg with subprocess (fork, then exec at once), which JAX warns about; the child runs
+        # no Python, so the deadlock JAX warns of cannot happen.
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
         # macro_block_size=1 keeps small frames (e.g. 64x64) at their size instead of padding them to 16.
         writer = imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=1, quality=7)
         # Not `with ... as writer`: imageio's stub types Writer.__enter__ as returning the base class, which has no
@@ -138,3 +142,26 @@ def record_episodes(
     finally:
         env.close()
     return paths
+
+
+def record_run_videos(policy, cfg, env_id: str, run_dir: Path, store, run_id: int, seed: int, env_kwargs=None) -> list:
+    """The end-of-run videos of one seed (``cfg.video_episodes`` episodes at the last step), registered as artefacts
+    of ``run_id``; a toy task gives ``["skipped: ..."]`` (no frames), which is no failure of the run."""
+    step = cfg.total_steps
+    try:
+        paths = record_episodes(
+            policy,
+            env_id,
+            cfg.video_episodes,
+            Path(run_dir) / "videos",
+            seed=seed,
+            agent_name=cfg.agent,
+            step=step,
+            frame_skip=cfg.video_frame_skip,
+            env_kwargs=env_kwargs,
+        )
+    except VideoUnavailableError as error:
+        return [f"skipped: {error}"]
+    for path in paths:
+        store.add_artefact(run_id, "video", str(path), step=step)
+    return [str(path) for path in paths]
