@@ -172,9 +172,26 @@ def worker_setup(graceful: bool = True, grace: float = 10.0, poll: float = 0.5) 
     exit_with_parent(grace=grace if graceful else 0.0, poll=poll)
 
 
+# Run by the parent watch before os._exit: what a clean-up that overran its grace must still do.
+_FORCED_EXIT_HOOKS: list[Callable[[], None]] = []
+
+
+def add_forced_exit_hook(hook: Callable[[], None]) -> None:
+    """Run ``hook`` (in the watch thread) if this worker is ended by ``os._exit`` because its parent died and the
+    graceful clean-up overran the grace, e.g. the main thread was inside a long compilation, where a signal waits.
+    It must open its own resources (an SQLite connection belongs to its thread). Undo with
+    :func:`remove_forced_exit_hook`."""
+    _FORCED_EXIT_HOOKS.append(hook)
+
+
+def remove_forced_exit_hook(hook: Callable[[], None]) -> None:
+    with contextlib.suppress(ValueError):
+        _FORCED_EXIT_HOOKS.remove(hook)
+
+
 def exit_with_parent(grace: float = 10.0, poll: float = 0.5) -> None:
-    """End this process when its parent dies: SIGTERM to itself (the graceful path), then ``os._exit`` after
-    ``grace`` seconds."""
+    """End this process when its parent dies: SIGTERM to itself (the graceful path), then, after ``grace``
+    seconds, the forced-exit hooks (:func:`add_forced_exit_hook`) and ``os._exit``."""
     parent = os.getppid()
 
     def watch() -> None:
@@ -184,6 +201,9 @@ def exit_with_parent(grace: float = 10.0, poll: float = 0.5) -> None:
             with contextlib.suppress(OSError):
                 os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(grace)
+        for hook in list(_FORCED_EXIT_HOOKS):
+            with contextlib.suppress(Exception):
+                hook()
         os._exit(1)
 
     threading.Thread(target=watch, name="fidec-parent-watch", daemon=True).start()
@@ -233,6 +253,7 @@ class _Worker:
         self.process = process
         self.connection = connection
         self.index: int | None = None  # the item it runs
+        self.group: Any = None  # the affinity group of the last item it ran
 
 
 def _worker_main(connection, fn: Callable, initializer: Callable | None, initargs: tuple) -> None:
@@ -272,6 +293,8 @@ class WorkerPool:
         initializer, initargs: called once in each worker after its signal set-up.
         grace: seconds workers get to finish cleaning up after an interrupt before they are killed.
         context: the multiprocessing start method (``spawn``: JAX is not fork-safe).
+        affinity: ``item -> group``; a worker takes the next item of the group it ran last (it has that group's
+            programs compiled), else the next item of a group no other worker runs, else the next item.
     """
 
     def __init__(
@@ -282,8 +305,10 @@ class WorkerPool:
         initargs: tuple = (),
         grace: float = 10.0,
         context: str = "spawn",
+        affinity: Callable[[Any], Any] | None = None,
     ):
         self.fn, self.workers = fn, max(1, int(workers))
+        self.affinity = affinity
         self.initializer, self.initargs = initializer, initargs
         self.grace = grace
         self.context = multiprocessing.get_context(context)
@@ -328,7 +353,7 @@ class WorkerPool:
                         if len(self._live) >= min(self.workers, len(items)):
                             break
                         idle = self._start_worker()
-                    idle.index = queue.popleft()
+                    idle.index = self._next_for(idle, queue, items)
                     idle.connection.send((idle.index, items[idle.index]))
                 if self.stop_requested:
                     queue.clear()
@@ -367,6 +392,20 @@ class WorkerPool:
             raise
         else:
             self._close()
+
+    def _next_for(self, worker: _Worker, queue: collections.deque, items: list) -> int:
+        """Take from ``queue`` the index ``worker`` should run next (see ``affinity``)."""
+        chosen = queue[0]
+        if self.affinity is not None:
+            groups = {index: self.affinity(items[index]) for index in queue}
+            others = {w.group for w in self._live if w is not worker and w.group is not None}
+            chosen = next(
+                (index for index in queue if groups[index] == worker.group and worker.group is not None),
+                next((index for index in queue if groups[index] not in others), chosen),
+            )
+            worker.group = groups[chosen]
+        queue.remove(chosen)
+        return chosen
 
     def stop(self) -> None:
         """Start no further item; items already running finish."""

@@ -53,7 +53,7 @@ def test_the_grid_prepares_workers_without_touching_the_platform(accelerator, tm
     seen = {}
 
     class NoPool:  # stands in for the worker processes: records the environment they would inherit
-        def __init__(self, fn, workers):
+        def __init__(self, fn, workers, **options):
             seen.update(os.environ)
 
         def run(self, items):

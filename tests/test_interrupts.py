@@ -6,6 +6,7 @@ Every test starts the real command in its own session (``start_new_session``), s
 SIGINT to that process group and "no process left" means no live process in that session.
 """
 
+import contextlib
 import os
 import re
 import signal
@@ -399,3 +400,67 @@ def test_a_signal_where_python_drops_exceptions_is_not_lost(where, capsys):
                 gc.callbacks.remove(signal_and_let_the_handler_run)
     assert fired and caught.value.exit_code == 143
     assert "Exception ignored" not in capsys.readouterr().err
+
+
+def test_a_worker_takes_the_next_item_of_its_own_group_first():
+    """Affinity: a worker keeps to the group it ran last (the programs it compiled) while the group has items, a
+    worker without one starts on a group nobody runs, and no worker waits while items remain."""
+    import collections
+
+    from fidec_gym.processes import WorkerPool, _Worker
+
+    items = [("bc", 0), ("bc", 1), ("bc", 2), ("iql", 0), ("iql", 1), ("cube", 0)]
+    pool = WorkerPool(len, 2, affinity=lambda item: item[0])
+    first, second = _Worker(None, None), _Worker(None, None)
+    pool._live = [first, second]
+    queue = collections.deque(range(len(items)))
+    taken = [pool._next_for(first, queue, items), pool._next_for(second, queue, items)]
+    assert [items[i] for i in taken] == [("bc", 0), ("iql", 0)]  # the second does not start on bc
+    assert items[pool._next_for(second, queue, items)] == ("iql", 1)  # its own group, ahead of bc 1
+    assert items[pool._next_for(second, queue, items)] == ("cube", 0)  # a group nobody runs
+    assert items[pool._next_for(second, queue, items)] == ("bc", 1)  # nothing else left: it helps with bc
+    assert items[pool._next_for(first, queue, items)] == ("bc", 2) and not queue
+    # The real pool runs every item once with affinity on.
+    assert sorted(item for item, kind, _ in WorkerPool(len, 2, affinity=lambda item: item[0]).run(items)) == sorted(
+        items
+    )
+
+
+_STUCK_WORKER = """
+import sys, time
+from pathlib import Path
+from fidec_gym.processes import add_forced_exit_hook, worker_setup
+
+worker_setup(graceful=True, grace=1.0, poll=0.1)
+add_forced_exit_hook(lambda: Path(sys.argv[1]).write_text("left resumable"))
+Path(sys.argv[1] + ".ready").touch()
+while True:  # a clean-up that never finishes: every interrupt is swallowed
+    try:
+        time.sleep(60)
+    except KeyboardInterrupt:
+        pass
+"""
+
+
+def test_a_worker_whose_clean_up_overruns_still_runs_its_forced_exit_hooks(tmp_path):
+    """The parent dies, the worker's graceful clean-up does not finish within the grace: the hooks (a leaderboard
+    cell's: mark its runs resumable) run before the worker is ended."""
+    marker = tmp_path / "marker"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(600)"]
+        + [sys.executable, "-c", _STUCK_WORKER, str(marker)],
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not Path(f"{marker}.ready").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + STOP_SECONDS
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.read_text() == "left resumable"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)

@@ -209,10 +209,11 @@ def _env(data_dir: Path) -> dict:
 
 def test_kill_and_resume_with_a_failing_cell(tmp_path):
     saddle = "fidec/toy-saddle-v0"
-    # Cells run in order: bc on the bimodal toy (finishes), on cube-single (fails: no data), on the saddle toy
-    # (killed with SIGKILL after its first checkpoint).
+    # Cells run in order: bc on cube-single (fails: no data), on the bimodal toy (finishes), on the saddle toy
+    # (killed with SIGKILL after its first checkpoint). The two toy cells share their programs, so the worker takes
+    # them one after the other whatever the order of the tasks.
     preset = _write_preset(
-        tmp_path / "grid.yaml", tasks=[TOY, CUBE, saddle], offline_steps=2000, eval_interval=1000, log_interval=500
+        tmp_path / "grid.yaml", tasks=[CUBE, TOY, saddle], offline_steps=2000, eval_interval=1000, log_interval=500
     )
     out, data = tmp_path / "out", tmp_path / "data"
     data.mkdir()

@@ -14,6 +14,7 @@ from typing import Optional
 
 from fidec_gym.errors import as_disk_full
 from fidec_gym.eval.grid.presets import Cell, LeaderboardError, Preset, train_config
+from fidec_gym.processes import add_forced_exit_hook, remove_forced_exit_hook
 
 INTERRUPTED_MESSAGE = (
     "interrupted; run the same `fidec leaderboard run` command again to resume from the last checkpoint"
@@ -256,6 +257,20 @@ def register_cells(
     return run_ids
 
 
+def program_group(cell: Cell) -> tuple:
+    """Cells with the same group compile the same programs (agent, seed count, shapes and network settings), so a
+    worker that ran one reuses its programs for the next."""
+    from fidec_gym.envs.catalogue import task_info
+
+    try:
+        spec = task_info(cell.env_id)
+        shapes = (spec.observation_shape, spec.action_shape)
+    except KeyError:
+        shapes = (cell.env_id,)
+    overrides = sorted((key, repr(value)) for key, value in cell.agent_overrides.items())
+    return (cell.agent, len(cell.seeds), shapes, tuple(overrides))
+
+
 class _CellClaim:
     """Hold a cell's runs for this process while it trains them (so a second grid on the same directory skips the
     cell), with a heartbeat thread for holders on other hosts. ``holder`` is set when a live process holds it."""
@@ -269,7 +284,18 @@ class _CellClaim:
         self.holder = self.store.claim_runs(self.run_ids)
         if self.holder is None:
             threading.Thread(target=self._beat, name="fidec-claim-heartbeat", daemon=True).start()
+            add_forced_exit_hook(self._leave_resumable)
         return self
+
+    def _leave_resumable(self) -> None:
+        """The worker is being ended before its clean-up ran: its running seeds resume from their checkpoints."""
+        from fidec_gym.eval.store import ResultsStore
+
+        store = ResultsStore(self.store.root)
+        for run_id in self.run_ids:
+            if store.get_run(run_id)["status"] == "running":
+                store.set_status(run_id, "pending", message=INTERRUPTED_MESSAGE)
+        store.close()
 
     def _beat(self) -> None:
         from fidec_gym.eval.store import ResultsStore
@@ -285,6 +311,7 @@ class _CellClaim:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         if self.holder is None:
+            remove_forced_exit_hook(self._leave_resumable)
             try:
                 self.store.release_runs(self.run_ids)
             except Exception:  # a dead holder's claim is taken over anyway

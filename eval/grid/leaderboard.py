@@ -26,6 +26,7 @@ from fidec_gym.eval.grid.cells import (  # noqa: F401  (run_cell, register_cells
     _mark_failed,
     _train_config,
     prepare_datasets,
+    program_group,
     register_cells,
     run_cell,
 )
@@ -121,9 +122,9 @@ def run_leaderboard(
         retry_failed: also re-run cells that failed before (they are skipped by default), with the preset's
             current settings when it was edited since.
         progress: show a progress bar of cells done/total.
-        seeds_together: train a cell's seeds in one compiled program (vmapped) or one after another; default: in
-            one program on an accelerator, one after another on a CPU, where vmapped seeds measured no cheaper per
-            seed (docs/benchmarks.md).
+        seeds_together: train a cell's seeds in one compiled program (vmapped; the default) or one after another
+            (``False``, to time the two paths side by side). On the CPU too the one program is the faster path: it
+            traces and compiles once per cell and worker, and costs less per seed (docs/benchmarks.md).
     """
     from fidec_gym.eval.store import ResultsStore
 
@@ -144,9 +145,7 @@ def run_leaderboard(
             check_ray_address(ray_address)
 
     if seeds_together is None:
-        from fidec_gym.backend import installed_accelerator_plugin
-
-        seeds_together = installed_accelerator_plugin() is not None
+        seeds_together = True
     out = Path(out_dir).expanduser().resolve()
     with stop_on_signals():  # SIGTERM stops the grid as Ctrl-C does
         store = ResultsStore(out)  # creates the directory; read-only or newer-schema directories fail here
@@ -256,7 +255,9 @@ def _run_local(cells: list[Cell], out: Path, run_ids: dict, workers: Optional[in
 
     workers = min(workers or default_workers(), len(cells))
     prepare_worker_environment(workers)  # inherited by the spawned workers: share one GPU
-    pool = WorkerPool(_run_cell_item, workers)  # spawn: JAX is not fork-safe
+    # spawn: JAX is not fork-safe. Affinity: a worker keeps the compiled programs of its last cell, so it takes the
+    # next cell that can reuse them (the toy landscapes of one agent) before one it would trace and compile anew.
+    pool = WorkerPool(_run_cell_item, workers, affinity=lambda item: program_group(item[0]))
     results = pool.run([(cell, str(out), run_ids[cell.name], together) for cell in cells])
     try:
         for (cell, *_), kind, value in results:

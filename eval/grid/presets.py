@@ -111,13 +111,14 @@ class Preset:
     source: Optional[Path] = None
 
     def cells(self, data_dir: Optional[Path] = None) -> list[Cell]:
-        """Every (agent, task) cell in a stable order: agents outer, so that a worker process tends to take
-        consecutive cells of one agent and reuses its compiled update and sampling functions."""
+        """Every (agent, task) cell in a stable order: tasks outer (a task's agents finish before the next task
+        starts), agents in the preset's order. The pool's affinity, not this order, keeps a worker on cells that
+        reuse its compiled programs (:func:`fidec_gym.eval.grid.cells.program_group`)."""
         from fidec_gym.envs.catalogue import task_info
 
         cells = []
-        for agent in self.agents:
-            for env_id in self.tasks:
+        for env_id in self.tasks:
+            for agent in self.agents:
                 spec = task_info(env_id)
                 suite_settings = dict(self.suite_settings.get(spec.suite, {}))
                 seeds = suite_settings.pop("seeds", self.seeds)

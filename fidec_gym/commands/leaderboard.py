@@ -47,14 +47,14 @@ def register(subparsers) -> None:
         dest="seeds_together",
         action="store_const",
         const=True,
-        help="train a cell's seeds in one vmapped program (default on a GPU/TPU)",
+        help="train a cell's seeds in one vmapped program (the default)",
     )
     seeds.add_argument(
         "--one-seed-per-process",
         dest="seeds_together",
         action="store_const",
         const=False,
-        help="train a cell's seeds one after another (default on a CPU, where vmapped seeds are no cheaper)",
+        help="train a cell's seeds one after another, one program per seed (to time the two paths side by side)",
     )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.set_defaults(func=run_command)
