@@ -87,6 +87,27 @@ def default_num_workers(env: str | Callable, num_episodes: int) -> int:
     return max(1, min(os.cpu_count() or 1, num_episodes))
 
 
+# Sub-environments of a one-process evaluation: its episodes step side by side, so the policy is called once per step
+# for all of them; the bound keeps the memory of many MuJoCo models small.
+SYNC_ENVS_MAX = 32
+
+
+def evaluation_layout(
+    env: str | Callable, num_episodes: int, num_workers: int | None = None, seeds: int = 1
+) -> tuple[int, str | None]:
+    """(sub-environments per seed, vectorization) of an evaluation of ``num_episodes`` per seed.
+
+    One process (``num_workers`` 1, a toy task, or a one-core machine): up to :data:`SYNC_ENVS_MAX` sub-environments
+    in it ("sync"), instead of one sub-environment that plays every episode in turn with a policy call per step.
+    Several processes: one sub-environment each ("async"), ``num_workers`` per seed or the cores shared over seeds.
+    """
+    default = default_num_workers(env, num_episodes)
+    if (num_workers or default) == 1:
+        return max(1, min(num_episodes, SYNC_ENVS_MAX)), "sync"
+    per_seed = num_workers or -(-default // seeds)
+    return max(1, min(per_seed, num_episodes)), None
+
+
 def check_evaluation_settings(
     num_episodes: int,
     num_workers: int | None = None,
@@ -329,7 +350,8 @@ def evaluate(
         env_id: a task ID or an environment factory (see :class:`Evaluator`).
         num_episodes: episodes in total, split into fixed quotas over the workers.
         seed: seeds the environments (sub-env ``i`` gets ``seed + i``) and the action sampling.
-        num_workers: sub-environments; default one per core (toy tasks: one).
+        num_workers: evaluation processes, one sub-environment each; 1 steps up to 32 sub-environments in one
+            process (:func:`evaluation_layout`). Default: one per core (toy tasks: one process).
         temperature: sampling temperature. 0 is the evaluation convention: BC/IQL/ReBRAC act with their mean,
             flow agents ignore the temperature and always draw one noise sample.
         video_dir, video_episodes, frame_skip: additionally record ``video_episodes`` roll-outs as mp4 in
@@ -342,10 +364,9 @@ def evaluate(
         ``videos`` (paths) when recorded.
     """
     check_evaluation_settings(num_episodes, num_workers, temperature, video_episodes, frame_skip)
-    workers = num_workers or default_num_workers(env_id, num_episodes)
-    workers = max(1, min(workers, num_episodes))
+    workers, layout = evaluation_layout(env_id, num_episodes, num_workers)
     policy = make_policy(agent, seed, temperature)
-    with Evaluator(env_id, workers, vectorization=vectorization, env_kwargs=env_kwargs) as evaluator:
+    with Evaluator(env_id, workers, vectorization=vectorization or layout, env_kwargs=env_kwargs) as evaluator:
         result = evaluator.run(policy, num_episodes, seed, progress=progress)
     if video_episodes > 0:
         if video_dir is None:

@@ -369,14 +369,12 @@ class SeedGroupTrainer:
             self.loggers[index].log(step, metrics)
 
     def _evaluate(self, step: int) -> None:
-        from fidec_gym.eval.run.evaluate import Evaluator, default_num_workers, episode_quotas, summarise_episodes
+        from fidec_gym.eval.run.evaluate import Evaluator, episode_quotas, evaluation_layout, summarise_episodes
 
         cfg, count = self.cfg, len(self.seeds)
         if self.evaluator is None:
-            per_seed = cfg.eval_workers or max(1, -(-default_num_workers(cfg.env_id, cfg.eval_episodes) // count))
-            self.per_seed_envs = max(1, min(per_seed, cfg.eval_episodes))
-            # Toy bandits step in microseconds: processes would only add pipe round trips.
-            vectorization = "sync" if self.spec.suite == "toy" else None
+            layout = evaluation_layout(cfg.env_id, cfg.eval_episodes, cfg.eval_workers, seeds=count)
+            self.per_seed_envs, vectorization = layout
             self.evaluator = Evaluator(
                 cfg.env_id, count * self.per_seed_envs, vectorization=vectorization, env_kwargs=self.env_kwargs
             )

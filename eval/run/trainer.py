@@ -378,14 +378,12 @@ class _Trainer:
         self.logger.log(step, metrics)
 
     def _evaluate(self, agent, step: int) -> None:
-        from fidec_gym.eval.run.evaluate import Evaluator, default_num_workers, make_policy
+        from fidec_gym.eval.run.evaluate import Evaluator, evaluation_layout, make_policy
 
         cfg = self.cfg
         if self.evaluator is None:
-            workers = cfg.eval_workers or default_num_workers(self.spec.env_id, cfg.eval_episodes)
-            self.evaluator = Evaluator(
-                self.spec.env_id, max(1, min(workers, cfg.eval_episodes)), env_kwargs=self.env_kwargs
-            )
+            envs, vectorization = evaluation_layout(self.spec.env_id, cfg.eval_episodes, cfg.eval_workers)
+            self.evaluator = Evaluator(self.spec.env_id, envs, vectorization=vectorization, env_kwargs=self.env_kwargs)
         seed = cfg.seed * 1_000_003 + step  # a function of (seed, step): identical after a resume
         result = self.evaluator.run(make_policy(agent, seed), cfg.eval_episodes, seed)
         metrics = {key: result[key] for key in EVAL_METRICS}
