@@ -263,13 +263,14 @@ def test_ctrl_c_during_training_with_evaluation_workers(tmp_path):
 EVALUATOR_SCRIPT = textwrap.dedent(
     """
     import sys, time
+    import numpy as np
     import fidec_gym
     from fidec_gym.eval.run.evaluate import Evaluator
 
     evaluator = Evaluator("fidec/toy-bimodal-v0", 2, vectorization="async")
     print("ready", flush=True)
     while True:
-        evaluator.run(lambda observations: observations[:, :2] * 0, 2, seed=0)
+        evaluator.run(lambda observations: np.zeros((len(observations), 2)), 2, seed=0)  # 2-d toy actions
     """
 )
 
