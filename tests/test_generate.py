@@ -166,6 +166,9 @@ def test_ctrl_c_leaves_no_files(tmp_path):
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         env=dict(os.environ, MUJOCO_GL="egl"),
+        # As a terminal's foreground job: a test run started in the background (`cmd &` in a script) passes on an
+        # ignored SIGINT, which the command rightly keeps ignoring.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     output, deadline = b"", time.monotonic() + 90
     while b"generating" not in output and time.monotonic() < deadline:  # wait for the progress bar
