@@ -262,6 +262,7 @@ def program_group(cell: Cell) -> tuple:
     worker that ran one reuses its programs for the next."""
     from fidec_gym.envs.catalogue import task_info
 
+    shapes: tuple
     try:
         spec = task_info(cell.env_id)
         shapes = (spec.observation_shape, spec.action_shape)
