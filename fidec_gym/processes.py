@@ -345,6 +345,7 @@ class WorkerPool:
         """
         items = list(items)
         queue = collections.deque(range(len(items)))
+        groups = None if self.affinity is None else [self.affinity(item) for item in items]  # once per run
         try:
             while queue or any(w.index is not None for w in self._live):
                 while queue and not self.stop_requested:
@@ -353,7 +354,7 @@ class WorkerPool:
                         if len(self._live) >= min(self.workers, len(items)):
                             break
                         idle = self._start_worker()
-                    idle.index = self._next_for(idle, queue, items)
+                    idle.index = self._next_for(idle, queue, groups)
                     idle.connection.send((idle.index, items[idle.index]))
                 if self.stop_requested:
                     queue.clear()
@@ -393,17 +394,16 @@ class WorkerPool:
         else:
             self._close()
 
-    def _next_for(self, worker: _Worker, queue: collections.deque, items: list) -> int:
-        """Take from ``queue`` the index ``worker`` should run next (see ``affinity``)."""
-        chosen = queue[0]
-        if self.affinity is not None:
-            groups = {index: self.affinity(items[index]) for index in queue}
+    def _next_for(self, worker: _Worker, queue: collections.deque, groups: list | None) -> int:
+        """Take from ``queue`` the index ``worker`` should run next; ``groups[i]`` is item i's affinity group."""
+        if groups is None:
+            return queue.popleft()
+        own = worker.group
+        chosen = next((index for index in queue if own is not None and groups[index] == own), None)
+        if chosen is None:
             others = {w.group for w in self._live if w is not worker and w.group is not None}
-            chosen = next(
-                (index for index in queue if groups[index] == worker.group and worker.group is not None),
-                next((index for index in queue if groups[index] not in others), chosen),
-            )
-            worker.group = groups[chosen]
+            chosen = next((index for index in queue if groups[index] not in others), queue[0])
+        worker.group = groups[chosen]
         queue.remove(chosen)
         return chosen
 

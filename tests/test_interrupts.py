@@ -415,12 +415,13 @@ def test_a_worker_takes_the_next_item_of_its_own_group_first():
     first, second = _Worker(None, None), _Worker(None, None)
     pool._live = [first, second]
     queue = collections.deque(range(len(items)))
-    taken = [pool._next_for(first, queue, items), pool._next_for(second, queue, items)]
+    groups = [pool.affinity(item) for item in items]
+    taken = [pool._next_for(first, queue, groups), pool._next_for(second, queue, groups)]
     assert [items[i] for i in taken] == [("bc", 0), ("iql", 0)]  # the second does not start on bc
-    assert items[pool._next_for(second, queue, items)] == ("iql", 1)  # its own group, ahead of bc 1
-    assert items[pool._next_for(second, queue, items)] == ("cube", 0)  # a group nobody runs
-    assert items[pool._next_for(second, queue, items)] == ("bc", 1)  # nothing else left: it helps with bc
-    assert items[pool._next_for(first, queue, items)] == ("bc", 2) and not queue
+    assert items[pool._next_for(second, queue, groups)] == ("iql", 1)  # its own group, ahead of bc 1
+    assert items[pool._next_for(second, queue, groups)] == ("cube", 0)  # a group nobody runs
+    assert items[pool._next_for(second, queue, groups)] == ("bc", 1)  # nothing else left: it helps with bc
+    assert items[pool._next_for(first, queue, groups)] == ("bc", 2) and not queue
     # The real pool runs every item once with affinity on.
     assert sorted(item for item, kind, _ in WorkerPool(len, 2, affinity=lambda item: item[0]).run(items)) == sorted(
         items

@@ -108,7 +108,7 @@ def run_leaderboard(
     ray_address: Optional[str] = None,
     retry_failed: bool = False,
     progress: bool = True,
-    seeds_together: Optional[bool] = None,
+    seeds_together: bool = True,
 ) -> GridResult:
     """Run every unfinished cell of ``preset`` and record everything in ``out_dir/results.sqlite``.
 
@@ -144,8 +144,6 @@ def run_leaderboard(
         if ray_address:
             check_ray_address(ray_address)
 
-    if seeds_together is None:
-        seeds_together = True
     out = Path(out_dir).expanduser().resolve()
     with stop_on_signals():  # SIGTERM stops the grid as Ctrl-C does
         store = ResultsStore(out)  # creates the directory; read-only or newer-schema directories fail here

@@ -57,7 +57,7 @@ def register(subparsers) -> None:
         help="train a cell's seeds one after another, one program per seed (to time the two paths side by side)",
     )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    run.set_defaults(func=run_command)
+    run.set_defaults(func=run_command, seeds_together=True)
     run.epilog = (
         "Exit status: 0 all cells done; 1 some cells failed; 75 cells left to another live `leaderboard run` on the "
         "same directory; 130/143 interrupted (Ctrl-C/SIGTERM; run again to resume); 28 disk full; 2 bad input."
