@@ -111,9 +111,8 @@ class Preset:
     source: Optional[Path] = None
 
     def cells(self, data_dir: Optional[Path] = None) -> list[Cell]:
-        """Every (agent, task) cell in a stable order: tasks outer (a task's agents finish before the next task
-        starts), agents in the preset's order. The pool's affinity, not this order, keeps a worker on cells that
-        reuse its compiled programs (:func:`fidec_gym.eval.grid.cells.program_group`)."""
+        """Every (agent, task) cell, tasks outer and agents in the preset's order; the pool's affinity, not this
+        order, keeps a worker on cells that reuse its programs (:func:`fidec_gym.eval.grid.cells.program_group`)."""
         from fidec_gym.envs.catalogue import task_info
 
         cells = []
