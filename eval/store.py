@@ -181,6 +181,8 @@ class ResultsStore(RunClaims):
                 "as is, and compare/report take --report-dir DIR to write elsewhere)"
             )
         conn = self._connection()
+        if conn.in_transaction:  # an interrupt (SIGTERM) between an earlier BEGIN and its try left it open
+            conn.execute("ROLLBACK")
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as error:
@@ -189,11 +191,13 @@ class ResultsStore(RunClaims):
             raise
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
             conn.execute("COMMIT")
+        except BaseException:
+            # Also when the interrupt came just before COMMIT: an open transaction would make every later write
+            # on this connection fail, among them the one that marks the run resumable.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _initialise(self) -> None:
         try:

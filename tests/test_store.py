@@ -177,3 +177,41 @@ def test_read_only_directory_is_a_clear_error():
     assert message.startswith("PermissionError") and "--out" in message, message
     assert not os.path.exists(os.path.join(root, "results"))
     os.rmdir(root)
+
+
+class _InterruptBeforeCommit:
+    """A connection whose first COMMIT is interrupted before it runs, as a SIGTERM between two bytecodes may be."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn, self.interrupted = conn, False
+
+    def execute(self, sql, *args):
+        if sql == "COMMIT" and not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+def test_an_interrupted_write_leaves_the_store_writable(tmp_path):
+    # A worker stopped mid-write must still mark its run resumable with the next write on the same connection.
+    store = ResultsStore(tmp_path)
+    run_id = _new_run(store)
+    store.set_status(run_id, "running", last_good_step=90)
+
+    real = store._connection()
+    store._conn = _InterruptBeforeCommit(real)
+    with pytest.raises(KeyboardInterrupt):
+        store.set_status(run_id, "running", last_good_step=100)
+    assert not real.in_transaction  # rolled back, not left open
+    store.set_status(run_id, "pending", message="interrupted")
+    assert ResultsStore(tmp_path).get_run(run_id)["status"] == "pending"
+
+    # An interrupt right after BEGIN, before the block that would roll it back, leaves a transaction open.
+    store._conn = real
+    real.execute("BEGIN IMMEDIATE")
+    store.set_status(run_id, "running", last_good_step=110)
+    run = ResultsStore(tmp_path).get_run(run_id)
+    assert run["status"] == "running" and run["last_good_step"] == 110
