@@ -68,6 +68,8 @@ def device_updates(agents: Any, keys: Any, data: dict, num_updates: Any, batch_s
     num_updates = jax.numpy.asarray(num_updates, dtype=jax.numpy.int32)
 
     def one_seed(agent, key):
+        # jit so that the abstract update below and the loop body share one trace (tracing an update takes seconds).
+        @jax.jit
         def step(agent, key):
             key, batch_key = jax.random.split(key)
             agent, info = agent._update(_sample_rows(data, batch_key, batch_size))
