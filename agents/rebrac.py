@@ -109,18 +109,32 @@ class ReBRACAgent(Agent):
             "actor/lambda": lam,
         }
 
-    def total_loss(self, batch: Batch, grad_params: Any, rng: Array) -> tuple[Array, Info]:
+    def total_loss(
+        self, batch: Batch, grad_params: Any, rng: Array, actor_step: Array | None = None
+    ) -> tuple[Array, Info]:
+        """Critic loss, plus the actor loss on actor steps (``actor_step``; default: every ``actor_freq``-th)."""
         critic_loss, critic_info = self.critic_loss(batch, grad_params, rng)
 
         def skipped_actor_loss() -> tuple[Array, Info]:
             shapes = jax.eval_shape(lambda: self.actor_loss(batch, grad_params))
             return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
+        if actor_step is None:
+            actor_step = self.is_actor_step(self.network.step)
         actor_loss, actor_info = jax.lax.cond(
-            self.is_actor_step(self.network.step), lambda: self.actor_loss(batch, grad_params), skipped_actor_loss
+            actor_step, lambda: self.actor_loss(batch, grad_params), skipped_actor_loss
         )
         loss = critic_loss + actor_loss
         return loss, {"total/loss": loss, **critic_info, **actor_info}
+
+    @jax.jit
+    def validation_info(self, batch: Batch) -> Info:
+        """Held-out losses, the actor's always included: validation runs at log steps (multiples of 1,000, say),
+        where the step parity would otherwise make every one a critic-only step with an actor loss of 0."""
+        self.check_batch(batch)
+        rng = jax.random.fold_in(self.rng, 1)
+        _, info = self.total_loss(batch, self.network.params, rng=rng, actor_step=jnp.bool_(True))
+        return {f"val/{key}": value for key, value in info.items()}
 
     def update_targets(self, old_network: TrainState, new_network: TrainState) -> TrainState:
         # tau = 0 leaves the targets bit-for-bit unchanged on critic-only steps.

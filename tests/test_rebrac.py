@@ -158,3 +158,12 @@ def test_save_load_update_equals_uninterrupted(trajectory, tmp_path):
     resumed, resumed_info = restored.update(random_batch(2))
     assert tree_diff(continued.network.params, resumed.network.params) == 0.0
     assert float(resumed_info["actor/loss"]) == float(info["actor/loss"]) != 0.0
+
+
+def test_validation_reports_the_actor_loss_on_either_step_parity(trajectory):
+    batch = random_batch(6)
+    for agent in trajectory[0][2:4]:  # one actor step and one critic-only step
+        info = agent.validation_info(batch)
+        expected, _ = agent.actor_loss(batch, agent.network.params)
+        np.testing.assert_allclose(info["val/actor/loss"], expected, rtol=1e-5)
+        assert float(info["val/actor/loss"]) != 0.0
