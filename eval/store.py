@@ -43,6 +43,7 @@ from fidec_gym.eval.store_schema import (  # noqa: F401  (DB_FILENAME, to_json, 
     describe_claim,
     to_json,
 )
+from fidec_gym.eval.store_tables import ExtraTables
 
 
 def is_snapshot(db: Path) -> bool:
@@ -56,7 +57,7 @@ def is_snapshot(db: Path) -> bool:
     return len(header) == 20 and header[:16] == b"SQLite format 3\x00" and header[18] == 1  # 1 legacy, 2 WAL
 
 
-class ResultsStore(RunClaims):
+class ResultsStore(RunClaims, ExtraTables):
     """Runs, evaluations, artefacts and extra tables of one results directory.
 
     Args:
@@ -485,58 +486,3 @@ class ResultsStore(RunClaims):
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._connection().execute(f"SELECT * FROM artefacts{where} ORDER BY id", params).fetchall()
         return [dict(row) for row in rows]
-
-    # ------------------------------------------------------------------ extra tables
-    @staticmethod
-    def _check_table(table: str) -> None:
-        if not _IDENTIFIER.match(table) or table in _CORE_TABLES or table.startswith("sqlite_"):
-            raise ConfigError(
-                f"invalid extra table name {table!r}: use letters, digits and underscores, not starting with a "
-                f"digit, and not one of {sorted(_CORE_TABLES)}"
-            )
-
-    def add_rows(self, table: str, rows: list[dict]) -> None:
-        """Append rows to an extra table, created on first use with the rows' keys as columns.
-
-        New keys in later rows add columns; missing keys are stored as NULL. Values must be numbers, strings or None.
-        """
-        self._check_table(table)
-        rows = list(rows)
-        if not rows:
-            return
-        columns: list[str] = []
-        for row in rows:
-            for key in row:
-                if not _IDENTIFIER.match(str(key)):
-                    raise ConfigError(f"invalid column name {key!r} for table {table!r}: use letters, digits, _")
-                if key not in columns:
-                    columns.append(key)
-        values = [[_scalar(row.get(key)) for key in columns] for row in rows]
-        with self._write() as conn:
-            existing = [info["name"] for info in conn.execute(f'PRAGMA table_info("{table}")')]
-            if not existing:
-                conn.execute(f'CREATE TABLE "{table}" ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in columns)})')
-            else:
-                for column in columns:
-                    if column not in existing:
-                        conn.execute(f'ALTER TABLE "{table}" ADD COLUMN "{column}"')
-            placeholders = ", ".join("?" * len(columns))
-            quoted = ", ".join(f'"{c}"' for c in columns)
-            conn.executemany(f'INSERT INTO "{table}" ({quoted}) VALUES ({placeholders})', values)
-
-    def rows(self, table: str) -> list[dict]:
-        """All rows of an extra table in insertion order ([] if the table does not exist yet)."""
-        self._check_table(table)
-        conn = self._connection()
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is None:
-            return []
-        return [dict(row) for row in conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid')]
-
-    def tables(self) -> list[str]:
-        """Names of the extra tables present."""
-        names = (
-            self._connection()
-            .execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-            .fetchall()
-        )
-        return [row["name"] for row in names if row["name"] not in _CORE_TABLES]
