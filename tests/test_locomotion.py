@@ -20,7 +20,7 @@ warnings.filterwarnings("ignore", message=".*precision lowered by casting to flo
 @pytest.fixture(scope="module")
 def expert_dir(tmp_path_factory):
     """A 120-step expert: useless as a controller, but a real stable-baselines3 SAC zip with provenance."""
-    from fidec_gym.envs.locomotion.experts import train_expert
+    from fidec_gym.envs.locomotion.expert_training import train_expert
 
     out = tmp_path_factory.mktemp("expert") / "ant"
     train_expert(
@@ -40,7 +40,7 @@ def expert_dir(tmp_path_factory):
 
 
 def test_training_saves_resumes_and_records_provenance(expert_dir):
-    from fidec_gym.envs.locomotion.experts import train_expert
+    from fidec_gym.envs.locomotion.expert_training import train_expert
 
     info = json.loads((expert_dir / "expert.json").read_text())
     assert info["steps"] == 120 and info["seed"] == 3 and info["name"] == "ant"

@@ -112,7 +112,7 @@ def check_training_settings(
     seed: int = 0,
     out=None,
 ) -> None:
-    """The settings of ``experts.train_expert``, checked before stable-baselines3 is imported."""
+    """The settings of ``expert_training.train_expert``, checked before stable-baselines3 is imported."""
     if steps < 2 or eval_every < 1 or eval_episodes < 0 or checkpoint_every < 1 or threads < 1:
         raise ConfigError(
             f"need steps >= 2, eval_every >= 1, eval_episodes >= 0, checkpoint_every >= 1 and threads >= 1 "

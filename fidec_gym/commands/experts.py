@@ -69,7 +69,7 @@ def run(args) -> int:
 
 
 def _train(args) -> int:
-    from fidec_gym.envs.locomotion.experts import train_expert
+    from fidec_gym.envs.locomotion.expert_training import train_expert
 
     out = train_expert(
         args.env,
@@ -116,7 +116,7 @@ def _list(args) -> int:
 
 
 def _export(args) -> int:
-    from fidec_gym.envs.locomotion.experts import export_checkpoint
+    from fidec_gym.envs.locomotion.expert_training import export_checkpoint
 
     out = export_checkpoint(args.out)
     print(f"wrote {out / 'expert.zip'} and {out / 'expert.json'}")
