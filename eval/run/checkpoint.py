@@ -14,11 +14,13 @@ one is in place.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -29,6 +31,35 @@ AGENT_FILE = "agent.msgpack"
 TRAINER_FILE = "trainer.pkl"
 META_FILE = "meta.json"
 _PREFIX = "step_"
+
+
+@dataclass
+class TrainerState:
+    """Everything besides the agent that a checkpoint saves and a resume restores, and nothing else."""
+
+    step: int
+    train_config: dict  # TrainConfig.record(): what the run is
+    resolved_overrides: dict  # the agent config overrides after per-task hyperparameters
+    sampler: dict
+    val_sampler: dict | None
+    python_random: Any
+    numpy_global: Any
+    replay_rng: dict
+    replay: dict | None
+    evaluations: list
+    elapsed: float
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, state: dict) -> TrainerState:
+        names = set(cls.field_names())
+        return cls(**{key: value for key, value in state.items() if key in names})
 
 
 class CheckpointError(ResultsError):

@@ -30,6 +30,7 @@ import numpy as np
 
 from fidec_gym.errors import ConfigError, ResultsError, ResultsPermissionError
 from fidec_gym.eval.run.checkpoint import (
+    TrainerState,
     latest_checkpoint,
     load_newest_readable,
     load_trainer_state,
@@ -49,35 +50,6 @@ from fidec_gym.eval.run.loggers import CsvLogger, MetricLogger, TensorBoardLogge
 from fidec_gym.eval.run.online import OnlinePhase
 from fidec_gym.eval.run.scoring import EVAL_METRICS
 from fidec_gym.eval.store import ResultsStore, to_json
-
-
-@dataclass
-class TrainerState:
-    """Everything besides the agent that a checkpoint saves and a resume restores, and nothing else."""
-
-    step: int
-    train_config: dict  # TrainConfig.record(): what the run is
-    resolved_overrides: dict  # the agent config overrides after per-task hyperparameters
-    sampler: dict
-    val_sampler: dict | None
-    python_random: Any
-    numpy_global: Any
-    replay_rng: dict
-    replay: dict | None
-    evaluations: list
-    elapsed: float
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_dict(cls, state: dict) -> TrainerState:
-        names = set(cls.field_names())
-        return cls(**{key: value for key, value in state.items() if key in names})
 
 
 @dataclass
