@@ -159,3 +159,23 @@ def test_writing_a_video_after_jax_started_gives_no_fork_warning(tmp_path):
         path = write_mp4([np.zeros((16, 16, 3), np.uint8)] * 3, tmp_path / "v.mp4")
     assert path.stat().st_size > 0
     assert not [w for w in caught if "os.fork" in str(w.message)]
+
+
+def test_state_task_videos_render_without_shadows_and_leave_the_physics_alone():
+    from fidec_gym.envs.registration import register_all
+    from fidec_gym.eval.run.video import _without_shadows
+
+    register_all()
+    env_id = "fidec/cube-single-play-singletask-task2-v0"
+    plain, shadowless = gym.make(env_id), gym.make(env_id)
+    assert plain.unwrapped.model.light_castshadow.any()  # the scene has shadow-casting lights to switch off
+    _without_shadows(shadowless)
+    assert not shadowless.unwrapped.model.light_castshadow.any()
+    assert plain.unwrapped.model.light_castshadow.any()  # each environment has its own model
+    action = np.full(5, 0.3, np.float32)
+    observations = [env.reset(seed=3)[0] for env in (plain, shadowless)]
+    observations += [env.step(action)[0] for env in (plain, shadowless)]
+    np.testing.assert_array_equal(observations[0], observations[1])
+    np.testing.assert_array_equal(observations[2], observations[3])
+    plain.close()
+    shadowless.close()
