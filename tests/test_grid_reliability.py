@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -617,8 +618,26 @@ def _grid_process(preset: Path, out: Path) -> subprocess.Popen:
     )
 
 
+def _pause_outside_a_write(pid: int, db: Path) -> None:
+    """SIGSTOP ``pid`` at a moment it holds no write lock on ``db``: a writer stopped mid-transaction would block
+    every other process's writes."""
+    for _ in range(200):
+        os.kill(pid, signal.SIGSTOP)
+        conn = sqlite3.connect(db, timeout=0.2, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:  # locked: let it finish the write
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            conn.close()
+    raise AssertionError(f"process {pid} kept {db} locked")
+
+
 def test_two_grids_on_one_directory_never_train_a_cell_twice(tmp_path):
-    # One cell, long enough to outlive a third process's start-up (several times over: on a loaded machine both slow).
+    # One cell; its holder is paused while a third process looks, since a tiny cell can finish within that start-up.
     preset = _preset(tmp_path / "shared.yaml", offline_steps=20_000, eval_interval=20_000, checkpoint_interval=500)
     out = tmp_path / "out"
     first, second = _grid_process(preset, out), _grid_process(preset, out)  # at once: they race for the claim
@@ -631,7 +650,11 @@ def test_two_grids_on_one_directory_never_train_a_cell_twice(tmp_path):
     holder = ResultsStore(out).runs()[0]["claim_pid"]
     # 40 s later in the brief; here: while the cell trains. The third process leaves it to its holder.
     third_env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    third = subprocess.run(_grid_command(preset, out), capture_output=True, text=True, timeout=120, env=third_env)
+    _pause_outside_a_write(holder, out / "results.sqlite")  # a stopped process is alive: its claim holds
+    try:
+        third = subprocess.run(_grid_command(preset, out), capture_output=True, text=True, timeout=120, env=third_env)
+    finally:
+        os.kill(holder, signal.SIGCONT)
     assert third.returncode == 75, third.stdout + third.stderr
     assert f"skipped: shared:bc:toy-bimodal-v0: being trained by another process: pid {holder} on" in third.stdout
     assert "0 cells finished now" in third.stdout
