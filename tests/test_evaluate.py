@@ -179,3 +179,69 @@ def test_state_task_videos_render_without_shadows_and_leave_the_physics_alone():
     np.testing.assert_array_equal(observations[2], observations[3])
     plain.close()
     shadowless.close()
+
+
+def test_a_kept_evaluator_is_reused_and_gives_the_results_of_a_fresh_one():
+    """A grid worker keeps its evaluators for its next cell: the reused environments must play exactly the episodes
+    a fresh evaluator would (each evaluation resets every sub-environment with its own seed)."""
+    from fidec_gym.eval.run import evaluate as evaluation
+    from fidec_gym.eval.run.evaluate import keep_evaluators, open_evaluator, release_evaluator
+
+    env_id, kwargs = "fidec/cube-single-play-singletask-task2-v0", {"max_episode_steps": 15}
+    weights = np.random.default_rng(0).normal(size=(28, 5)) * 0.3
+
+    def play(evaluator, seed):
+        seen = []
+
+        def policy(observations):
+            seen.append(np.array(observations))
+            return np.tanh(observations @ weights)  # depends on the state: any drift in the physics shows
+
+        result = evaluator.run(policy, 2, seed)
+        return result["episode_return"], np.stack(seen)
+
+    fresh = open_evaluator(env_id, 2, "sync", kwargs)
+    expected = play(fresh, seed=5)
+    release_evaluator(fresh)  # keeping is off by default: closed
+    assert fresh.envs.closed and evaluation._kept is None
+
+    keep_evaluators()
+    try:
+        first = open_evaluator(env_id, 2, "sync", kwargs)
+        play(first, seed=3)  # another run's episodes leave the environments elsewhere
+        release_evaluator(first)
+        again = open_evaluator(env_id, 2, "sync", kwargs)
+        assert again is first
+        returns, observations = play(again, seed=5)
+        assert returns == expected[0]
+        np.testing.assert_array_equal(observations, expected[1])
+        other = open_evaluator(env_id, 1, "sync", kwargs)  # another layout: its own environments
+        assert other is not again
+        release_evaluator(other)
+        release_evaluator(again)
+        assert not again.envs.closed
+    finally:
+        keep_evaluators(False)
+    assert again.envs.closed and other.envs.closed  # turning keeping off closes what was kept
+
+
+def test_an_interrupted_evaluator_is_not_kept():
+    from fidec_gym.eval.run import evaluate as evaluation
+
+    evaluation.keep_evaluators()
+    try:
+        evaluator = evaluation.open_evaluator("fidec/toy-bimodal-v0", 1, "sync")
+
+        def broken(observations):
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            evaluator.run(broken, 1, seed=0)
+        evaluation.release_evaluator(evaluator)
+        assert evaluation.open_evaluator("fidec/toy-bimodal-v0", 1, "sync") is not evaluator
+        for n in range(1, evaluation.KEPT_EVALUATORS_MAX + 2):  # only the newest few stay open
+            evaluation.release_evaluator(evaluation.open_evaluator("fidec/toy-bimodal-v0", n, "sync"))
+        assert len(evaluation._kept) == evaluation.KEPT_EVALUATORS_MAX
+    finally:
+        evaluation.keep_evaluators(False)
+    assert evaluation._kept is None

@@ -152,6 +152,30 @@ def test_an_identical_generated_dataset_is_linked_not_generated_again(tmp_path, 
     assert os.path.samefile(other / "antmaze-large-navigate-v0.meta.json", sidecar)
 
 
+def test_a_generated_dataset_is_kept_in_the_user_cache_for_the_next_results_directory(tmp_path, monkeypatch, capsys):
+    from fidec_gym.eval.grid.cells import _play_settings, generated_data_cache, prepare_datasets
+
+    monkeypatch.setenv("FIDEC_DATA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FIDEC_DATA_DIR", str(tmp_path / "empty"))
+    preset = load_preset(
+        _preset(tmp_path / "p.yaml", datasets={"cube-single-play-v0": {"generate": {"episodes": 1, "seed": 5}}})
+    )
+    first, second = tmp_path / "first" / "data", tmp_path / "second" / "data"
+    prepare_datasets(preset, first, progress=False)
+    cache = generated_data_cache("cube-single-play-v0", _play_settings(5, 1))
+    assert cache is not None and cache.parent == tmp_path / "cache"
+    assert "reusing" not in capsys.readouterr().out  # simulated the first time
+    prepare_datasets(preset, second, progress=False)
+    assert f"reusing {cache / 'cube-single-play-v0.npz'}" in capsys.readouterr().out
+    for name in ("cube-single-play-v0.npz", "cube-single-play-v0-val.npz", "cube-single-play-v0.meta.json"):
+        assert os.path.samefile(second / name, first / name) and os.path.samefile(cache / name, first / name)
+    assert sorted(p.name for p in cache.iterdir()) == sorted(p.name for p in first.iterdir())  # no temporaries
+    # Other settings are other data; FIDEC_DATA_CACHE=0 keeps nothing.
+    assert generated_data_cache("cube-single-play-v0", _play_settings(6, 1)) != cache
+    monkeypatch.setenv("FIDEC_DATA_CACHE", "0")
+    assert generated_data_cache("cube-single-play-v0", _play_settings(5, 1)) is None
+
+
 def test_bad_preset_fails_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "out"
     bad = _preset(tmp_path / "bad.yaml", agent_overrides={"bc": {"batch_size": 1.5}})

@@ -27,8 +27,8 @@ def prepare_datasets(preset: Preset, data_dir: Path, progress: bool = True) -> l
     manipulation "play" data with OGBench's oracles, navigate data with the shipped locomotion expert.
 
     A dataset made earlier with the same generator, seed, episode count and (for navigate data) expert and noise
-    (``fidec data generate``, found in ``$FIDEC_DATA_DIR`` or ``~/.ogbench/data``) is the same data: it is linked in
-    instead of generated again.
+    (``fidec data generate``, found in ``$FIDEC_DATA_DIR`` or ``~/.ogbench/data``, or an earlier grid's copy in the
+    user cache, :func:`generated_data_cache`) is the same data: it is linked in instead of generated again.
     """
     from fidec_gym.envs.locomotion.navigate import parse_navigate_dataset
 
@@ -43,7 +43,10 @@ def prepare_datasets(preset: Preset, data_dir: Path, progress: bool = True) -> l
         episodes, seed, workers = int(options.get("episodes", 50)), int(options.get("seed", 0)), options.get("workers")
         navigate = parse_navigate_dataset(name) is not None
         same = _navigate_settings(name, seed, episodes) if navigate else _play_settings(seed, episodes)
-        if _link_identical_dataset(dataset, same, data_dir):
+        cache = generated_data_cache(dataset, same)
+        if _link_identical_dataset(dataset, same, data_dir) or (
+            cache is not None and _link_dataset_files(dataset, cache / f"{dataset}.npz", data_dir, same)
+        ):
             made.append(data_dir / f"{dataset}.npz")
             continue
         if navigate:
@@ -52,7 +55,28 @@ def prepare_datasets(preset: Preset, data_dir: Path, progress: bool = True) -> l
             from fidec_gym.envs.generate import generate_manipulation_dataset as generate
         train_path, _ = generate(name, episodes, str(data_dir), workers=int(workers or 1), seed=seed, progress=progress)
         made.append(Path(train_path))
+        if cache is not None:  # for the next results directory (a hard link: no second copy on one file system)
+            try:
+                _link_dataset_files(dataset, Path(train_path), cache)
+            except OSError as error:
+                print(f"{dataset}: not kept in the cache {cache} ({error})", flush=True)
     return made
+
+
+def generated_data_cache(dataset: str, settings: dict) -> Optional[Path]:
+    """The user-cache directory of ``dataset`` generated with ``settings``: ``$FIDEC_DATA_CACHE`` (default
+    ``$XDG_CACHE_HOME/fidec-gym/datasets``) / NAME-DIGEST, the digest of the settings. ``FIDEC_DATA_CACHE=0``: none.
+    A second ``fidec quickstart`` into a fresh directory then links the data instead of simulating it again."""
+    import hashlib
+
+    root = os.environ.get("FIDEC_DATA_CACHE", "")
+    if root == "0":
+        return None
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "fidec-gym", "datasets")
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(root).expanduser() / f"{dataset}-{digest}"
 
 
 def _play_settings(seed: int, episodes: int) -> dict:
@@ -83,20 +107,29 @@ def _navigate_settings(name: str, seed: int, episodes: int) -> dict:
 def _link_identical_dataset(dataset: str, settings: dict, data_dir: Path) -> bool:
     """Link (or copy) an existing generated ``dataset`` whose sidecar matches ``settings`` (nested dicts: only the
     keys given) into ``data_dir``; False if there is none."""
-    from fidec_gym.envs.readers.ogbench_npz import locate, sidecar_path
+    from fidec_gym.envs.readers.ogbench_npz import locate
 
     found, _ = locate(dataset, "train")
-    if found is None or found.parent.resolve() == data_dir.resolve():
-        return False
-    try:
-        meta = json.loads(sidecar_path(found).read_text())
-    except (OSError, ValueError):
-        return False
-    if not _matches(meta, settings):
+    return found is not None and _link_dataset_files(dataset, found, data_dir, settings)
+
+
+def _link_dataset_files(dataset: str, found: Path, data_dir: Path, settings: Optional[dict] = None) -> bool:
+    """Link (or copy) the train, val and sidecar files beside ``found`` into ``data_dir`` when all three exist and
+    the sidecar matches ``settings`` (if given); False otherwise."""
+    from fidec_gym.envs.readers.ogbench_npz import sidecar_path
+
+    if found.parent.resolve() == data_dir.resolve():
         return False
     names = [f"{dataset}.npz", f"{dataset}-val.npz", sidecar_path(found).name]
     if not all((found.parent / name).is_file() for name in names):
         return False
+    if settings is not None:
+        try:
+            meta = json.loads(sidecar_path(found).read_text())
+        except (OSError, ValueError):
+            return False
+        if not _matches(meta, settings):
+            return False
     data_dir.mkdir(parents=True, exist_ok=True)
     for name in reversed(names):  # the train file last: its presence means the whole set is there
         temporary = data_dir / f".{name}.{os.getpid()}.tmp"
@@ -106,7 +139,8 @@ def _link_identical_dataset(dataset: str, settings: dict, data_dir: Path) -> boo
         except OSError:  # another file system
             shutil.copyfile(found.parent / name, temporary)
         os.replace(temporary, data_dir / name)
-    print(f"{dataset}: reusing {found} (same generator settings: {_describe(settings)})", flush=True)
+    if settings is not None:
+        print(f"{dataset}: reusing {found} (same generator settings: {_describe(settings)})", flush=True)
     return True
 
 

@@ -244,8 +244,16 @@ def _release_unfinished(store, cells: list[Cell], run_ids: dict, message: str) -
                 pass
 
 
+def _run_cell_in_worker(cell: Cell, out: str, run_ids: list[int], together: bool = True) -> dict:
+    """:func:`run_cell` in a grid worker, which keeps its evaluation environments open for its next cell."""
+    from fidec_gym.eval.run.evaluate import keep_evaluators
+
+    keep_evaluators()
+    return run_cell(cell, out, run_ids, together)
+
+
 def _run_cell_item(item: tuple) -> dict:
-    return run_cell(*item)
+    return _run_cell_in_worker(*item)
 
 
 def _run_local(cells: list[Cell], out: Path, run_ids: dict, workers: Optional[int], _address, together: bool = True):
@@ -300,7 +308,7 @@ def _run_ray(
     try:
         # max_retries: a task whose worker process died (killed, node lost) runs once more; its runs' claim is
         # then held by a dead process and taken over, and training resumes from the last checkpoint.
-        remote = ray.remote(num_cpus=1, max_retries=1)(run_cell)
+        remote = ray.remote(num_cpus=1, max_retries=1)(_run_cell_in_worker)
         pending = {remote.remote(cell, str(out), run_ids[cell.name], together): cell for cell in cells}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)

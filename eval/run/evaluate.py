@@ -217,9 +217,11 @@ class Evaluator:
         else:
             raise ConfigError(f"unknown vectorization {vectorization!r}; use 'async' or 'sync'")
         self.vectorization = vectorization
+        self.key: tuple | None = None  # set by open_evaluator: where release_evaluator keeps it
+        self._interrupted = False
 
     def close(self) -> None:
-        if self.vectorization == "async" and getattr(self, "_interrupted", False):
+        if self.vectorization == "async" and self._interrupted:
             # A reset or step was cut off half-way (Ctrl-C, an error): the pipes may hold half an exchange, so
             # waiting for it could hang forever; the workers are ended instead (SIGTERM, no traceback).
             import warnings
@@ -309,6 +311,56 @@ class Evaluator:
                 bar.close()
         episodes.sort(key=lambda e: (e["env_index"], e["episode"]))
         return summarise_episodes(episodes, quotas)
+
+
+# ============================================================================ evaluators kept across runs
+# A leaderboard worker runs cell after cell on the same tasks. Building a MuJoCo task's environments costs about a
+# second each (OGBench compiles its model twice), ten for one evaluation, so a worker keeps its evaluators open for
+# the next run instead of building them again. Results do not depend on it: every evaluation resets each
+# sub-environment with its own seed. Off by default; :func:`keep_evaluators` turns it on for a process.
+KEPT_EVALUATORS_MAX = 3
+_kept: dict[tuple, Evaluator] | None = None
+
+
+def keep_evaluators(keep: bool = True) -> None:
+    """Keep evaluators open between runs in this process (the newest :data:`KEPT_EVALUATORS_MAX`); ``False`` closes
+    the kept ones and turns it off."""
+    global _kept
+    if keep:
+        _kept = {} if _kept is None else _kept
+        return
+    for evaluator in (_kept or {}).values():
+        evaluator.close()
+    _kept = None
+
+
+def _evaluator_key(env_id: str, num_envs: int, vectorization: str | None, env_kwargs: dict | None) -> tuple:
+    return env_id, num_envs, vectorization, repr(sorted((env_kwargs or {}).items()))
+
+
+def open_evaluator(
+    env_id: str, num_envs: int, vectorization: str | None = None, env_kwargs: dict | None = None
+) -> Evaluator:
+    """An :class:`Evaluator` for ``env_id``: one kept open by an earlier run of this process, or a new one. Give it
+    back with :func:`release_evaluator`."""
+    key = _evaluator_key(env_id, num_envs, vectorization, env_kwargs)
+    if _kept is not None and key in _kept:
+        return _kept.pop(key)  # one user at a time
+    evaluator = Evaluator(env_id, num_envs, vectorization=vectorization, env_kwargs=env_kwargs)
+    evaluator.key = key
+    return evaluator
+
+
+def release_evaluator(evaluator: Evaluator) -> None:
+    """Close ``evaluator``, or keep it for the next run when :func:`keep_evaluators` is on. One whose last run was
+    cut off is always closed: its pipes may hold half an exchange."""
+    key = evaluator.key
+    if _kept is None or key is None or evaluator._interrupted or key in _kept:
+        evaluator.close()
+        return
+    _kept[key] = evaluator
+    while len(_kept) > KEPT_EVALUATORS_MAX:
+        _kept.pop(next(iter(_kept))).close()  # the oldest
 
 
 def summarise_episodes(episodes: list[dict], quotas: np.ndarray | None = None) -> dict:

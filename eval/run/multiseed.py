@@ -266,7 +266,9 @@ class SeedGroupTrainer:
             for logger in self.loggers:
                 logger.close()
             if self.evaluator is not None:
-                self.evaluator.close()
+                from fidec_gym.eval.run.evaluate import release_evaluator
+
+                release_evaluator(self.evaluator)
         return [self._finish(index) for index in range(len(self.seeds))]
 
     def _loop(self, start: int) -> None:
@@ -369,15 +371,13 @@ class SeedGroupTrainer:
             self.loggers[index].log(step, metrics)
 
     def _evaluate(self, step: int) -> None:
-        from fidec_gym.eval.run.evaluate import Evaluator, episode_quotas, evaluation_layout, summarise_episodes
+        from fidec_gym.eval.run.evaluate import episode_quotas, evaluation_layout, open_evaluator, summarise_episodes
 
         cfg, count = self.cfg, len(self.seeds)
         if self.evaluator is None:
             layout = evaluation_layout(cfg.env_id, cfg.eval_episodes, cfg.eval_workers, seeds=count)
             self.per_seed_envs, vectorization = layout
-            self.evaluator = Evaluator(
-                cfg.env_id, count * self.per_seed_envs, vectorization=vectorization, env_kwargs=self.env_kwargs
-            )
+            self.evaluator = open_evaluator(cfg.env_id, count * self.per_seed_envs, vectorization, self.env_kwargs)
         width = self.per_seed_envs
         quotas = np.concatenate([episode_quotas(cfg.eval_episodes, width)] * count)
         # Seed s's sub-environments and action keys are seeded by (s, step) as a one-seed evaluation would be.

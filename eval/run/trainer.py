@@ -226,7 +226,9 @@ class _Trainer:
         finally:
             self.logger.close()
             if self.evaluator is not None:
-                self.evaluator.close()
+                from fidec_gym.eval.run.evaluate import release_evaluator
+
+                release_evaluator(self.evaluator)
         return self._finish(agent, status)
 
     def _restore(self, agent: Any) -> tuple[Any, int]:
@@ -350,12 +352,12 @@ class _Trainer:
         self.logger.log(step, metrics)
 
     def _evaluate(self, agent, step: int) -> None:
-        from fidec_gym.eval.run.evaluate import Evaluator, evaluation_layout, make_policy
+        from fidec_gym.eval.run.evaluate import evaluation_layout, make_policy, open_evaluator
 
         cfg = self.cfg
         if self.evaluator is None:
             envs, vectorization = evaluation_layout(self.spec.env_id, cfg.eval_episodes, cfg.eval_workers)
-            self.evaluator = Evaluator(self.spec.env_id, envs, vectorization=vectorization, env_kwargs=self.env_kwargs)
+            self.evaluator = open_evaluator(self.spec.env_id, envs, vectorization, self.env_kwargs)
         seed = cfg.seed * 1_000_003 + step  # a function of (seed, step): identical after a resume
         result = self.evaluator.run(make_policy(agent, seed), cfg.eval_episodes, seed)
         metrics = {key: result[key] for key in EVAL_METRICS}
