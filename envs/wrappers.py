@@ -163,7 +163,9 @@ class ClipAction(_GymClipAction):
         self.action_space = env.action_space
         # Bounds read once: Gymnasium's clip reads them through every wrapper on each step, and OGBench's
         # manipulation tasks build a new Box on each read (a quarter of a cube-single step's time).
-        self._low, self._high = env.action_space.low, env.action_space.high
+        box = env.action_space
+        assert isinstance(box, spaces.Box)  # checked by Gymnasium's ClipAction above
+        self._low, self._high = box.low, box.high
 
     def action(self, action):
         return np.clip(action, self._low, self._high)
@@ -227,7 +229,8 @@ class SeededGlobalRandom(gym.Wrapper, gym.utils.RecordConstructorArgs):
             global_seed, action_seed = np.random.SeedSequence(seed).generate_state(2)
             self._generator = np.random.MT19937()
             # The stream np.random.seed(global_seed) gives (MT19937's legacy seeding), as before the swap existed.
-            self._generator.state = np.random.RandomState(int(global_seed)).get_state(legacy=False)
+            legacy = np.random.RandomState(int(global_seed)).get_state(legacy=False)
+            self._generator.state = {"bit_generator": "MT19937", "state": legacy["state"]}
             self.env.unwrapped.action_space.seed(int(action_seed))
         return self._call_with_private_state(self.env.reset, seed=seed, options=options)
 
