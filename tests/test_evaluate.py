@@ -245,3 +245,21 @@ def test_an_interrupted_evaluator_is_not_kept():
     finally:
         evaluation.keep_evaluators(False)
     assert evaluation._kept is None
+
+
+def test_a_kept_evaluator_whose_worker_died_is_replaced():
+    from fidec_gym.eval.run import evaluate as evaluation
+
+    evaluation.keep_evaluators()
+    try:
+        evaluator = evaluation.open_evaluator("fidec/toy-bimodal-v0", 2, "async")
+        evaluation.release_evaluator(evaluator)
+        evaluator.envs.processes[1].kill()  # e.g. the OOM killer
+        evaluator.envs.processes[1].join(5)
+        fresh = evaluation.open_evaluator("fidec/toy-bimodal-v0", 2, "async")
+        assert fresh is not evaluator and evaluator.envs.closed
+        result = fresh.run(lambda observations: np.zeros((len(observations), 2)), 4, seed=0)
+        assert result["num_episodes"] == 4
+        evaluation.release_evaluator(fresh)
+    finally:
+        evaluation.keep_evaluators(False)

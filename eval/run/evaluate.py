@@ -345,7 +345,11 @@ def open_evaluator(
     back with :func:`release_evaluator`."""
     key = _evaluator_key(env_id, num_envs, vectorization, env_kwargs)
     if _kept is not None and key in _kept:
-        return _kept.pop(key)  # one user at a time
+        kept = _kept.pop(key)  # one user at a time
+        if all(process.is_alive() for process in getattr(kept.envs, "processes", [])):
+            return kept
+        kept._interrupted = True  # a sub-environment's process died (the OOM killer, a kill): start afresh
+        kept.close()
     evaluator = Evaluator(env_id, num_envs, vectorization=vectorization, env_kwargs=env_kwargs)
     evaluator.key = key
     return evaluator
