@@ -164,7 +164,8 @@ def test_a_generated_dataset_is_kept_in_the_user_cache_for_the_next_results_dire
     prepare_datasets(preset, first, progress=False)
     cache = generated_data_cache("cube-single-play-v0", _play_settings(5, 1))
     assert cache is not None and cache.parent == tmp_path / "cache"
-    assert "reusing" not in capsys.readouterr().out  # simulated the first time
+    first_output = capsys.readouterr().out
+    assert "reusing" not in first_output and f"kept in {cache}" in first_output  # simulated the first time
     prepare_datasets(preset, second, progress=False)
     assert f"reusing {cache / 'cube-single-play-v0.npz'}" in capsys.readouterr().out
     for name in ("cube-single-play-v0.npz", "cube-single-play-v0-val.npz", "cube-single-play-v0.meta.json"):

@@ -58,6 +58,7 @@ def prepare_datasets(preset: Preset, data_dir: Path, progress: bool = True) -> l
         if cache is not None:  # for the next results directory (a hard link: no second copy on one file system)
             try:
                 _link_dataset_files(dataset, Path(train_path), cache)
+                print(f"{dataset}: kept in {cache} for later results directories (FIDEC_DATA_CACHE=0: not kept)")
             except OSError as error:
                 print(f"{dataset}: not kept in the cache {cache} ({error})", flush=True)
     return made
