@@ -61,10 +61,15 @@ def jax_devices() -> dict:
     return {"backend": jax.default_backend(), "devices": [str(device) for device in devices], "jax": jax.__version__}
 
 
+def user_cache_dir() -> str:
+    """fidec-gym's user cache: ``$XDG_CACHE_HOME/fidec-gym`` (default ``~/.cache/fidec-gym``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "fidec-gym")
+
+
 def default_compile_cache() -> str:
     """JAX's persistent compilation cache of fidec-gym: ``$XDG_CACHE_HOME/fidec-gym/jax-compilation``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "fidec-gym", "jax-compilation")
+    return os.path.join(user_cache_dir(), "jax-compilation")
 
 
 def enable_compile_cache(path: str | None = "default") -> None:

@@ -74,8 +74,9 @@ def generated_data_cache(dataset: str, settings: dict) -> Optional[Path]:
     if root == "0":
         return None
     if not root:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(base, "fidec-gym", "datasets")
+        from fidec_gym.backend import user_cache_dir
+
+        root = os.path.join(user_cache_dir(), "datasets")
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return Path(root).expanduser() / f"{dataset}-{digest}"
 

@@ -10,7 +10,6 @@ docs/benchmarks.md). The estimate counts training updates, which dominate a run;
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +34,9 @@ DEFAULT_TRANSITIONS = 1_000_000
 
 
 def cache_path() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "fidec-gym" / "update_costs.json"
+    from fidec_gym.backend import user_cache_dir
+
+    return Path(user_cache_dir()) / "update_costs.json"
 
 
 @dataclass
