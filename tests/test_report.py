@@ -154,3 +154,27 @@ def test_report_cli_and_bad_input(results, tmp_path, capsys):
             assert "not writable" in capsys.readouterr().err
         finally:
             os.chmod(copy, 0o755)
+
+
+def test_agent_colours_are_distinct_and_the_same_in_every_process():
+    """Every agent of a report has its own colour, and a colour does not depend on the process that draws it (an
+    agent name outside the known six once got ``hash(name) % 10``, which changes per process and can collide)."""
+    import subprocess
+    import sys
+
+    from fidec_gym.eval.paper import figures
+
+    agents = ["bc", "iql", "rebrac", "fql", "deflow", "fidec", "fidec-official", "my-agent"]
+    colours = {agent: figures._colour(agent) for agent in agents}
+    assert len(set(colours.values())) == len(agents)
+    # the known six keep tab10's colours; a variant is the light shade of its base's hue
+    tab10 = matplotlib.colormaps["tab10"]
+    assert [colours[a] for a in figures.AGENT_ORDER] == [tab10(i) for i in range(6)]
+    assert colours["fidec-official"] == matplotlib.colormaps["tab20"](11)
+    assert figures._line_style("fidec-official") == "--" and figures._line_style("fidec") == "-"
+    code = "from fidec_gym.eval.paper.figures import _colour; print(_colour('my-agent'), _colour('fidec-official'))"
+    printed = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        printed.add(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout)
+    assert printed == {f"{colours['my-agent']} {colours['fidec-official']}\n"}

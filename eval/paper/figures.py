@@ -6,6 +6,7 @@ per agent that stays the same across figures (agents in :data:`AGENT_ORDER` firs
 from __future__ import annotations
 
 import math
+import zlib
 from pathlib import Path
 from typing import Optional
 
@@ -22,11 +23,23 @@ def _agent_key(agent: str) -> tuple:
 
 
 def _colour(agent: str):
+    """The agent's colour in every figure and every report: tab20's dark shades for the agents of
+    :data:`AGENT_ORDER` (tab10's colours), the light shade of the same hue for a variant such as ``fidec-official``,
+    and one of the four pairs left over for any other name, picked by a checksum (not ``hash``, which changes from one
+    process to the next)."""
     import matplotlib
 
-    palette = matplotlib.colormaps["tab10"]
-    index = AGENT_ORDER.index(agent) if agent in AGENT_ORDER else hash(agent) % 10
-    return palette(index % 10)
+    palette = matplotlib.colormaps["tab20"]
+    base, _, variant = agent.partition("-")
+    if base in AGENT_ORDER:
+        return palette(2 * AGENT_ORDER.index(base) + (1 if variant else 0))
+    return palette(2 * len(AGENT_ORDER) + zlib.crc32(agent.encode()) % (20 - 2 * len(AGENT_ORDER)))
+
+
+def _line_style(agent: str) -> str:
+    """Dashed for a variant of a known agent, so that it reads apart from its base in the learning curves."""
+    base, _, variant = agent.partition("-")
+    return "--" if base in AGENT_ORDER and variant else "-"
 
 
 def _save(fig, path: Path) -> None:
@@ -178,7 +191,7 @@ def learning_curve_figure(curves: dict[str, dict[str, list]], path: Path) -> Non
             # Seeds may stop at different steps (an unfinished run); aggregate those present at each step.
             values = [[v for points in seeds for s, v in points if s == step] for step in steps]
             mean = np.array([np.mean(v) for v in values])
-            ax.plot(steps, mean, color=_colour(agent), label=agent, marker="o", ms=3)
+            ax.plot(steps, mean, color=_colour(agent), linestyle=_line_style(agent), label=agent, marker="o", ms=3)
             ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=_colour(agent), alpha=0.15)
         ax.set_title(task.removeprefix("fidec/"), fontsize=9)
         ax.set_xlabel("training step")
