@@ -51,6 +51,22 @@ class Interrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
+# The signal that asked this process to stop, once one has (set by the handlers below).
+_stop_signal: int | None = None
+
+
+def interrupt_of(error: BaseException) -> KeyboardInterrupt | None:
+    """The interrupt behind ``error``: ``error`` itself when it is one; an :class:`Interrupted` when it was raised
+    after SIGINT or SIGTERM asked this process to stop (a clean-up cut short by the signal can fail in turn, e.g. with
+    a closed file), so that the work is left resumable and the process stops instead of reporting a failure; else
+    None."""
+    if isinstance(error, KeyboardInterrupt):
+        return error
+    if _stop_signal is not None:
+        return Interrupted(_stop_signal)
+    return None
+
+
 def exit_code_of(interrupt: BaseException) -> int:
     """The exit status for an interrupt: 128 + its signal (130 for a plain KeyboardInterrupt)."""
     return getattr(interrupt, "exit_code", 128 + signal.SIGINT)
@@ -105,9 +121,11 @@ def _in_known_swallower(frame) -> bool:
 
 
 def _raise_interrupted(signum, frame) -> None:
+    global _stop_signal
     if _in_known_swallower(frame):
         _deliver_later(signum)
         return
+    _stop_signal = signum
     raise Interrupted(signum)
 
 
@@ -118,9 +136,11 @@ def stop_on_signals() -> Iterator[None]:
     A signal the program was told to ignore (``nohup``, a shell's background job) stays ignored; elsewhere than in
     the main thread this does nothing (Python delivers signals to the main thread only).
     """
+    global _stop_signal
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    outermost = all(signal.getsignal(signum) is not _raise_interrupted for signum in _HANDLED)
     previous = {}
     for signum in _HANDLED:
         current = signal.getsignal(signum)
@@ -131,15 +151,19 @@ def stop_on_signals() -> Iterator[None]:
         with _interrupts_never_swallowed():
             yield
     finally:
+        if outermost:
+            _stop_signal = None  # the stop has been handled: a later error in this process is its own
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
 # ==================================================================================================== workers
 def _interrupt_once(signum, frame) -> None:
+    global _stop_signal
     if _in_known_swallower(frame):
         _deliver_later(signum)
         return
+    _stop_signal = signum
     # Later SIGTERMs are ignored while the worker cleans up (marks its run resumable); the parent's SIGKILL after
     # its grace period is the hard stop.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -269,10 +293,11 @@ def _worker_main(connection, fn: Callable, initializer: Callable | None, initarg
             index, item = message
             try:
                 value = fn(item)
-            except KeyboardInterrupt:
-                connection.send(("interrupted", index, None))
-                return
-            except BaseException as error:  # reported for this item; the worker takes the next one
+            except BaseException as error:
+                if interrupt_of(error) is not None:
+                    connection.send(("interrupted", index, None))
+                    return
+                # Reported for this item; the worker takes the next one.
                 text = f"{type(error).__name__}: {error}"
                 connection.send(("error", index, (text, traceback.format_exc())))
                 continue

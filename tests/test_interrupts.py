@@ -403,6 +403,51 @@ def test_a_signal_where_python_drops_exceptions_is_not_lost(where, capsys):
     assert "Exception ignored" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("seeds", ["together", "alone"])
+def test_an_error_while_stopping_leaves_the_run_resumable(tmp_path, monkeypatch, seeds):
+    # A SIGTERM can cut a clean-up short, and the code after it can then fail in turn (a grid worker once reported
+    # "OSError: [Errno 9] Bad file descriptor" after a Ctrl-C): that is the interrupt, not a failed run.
+    from fidec_gym.eval.run import multiseed
+    from fidec_gym.eval.run.config import TrainConfig
+    from fidec_gym.eval.run.loggers import CsvLogger
+    from fidec_gym.eval.run.trainer import train
+    from fidec_gym.eval.store import ResultsStore
+    from fidec_gym.processes import Interrupted, interrupt_of, stop_on_signals
+
+    def stopped_then_failing(self, step, metrics):
+        fd = os.open(os.devnull, os.O_RDONLY)
+        os.close(fd)
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises Interrupted in here
+        finally:
+            os.close(fd)  # closed already: EBADF
+
+    monkeypatch.setattr(CsvLogger, "log", stopped_then_failing)
+    cfg = TrainConfig(
+        agent="bc",
+        env_id=SADDLE,
+        offline_steps=20,
+        eval_interval=10,
+        eval_episodes=2,
+        log_interval=10,
+        checkpoint_interval=10,
+        agent_overrides={"actor_hidden_dims": [16, 16], "batch_size": 16},
+        results_dir=str(tmp_path),
+    )
+    with stop_on_signals(), pytest.raises(Interrupted) as caught:
+        if seeds == "together":
+            multiseed.train_seeds(cfg, [0, 1], progress=False)
+        else:
+            train(cfg, progress=False)
+    assert caught.value.exit_code == 143
+    assert isinstance(caught.value.__cause__, OSError) and caught.value.__cause__.errno == 9
+    runs = ResultsStore(tmp_path).runs()
+    assert len(runs) == (2 if seeds == "together" else 1)
+    assert all(run["status"] == "pending" and "interrupted" in run["message"] for run in runs), runs
+    assert interrupt_of(OSError(9, "Bad file descriptor")) is None  # once the stop was handled, an error is its own
+
+
 def test_a_worker_takes_the_next_item_of_its_own_group_first():
     """Affinity: a worker keeps to the group it ran last (the programs it compiled) while the group has items, a
     worker without one starts on a group nobody runs, and no worker waits while items remain."""

@@ -55,6 +55,7 @@ from fidec_gym.eval.run.vmapped import (
     host_updates,
 )
 from fidec_gym.eval.store import ResultsStore, to_json
+from fidec_gym.processes import interrupt_of
 
 DEVICE_DATA_FRACTION = 0.5  # the dataset may take at most this share of the device's free memory
 
@@ -474,7 +475,8 @@ def train_seeds(
         )
         return trainer.run()
     except BaseException as error:
-        status = "pending" if isinstance(error, KeyboardInterrupt) else "failed"
+        interrupt = interrupt_of(error)
+        status = "pending" if interrupt is not None else "failed"
         message = (
             "interrupted; run the same command again to continue from the last checkpoint"
             if status == "pending"
@@ -496,4 +498,6 @@ def train_seeds(
                     target.set_status(run_id, status, message=message[:4000], last_good_step=last_good or None)
             except Exception:  # the store may be what failed (disk full); the first error wins
                 pass
+        if interrupt is not None and interrupt is not error:
+            raise interrupt from error  # an error while stopping: the caller stops as for the signal itself
         raise

@@ -50,6 +50,7 @@ from fidec_gym.eval.run.loggers import CsvLogger, MetricLogger, TensorBoardLogge
 from fidec_gym.eval.run.online import OnlinePhase
 from fidec_gym.eval.run.scoring import EVAL_METRICS
 from fidec_gym.eval.store import ResultsStore, to_json
+from fidec_gym.processes import interrupt_of
 
 
 @dataclass
@@ -459,7 +460,11 @@ def train(
     try:
         trainer = _Trainer(run, store, run_id, resume, progress, agent_create_kwargs, env_kwargs)
         return trainer.run()
-    except KeyboardInterrupt:
+    except BaseException as error:
+        interrupt = interrupt_of(error)
+        if interrupt is None:
+            _mark(trainer, store, run_id, "failed", f"{type(error).__name__}: {error}")
+            raise
         _mark(
             trainer,
             store,
@@ -468,9 +473,8 @@ def train(
             "interrupted; run the same command again (with --resume for "
             "fidec train) to continue from the last checkpoint",
         )
-        raise
-    except Exception as error:
-        _mark(trainer, store, run_id, "failed", f"{type(error).__name__}: {error}")
+        if interrupt is not error:
+            raise interrupt from error  # an error while stopping: the caller stops as for the signal itself
         raise
 
 
