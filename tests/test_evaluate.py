@@ -114,6 +114,22 @@ def test_bad_settings_are_named_before_any_worker_starts(tmp_path, toy_agent, ca
             evaluate(toy_agent, "fidec/toy-bimodal-v0", **{"num_episodes": 2, "seed": 0, **kwargs})
     assert main(["bench", "eval", "--repeats", "0", "--out", str(tmp_path / "bench")]) == 2
     assert "--repeats must be at least 1, got 0" in capsys.readouterr().err
+    assert main(["bench", "eval", "--agent", "nope", "--out", str(tmp_path / "bench")]) == 2
+    assert "unknown agent 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "bench").exists()
+
+
+def test_bench_eval_times_the_three_layouts_on_the_same_episodes():
+    from fidec_gym.eval.bench.evaluation import measure
+
+    rows = measure("fidec/toy-bimodal-v0", episodes=5, workers=2, repeats=1, agent="bc")
+    assert [(r["layout"], r["processes"], r["sub_envs"]) for r in rows] == [
+        ("one env", 1, 1),
+        ("processes", 2, 2),
+        ("side by side", 1, 5),
+    ]
+    assert {r["env_steps"] for r in rows} == {5}  # one-step bandit episodes: every layout played the same five
+    assert all(r["policy"] == "bc" and r["episodes_per_s"] == pytest.approx(5 / r["seconds"]) for r in rows)
 
 
 def test_mujoco_evaluation_and_mp4(tmp_path):
