@@ -53,7 +53,7 @@ from fidec_gym.eval.toy.design import (  # noqa: F401  (re-exported: the study's
 )
 from fidec_gym.eval.toy.preset_metrics import trained_preset_metric_rows
 from fidec_gym.files import atomic_path
-from fidec_gym.processes import WorkerPool, stop_on_signals
+from fidec_gym.processes import WorkerPool, interrupt_of, stop_on_signals
 
 
 @functools.cache
@@ -218,6 +218,9 @@ def _run_group(tasks: Sequence[StudyTask], config: ToyStudyConfig, out_dir: str)
         except KeyboardInterrupt:
             raise
         except Exception as error:  # one failed run must not stop the rest of the study
+            interrupt = interrupt_of(error)
+            if interrupt is not None:  # an error while stopping: stop, as for the signal itself
+                raise interrupt from error
             failures.append((task, f"{type(error).__name__}: {error}"))
     return failures
 
