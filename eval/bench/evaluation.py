@@ -48,16 +48,13 @@ def _fixed_policy(action_dim: int):
 def _agent_policy(env_id: str, name: str, seed: int):
     import numpy as np
 
-    from fidec_gym.agents import get_config, make_agent
+    from fidec_gym.agents import example_batch_from_config, get_config, make_agent
     from fidec_gym.envs.catalogue import task_info
     from fidec_gym.eval.run.evaluate import make_policy
 
     spec = task_info(env_id)
-    observations = np.zeros((1, *spec.observation_shape), dtype=np.float32)
-    actions = np.zeros((1, *spec.action_shape), dtype=np.float32)
-    scalars = np.zeros((1,), dtype=np.float32)
-    batch = {"observations": observations, "actions": actions, "next_observations": observations}
-    batch.update(rewards=scalars, masks=scalars, terminals=scalars)
+    shapes = {"observation_shape": spec.observation_shape, "observation_dtype": np.float32}
+    batch = example_batch_from_config({**shapes, "action_dim": spec.action_shape[0]})
     sizes = {key: [256, 256] for key in ("actor_hidden_dims", "value_hidden_dims") if key in get_config(name)}
     return make_policy(make_agent(name, seed, batch, sizes), seed)
 
