@@ -295,21 +295,21 @@ class Agent(flax.struct.PyTreeNode):
         data = flax.serialization.msgpack_serialize(jax.device_get(payload))
         atomic_write_bytes(path, data)
 
-    def load(self, path: str | os.PathLike) -> Agent:
-        """This agent with the state stored at ``path``; the file's agent and config must match this one."""
+    def load(self, path: str | os.PathLike, *, may_differ: tuple[str, ...] = ()) -> Agent:
+        """This agent with the state stored at ``path``; the file's agent and config must match this one, except for
+        the config keys in ``may_differ`` (the caller knows the stored state means the same under either value)."""
         payload = read_checkpoint(path)
         if payload["agent"] != self.name:
             raise ConfigError(
                 f"{path} holds a {payload['agent']!r} agent, not {self.name!r}; load it with agents.load_agent(path)"
             )
         stored = FrozenConfig(payload["config"])
-        if stored != self.config:
-            keys = sorted(set(stored) | set(self.config))
-            differing = {
-                key: (stored.get(key, "<missing>"), self.config.get(key, "<missing>"))
-                for key in keys
-                if stored.get(key, "<missing>") != self.config.get(key, "<missing>")
-            }
+        differing = {
+            key: (stored.get(key, "<missing>"), self.config.get(key, "<missing>"))
+            for key in sorted((set(stored) | set(self.config)) - set(may_differ))
+            if stored.get(key, "<missing>") != self.config.get(key, "<missing>")
+        }
+        if differing:
             details = ", ".join(f"{key}: file={a!r} agent={b!r}" for key, (a, b) in differing.items())
             raise ConfigError(
                 f"config of {path} differs from this agent's in {sorted(differing)} ({details}); create the agent "

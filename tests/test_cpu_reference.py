@@ -20,7 +20,10 @@ def test_the_first_cell_trains(tmp_path):
     generate_manipulation_dataset("cube-single-play", 2, tmp_path / "data", max_episode_steps=40, progress=False)
     cell = preset.cells(tmp_path / "data")[0]
     config = train_config(cell, cell.seeds[0], tmp_path / "out")
-    assert config.agent_overrides["actor_hidden_dims"] == [256, 256] and config.offline_steps == 50_000
+    assert config.agent_overrides["actor_hidden_dims"] == [256, 256] and config.offline_steps == 100_000
+    # cube-single went on to 100K updates; antmaze-large keeps the preset's 50K.
+    budgets = {(c.env_id.split("-")[0], c.settings["offline_steps"]) for c in preset.cells()}
+    assert budgets == {("fidec/cube", 100_000), ("fidec/antmaze", 50_000)}
     # The preset's own settings, with the budget cut to a handful of updates and evaluation episodes.
     # One short video per seed at the end, as a leaderboard cell records it.
     config = dataclasses.replace(

@@ -4,6 +4,7 @@ on one directory, and a full disk. Each test checks the message, the exit code a
 
 import contextlib
 import errno
+import itertools
 import json
 import os
 import shutil
@@ -276,9 +277,16 @@ def test_a_changed_finished_cell_is_refused(grid, tmp_path, capsys, monkeypatch)
 @pytest.mark.parametrize("how", ["--one-seed-per-process", "--seeds-together"])
 def test_a_larger_budget_extends_finished_runs_exactly(tmp_path, capsys, how):
     # 20 updates, then the preset asks for 40: the runs continue from their step-20 checkpoints and end exactly where
-    # runs given 40 updates from the start end.
+    # runs given 40 updates from the start end. DeFlow keeps the offline budget in its own config too.
     def run(name: str, steps: int) -> ResultsStore:
-        preset = _preset(tmp_path / f"{name}.yaml", name="grid", seeds=[0, 1], offline_steps=steps, eval_interval=10)
+        preset = _preset(
+            tmp_path / f"{name}.yaml",
+            name="grid",
+            agents=["bc", "deflow"],
+            seeds=[0, 1],
+            offline_steps=steps,
+            eval_interval=10,
+        )
         command = ["leaderboard", "run", "--preset", str(preset), "--out", str(tmp_path / name), "--no-progress", how]
         assert main(command) == 0
         return ResultsStore(tmp_path / name)
@@ -286,11 +294,11 @@ def test_a_larger_budget_extends_finished_runs_exactly(tmp_path, capsys, how):
     run("extended", 20)
     capsys.readouterr()
     extended = run("extended", 40)
-    assert "1 cells finished now, 0 skipped" in capsys.readouterr().out
+    assert "2 cells finished now, 0 skipped" in capsys.readouterr().out
     fresh = run("fresh", 40)
-    for seed in (0, 1):
+    for agent, seed in itertools.product(("bc", "deflow"), (0, 1)):
         runs = [
-            store.find_run(agent="bc", env_id=TOY, seed=seed, cell="grid:bc:toy-bimodal-v0")
+            store.find_run(agent=agent, env_id=TOY, seed=seed, cell=f"grid:{agent}:toy-bimodal-v0")
             for store in (extended, fresh)
         ]
         assert [r["status"] for r in runs] == ["done", "done"] and runs[0]["config"]["offline_steps"] == 40
@@ -300,7 +308,14 @@ def test_a_larger_budget_extends_finished_runs_exactly(tmp_path, capsys, how):
         assert [step for step, _ in rows[0]] == [1, 10, 20, 30, 40] and rows[0] == rows[1]
         assert runs[0]["summary"]["final"] == runs[1]["summary"]["final"]
     # A smaller budget, or anything else changed, is still refused for a finished cell.
-    preset = _preset(tmp_path / "smaller.yaml", name="grid", seeds=[0, 1], offline_steps=30, eval_interval=10)
+    preset = _preset(
+        tmp_path / "smaller.yaml",
+        name="grid",
+        agents=["bc", "deflow"],
+        seeds=[0, 1],
+        offline_steps=30,
+        eval_interval=10,
+    )
     assert main(["leaderboard", "run", "--preset", str(preset), "--out", str(tmp_path / "extended"), how]) == 2
     assert "(offline_steps: 40 -> 30) finished with other settings" in capsys.readouterr().err
 

@@ -94,8 +94,30 @@ def test_plan_costs_an_agent_preset_as_its_base_agent(tmp_path, monkeypatch, cap
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert main(["leaderboard", "plan", "--preset", "cpu-reference", "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
-    assert "preset cpu-reference: 14 cells, 42 runs, 2.1M updates" in out
+    assert "preset cpu-reference: 14 cells, 42 runs, 3150K updates" in out
     assert "fidec 284.3, fidec-official 284.3" in out and "Traceback" not in out
+
+
+def test_task_settings_override_their_suite_for_one_task(tmp_path):
+    other = "fidec/toy-saddle-v0"
+    preset = load_preset(
+        _write_preset(
+            tmp_path / "scoped.yaml",
+            tasks=[TOY, other],
+            suite_settings={
+                "toy": {"offline_steps": 30, "seeds": [0, 1], "agent_overrides": {"bc": {"batch_size": 8}}}
+            },
+            task_settings={TOY.removeprefix("fidec/"): {"offline_steps": 60, "agent_overrides": {"all": {"lr": 1e-3}}}},
+        )
+    )
+    cells = {cell.env_id: cell for cell in preset.cells()}
+    assert cells[TOY].settings["offline_steps"] == 60 and cells[other].settings["offline_steps"] == 30
+    assert cells[TOY].seeds == cells[other].seeds == (0, 1)  # the suite's, which the task does not change
+    assert cells[TOY].settings["eval_interval"] == cells[other].settings["eval_interval"] == 100  # the preset's
+    # Overrides merge key by key: the task's learning rate joins the suite's batch size and the preset's networks.
+    networks = {"actor_hidden_dims": [32, 32]}  # bc has no value network: `all` passes it only the keys it has
+    assert cells[TOY].agent_overrides == {**networks, "batch_size": 8, "lr": 1e-3}
+    assert cells[other].agent_overrides == {**networks, "batch_size": 8}
 
 
 def test_smoke_preset_shape():
@@ -117,6 +139,9 @@ def test_smoke_preset_shape():
         ({"offline_steps": -5}, "non-negative integer"),
         ({"agent_overrides": {"bc": {"hidden_dims": [8]}}}, "unknown key 'hidden_dims'"),
         ({"suite_settings": {"toys": {}}}, "unknown key 'toys' (did you mean 'toy'?)"),
+        ({"task_settings": {"toy-bimodal-v1": {}}}, "names 'toy-bimodal-v1', which is not one of the preset's tasks"),
+        ({"task_settings": {TOY: {"offline_step": 5}}}, "unknown key 'offline_step' (did you mean 'offline_steps'"),
+        ({"task_settings": [TOY]}, "task_settings must be a mapping of task IDs to settings, got list"),
         ({"datasets": {"cube-single-play": {"path": "/x"}}}, "unknown dataset 'cube-single-play'"),
         ({"offline_steps": float("nan")}, "offline_steps must be a non-negative integer, got nan"),
         ({"eval_interval": float("inf")}, "eval_interval must be a non-negative integer, got inf"),

@@ -61,6 +61,7 @@ PRESET_KEYS = {
     "seeds",
     "agent_overrides",
     "suite_settings",
+    "task_settings",
     "datasets",
     "exclude",
     *RUN_SETTINGS,
@@ -109,6 +110,7 @@ class Preset:
     datasets: dict
     exclude: list[dict]
     source: Optional[Path] = None
+    task_settings: dict = field(default_factory=dict)  # task ID -> settings over its suite's (e.g. a longer budget)
 
     def cells(self, data_dir: Optional[Path] = None) -> list[Cell]:
         """Every (agent, task) cell, tasks outer and agents in the preset's order; the pool's affinity, not this
@@ -119,14 +121,17 @@ class Preset:
         for env_id in self.tasks:
             for agent in self.agents:
                 spec = task_info(env_id)
-                suite_settings = dict(self.suite_settings.get(spec.suite, {}))
-                seeds = suite_settings.pop("seeds", self.seeds)
-                suite_overrides = suite_settings.pop("agent_overrides", {})
-                settings = {**self.settings, **suite_settings}
+                # The preset's settings, then its suite's, then the task's own: the narrower scope wins.
+                scopes = [self.suite_settings.get(spec.suite, {}), self.task_settings.get(spec.env_id, {})]
+                scoped = {key: value for scope in scopes for key, value in scope.items() if key != "agent_overrides"}
+                seeds = scoped.pop("seeds", self.seeds)
+                settings = {**self.settings, **scoped}
                 dataset_path = self.dataset_path(spec.dataset, data_dir)
                 if self._excluded(agent, spec):
                     continue
-                overrides = {**self.overrides_for(agent), **_merged_overrides(suite_overrides, agent)}
+                overrides = self.overrides_for(agent)
+                for scope in scopes:
+                    overrides = {**overrides, **_merged_overrides(scope.get("agent_overrides", {}), agent)}
                 cells.append(
                     Cell(
                         name=f"{self.name}:{agent}:{spec.name}",
@@ -271,6 +276,22 @@ def _check_keys(mapping: dict, valid: set, where: str) -> None:
             )
 
 
+def _check_scoped_settings(values, where: str) -> dict:
+    """Run settings, ``seeds`` and ``agent_overrides`` for one suite or task, validated."""
+    _check_keys(values, set(RUN_SETTINGS) | {"seeds", "agent_overrides"}, where)
+    clean = {}
+    for key, value in values.items():
+        if key == "seeds":
+            clean[key] = _check_seeds(value, where)
+        elif key == "agent_overrides":
+            _check_keys(value, set(AGENT_NAMES) | {"all"}, f"{where}.agent_overrides")
+            _validate_overrides(value, where)
+            clean[key] = value
+        else:
+            clean[key] = _check_setting(key, value, where)
+    return clean
+
+
 def _check_setting(key: str, value, where: str) -> Any:
     kind = RUN_SETTINGS[key]
     if value is None and key == "eval_workers":
@@ -390,20 +411,23 @@ def load_preset(name_or_path: str | Path) -> Preset:
 
     suite_settings = raw.get("suite_settings") or {}
     _check_keys(suite_settings, set(SUITES), f"{where}: suite_settings")
-    clean_suites = {}
-    for suite, values in suite_settings.items():
-        _check_keys(values, set(RUN_SETTINGS) | {"seeds", "agent_overrides"}, f"{where}: suite_settings.{suite}")
-        clean = {}
-        for key, value in values.items():
-            if key == "seeds":
-                clean[key] = _check_seeds(value, where)
-            elif key == "agent_overrides":
-                _check_keys(value, set(AGENT_NAMES) | {"all"}, f"{where}: suite_settings.{suite}.agent_overrides")
-                _validate_overrides(value, f"{where}: suite_settings.{suite}")
-                clean[key] = value
-            else:
-                clean[key] = _check_setting(key, value, where)
-        clean_suites[suite] = clean
+    clean_suites = {
+        suite: _check_scoped_settings(values, f"{where}: suite_settings.{suite}")
+        for suite, values in suite_settings.items()
+    }
+    task_settings = raw.get("task_settings") or {}
+    if not isinstance(task_settings, dict):
+        kind = type(task_settings).__name__
+        raise LeaderboardError(f"{where}: task_settings must be a mapping of task IDs to settings, got {kind}")
+    clean_tasks = {}
+    for task, values in task_settings.items():
+        env_id = _task_id(str(task))
+        if env_id not in tasks:
+            raise LeaderboardError(
+                f"{where}: task_settings names {task!r}, which is not one of the preset's tasks"
+                f"{_close(env_id, tasks)}; add it to tasks or remove its settings"
+            )
+        clean_tasks[env_id] = _check_scoped_settings(values, f"{where}: task_settings.{task}")
 
     overrides = raw.get("agent_overrides") or {}
     _check_keys(overrides, set(AGENT_NAMES) | {"all"}, f"{where}: agent_overrides")
@@ -450,6 +474,7 @@ def load_preset(name_or_path: str | Path) -> Preset:
         datasets=datasets,
         exclude=exclude,
         source=path,
+        task_settings=clean_tasks,
     )
     if not preset.cells():
         raise LeaderboardError(f"{where}: the exclude rules remove every cell; nothing would run")

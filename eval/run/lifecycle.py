@@ -67,6 +67,14 @@ def next_boundary(cfg: TrainConfig, step: int) -> int:
     return min(candidates)
 
 
+def budget_keys(*configs) -> tuple[str, ...]:
+    """Agent config keys that may change when a run resumes (a budget extension). DeFlow and FiDec copy the run's
+    offline budget into their config, but it acts only once an online phase starts; so when neither the saved nor
+    the current run (:class:`TrainConfig` objects or their stored records) has one, it changes no update."""
+    online = any(c.get("online_steps") if isinstance(c, dict) else c.online_steps for c in configs)
+    return () if online else ("offline_steps",)
+
+
 def check_same_run(
     checkpoint: Path, saved_config: dict, saved_overrides: dict, cfg: TrainConfig, overrides: dict
 ) -> None:
@@ -78,11 +86,12 @@ def check_same_run(
         if saved_config.get(key) != current.get(key)
     }
     new_agent = json.loads(to_json(overrides))
+    budget = budget_keys(saved_config, current)
     differing.update(
         {
             f"agent config {key}": (saved_overrides.get(key), new_agent.get(key))
             for key in set(saved_overrides) | set(new_agent)
-            if saved_overrides.get(key) != new_agent.get(key)
+            if saved_overrides.get(key) != new_agent.get(key) and key not in budget
         }
     )
     if differing:

@@ -36,6 +36,7 @@ from fidec_gym.eval.run.checkpoint import (
 )
 from fidec_gym.eval.run.config import ResolvedRun, TrainConfig, code_version, resolve_run
 from fidec_gym.eval.run.lifecycle import (
+    budget_keys,
     check_same_run,
     load_run_data,
     next_boundary,
@@ -231,7 +232,8 @@ class SeedGroupTrainer:
             folder = next(path for s, path in list_checkpoints(run.run_dir) if s == step)
             state = SeedState.from_dict(load_trainer_state(folder, [f.name for f in dataclasses.fields(SeedState)]))
             check_same_run(folder, state.train_config, state.resolved_overrides, run.config, self.overrides)
-            restored.append(templates[index].load(folder / "agent.msgpack"))
+            may_differ = budget_keys(state.train_config, run.config)
+            restored.append(templates[index].load(folder / "agent.msgpack", may_differ=may_differ))
             states.append(state)
         self.agents = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *restored)
         for index, state in enumerate(states):

@@ -39,6 +39,7 @@ from fidec_gym.eval.run.checkpoint import (
 )
 from fidec_gym.eval.run.config import ResolvedRun, TrainConfig, resolve_run, run_directory
 from fidec_gym.eval.run.lifecycle import (
+    budget_keys,
     check_same_run,
     load_run_data,
     next_boundary,
@@ -238,7 +239,7 @@ class _Trainer:
         def load(checkpoint: Path) -> tuple[TrainerState, Any]:
             state = TrainerState.from_dict(load_trainer_state(checkpoint, TrainerState.field_names()))
             self._check_same_run(checkpoint, state)  # a different run is an error, not a damaged file
-            return state, agent.load(checkpoint / "agent.msgpack")
+            return state, agent.load(checkpoint / "agent.msgpack", may_differ=budget_keys(state.train_config, self.cfg))
 
         state, restored = load_newest_readable(self.run_dir, load)
         return self._apply(state, restored), state.step
