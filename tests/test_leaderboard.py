@@ -139,7 +139,14 @@ def test_smoke_preset_shape():
         ({"offline_steps": -5}, "non-negative integer"),
         ({"agent_overrides": {"bc": {"hidden_dims": [8]}}}, "unknown key 'hidden_dims'"),
         ({"suite_settings": {"toys": {}}}, "unknown key 'toys' (did you mean 'toy'?)"),
-        ({"task_settings": {"toy-bimodal-v1": {}}}, "names 'toy-bimodal-v1', which is not one of the preset's tasks"),
+        (
+            {"task_settings": {"toy-bimodal-v1": {}}},
+            "task_settings: unknown task ID 'toy-bimodal-v1'. Did you mean: fidec/toy-bimodal-v0",
+        ),
+        (
+            {"task_settings": {"toy-saddle-v0": {}}},
+            "names 'fidec/toy-saddle-v0', which is not one of the preset's tasks",
+        ),
         ({"task_settings": {TOY: {"offline_step": 5}}}, "unknown key 'offline_step' (did you mean 'offline_steps'"),
         ({"task_settings": [TOY]}, "task_settings must be a mapping of task IDs to settings, got list"),
         ({"datasets": {"cube-single-play": {"path": "/x"}}}, "unknown dataset 'cube-single-play'"),

@@ -421,13 +421,14 @@ def load_preset(name_or_path: str | Path) -> Preset:
         raise LeaderboardError(f"{where}: task_settings must be a mapping of task IDs to settings, got {kind}")
     clean_tasks = {}
     for task, values in task_settings.items():
-        env_id = _task_id(str(task))
-        if env_id not in tasks:
-            raise LeaderboardError(
-                f"{where}: task_settings names {task!r}, which is not one of the preset's tasks"
-                f"{_close(env_id, tasks)}; add it to tasks or remove its settings"
-            )
-        clean_tasks[env_id] = _check_scoped_settings(values, f"{where}: task_settings.{task}")
+        clean = _check_scoped_settings(values, f"{where}: task_settings.{task}")
+        for env_id in _expand_tasks([task], f"{where}: task_settings"):  # a task ID or a category:/suite: selector
+            if env_id not in tasks:
+                raise LeaderboardError(
+                    f"{where}: task_settings names {env_id!r}, which is not one of the preset's tasks"
+                    f"{_close(env_id, tasks)}; add it to tasks or remove its settings"
+                )
+            clean_tasks[env_id] = clean
 
     overrides = raw.get("agent_overrides") or {}
     _check_keys(overrides, set(AGENT_NAMES) | {"all"}, f"{where}: agent_overrides")
