@@ -278,21 +278,24 @@ def test_a_changed_finished_cell_is_refused(grid, tmp_path, capsys, monkeypatch)
 def test_a_larger_budget_extends_finished_runs_exactly(tmp_path, capsys, how):
     # 20 updates, then the preset asks for 40: the runs continue from their step-20 checkpoints and end exactly where
     # runs given 40 updates from the start end. DeFlow keeps the offline budget in its own config too.
+    def preset(name: str, steps: int) -> Path:
+        path = tmp_path / f"{name}-{steps}.yaml"
+        return _preset(path, name="grid", agents=["bc", "deflow"], seeds=[0, 1], offline_steps=steps, eval_interval=10)
+
     def run(name: str, steps: int) -> ResultsStore:
-        preset = _preset(
-            tmp_path / f"{name}.yaml",
-            name="grid",
-            agents=["bc", "deflow"],
-            seeds=[0, 1],
-            offline_steps=steps,
-            eval_interval=10,
-        )
-        command = ["leaderboard", "run", "--preset", str(preset), "--out", str(tmp_path / name), "--no-progress", how]
-        assert main(command) == 0
+        command = ["leaderboard", "run", "--preset", str(preset(name, steps)), "--out", str(tmp_path / name)]
+        assert main([*command, "--no-progress", how]) == 0
         return ResultsStore(tmp_path / name)
 
     run("extended", 20)
+    # Registering the larger budget sends the finished runs back to their step-20 checkpoints: half of it is trained.
+    longer = load_preset(preset("extended", 40))
+    register_cells(ResultsStore(tmp_path / "extended"), longer, longer.cells(), tmp_path / "extended")
     capsys.readouterr()
+    assert main(["leaderboard", "status", "--out", str(tmp_path / "extended")]) == 0
+    out = capsys.readouterr().out
+    assert "| grid:deflow:toy-bimodal-v0 | interrupted | 0 | 0 | 2 | 0 | 0 | 40/80 (50 %) |" in out
+    assert "updates: 80/160 (50 %)" in out
     extended = run("extended", 40)
     assert "2 cells finished now, 0 skipped" in capsys.readouterr().out
     fresh = run("fresh", 40)

@@ -1,4 +1,5 @@
-"""``fidec leaderboard status``: per-cell counts of done / running / interrupted / failed / pending runs."""
+"""``fidec leaderboard status``: per-cell counts of done / running / interrupted / failed / pending runs, and the
+updates trained of the cell's budget."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def _pid_alive(message: str) -> Optional[bool]:
 
 
 def leaderboard_status(out_dir: str | Path, preset: Optional[str] = None) -> tuple[list[dict], dict]:
-    """Per-cell counts of done / running / failed / pending runs, and the totals.
+    """Per-cell counts of done / running / failed / pending runs, the updates trained and budgeted (``trained``,
+    ``budget``: a done run counts its whole budget, any other its last checkpoint), and the totals.
 
     A ``running`` run whose process no longer exists (on this host) is reported as ``interrupted``; re-running the
     preset resumes it. Only reads: works on a read-only results directory.
@@ -61,9 +63,16 @@ def leaderboard_status(out_dir: str | Path, preset: Optional[str] = None) -> tup
                 "interrupted": 0,
                 "failed": 0,
                 "pending": 0,
+                "trained": 0,
+                "budget": 0,
                 "messages": [],
             },
         )
+        config = run["config"] or {}
+        budget = int(config.get("offline_steps") or 0) + int(config.get("online_steps") or 0)
+        entry["budget"] += budget
+        # A finished run extended to a larger budget is pending again, at the step of its last checkpoint.
+        entry["trained"] += budget if run["status"] == "done" else min(int(run["last_good_step"] or 0), budget)
         status = run["status"]
         if status == "running":
             claimed = bool(run.get("claim_pid"))
@@ -84,7 +93,8 @@ def leaderboard_status(out_dir: str | Path, preset: Optional[str] = None) -> tup
             row["state"] = "pending" if not row["done"] else "partial"
         else:
             row["state"] = "done"
-    totals = {key: sum(row[key] for row in rows) for key in ("done", "running", "interrupted", "failed", "pending")}
+    keys = ("done", "running", "interrupted", "failed", "pending", "trained", "budget")
+    totals = {key: sum(row[key] for row in rows) for key in keys}
     totals["cells"] = len(rows)
     totals["cells_done"] = sum(row["state"] == "done" for row in rows)
     store.close()

@@ -215,24 +215,26 @@ def status_command(args) -> int:
     from fidec_gym.eval.paper.text import markdown_table
 
     rows, totals = leaderboard_status(args.out, preset=args.preset)
-    header = ["cell", "state", "done", "running", "interrupted", "failed", "pending"]
-    print(
-        markdown_table(
-            header,
-            [
-                [r["cell"], r["state"], r["done"], r["running"], r["interrupted"], r["failed"], r["pending"]]
-                for r in rows
-            ],
-        )
-    )
+    header = ["cell", "state", "done", "running", "interrupted", "failed", "pending", "updates"]
+    statuses = header[2:-1]
+    print(markdown_table(header, [[r["cell"], r["state"], *(r[s] for s in statuses), _updates(r)] for r in rows]))
     for row in rows:
         for message in row["messages"]:
             print(f"  {row['cell']}: {message}")
     print(
         f"\ncells: {totals['cells_done']}/{totals['cells']} done; runs: {totals['done']} done, {totals['running']} "
-        f"running, {totals['interrupted']} interrupted, {totals['failed']} failed, {totals['pending']} pending"
+        f"running, {totals['interrupted']} interrupted, {totals['failed']} failed, {totals['pending']} pending; "
+        f"updates: {_updates(totals)}"
     )
     return 0
+
+
+def _updates(counts: dict) -> str:
+    """'255K/300K (85 %)': updates trained of the budget (a run counts up to its last checkpoint)."""
+    from fidec_gym.text import format_steps
+
+    share = f" ({100 * counts['trained'] / counts['budget']:.0f} %)" if counts["budget"] else ""
+    return f"{format_steps(counts['trained'])}/{format_steps(counts['budget'])}{share}"
 
 
 def compare_command(args) -> int:
