@@ -311,15 +311,8 @@ def test_a_larger_budget_extends_finished_runs_exactly(tmp_path, capsys, how):
         assert [step for step, _ in rows[0]] == [1, 10, 20, 30, 40] and rows[0] == rows[1]
         assert runs[0]["summary"]["final"] == runs[1]["summary"]["final"]
     # A smaller budget, or anything else changed, is still refused for a finished cell.
-    preset = _preset(
-        tmp_path / "smaller.yaml",
-        name="grid",
-        agents=["bc", "deflow"],
-        seeds=[0, 1],
-        offline_steps=30,
-        eval_interval=10,
-    )
-    assert main(["leaderboard", "run", "--preset", str(preset), "--out", str(tmp_path / "extended"), how]) == 2
+    smaller = preset("extended", 30)
+    assert main(["leaderboard", "run", "--preset", str(smaller), "--out", str(tmp_path / "extended"), how]) == 2
     assert "(offline_steps: 40 -> 30) finished with other settings" in capsys.readouterr().err
 
 
