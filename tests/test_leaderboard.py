@@ -120,6 +120,70 @@ def test_task_settings_override_their_suite_for_one_task(tmp_path):
     assert cells[other].agent_overrides == {**networks, "batch_size": 8}
 
 
+def test_a_narrowed_preset_keeps_the_full_presets_cells():
+    full = load_preset("cpu-reference")
+    part = full.narrowed(agents=["rebrac"], tasks=["category:cube-single"], seeds=[0, 2])
+    (cell,) = part.cells()
+    same = next(c for c in full.cells() if c.name == cell.name)
+    assert cell.seeds == (0, 2) and same.seeds == (0, 1, 2)
+    # The same name, settings (the task's own 100K budget) and overrides: its runs are the full grid's runs.
+    assert (cell.settings, cell.agent_overrides) == (same.settings, same.agent_overrides)
+    assert cell.settings["offline_steps"] == 100_000
+    assert list(part.datasets) == ["cube-single-play-v0"]  # the antmaze data is not made for a cube-only run
+    assert full.narrowed(seeds=[1]).cells() and len(full.cells()) == 14  # the full preset is left as it was
+
+
+def test_narrowing_also_narrows_scoped_seeds(tmp_path):
+    other = "fidec/toy-saddle-v0"
+    preset = load_preset(
+        _write_preset(tmp_path / "scoped.yaml", tasks=[TOY, other], task_settings={other: {"seeds": [3, 4]}})
+    )
+    assert {c.env_id: c.seeds for c in preset.narrowed(seeds=[4]).cells()} == {other: (4,)}
+    assert {c.env_id: c.seeds for c in preset.narrowed(seeds=[0, 3]).cells()} == {TOY: (0,), other: (3,)}
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--agents", "fqll"], "--agents: 'fqll' is not an agent of preset cpu-reference (did you mean 'fql'"),
+        (["--agents", ","], "--agents ',': name at least one"),
+        (["--tasks", "cube-single-play-singletask-task1-v0"], "is not a task of preset cpu-reference (did you mean"),
+        (["--tasks", "suite:d4rl"], "--tasks: suite:d4rl is not in preset cpu-reference; its tasks:"),
+        (["--tasks", "cube-single-play-singletask-task9-v0"], "unknown task ID"),
+        (["--seeds", "7"], "--seeds: [7] not among preset cpu-reference's seeds [0, 1, 2]"),
+        (["--seeds", "zero"], "--seeds 'zero': give seed numbers, comma-separated"),
+    ],
+)
+def test_bad_selections_of_a_preset_are_named(flags, message, capsys):
+    assert main(["leaderboard", "run", "--preset", "cpu-reference", "--dry-run", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_a_grid_run_part_by_part_ends_as_one_run_whole(tmp_path, monkeypatch, capsys):
+    """A narrowed run trains only its cells; the full preset run later into the same directory keeps them and
+    trains the rest, as a grid too large for one sitting is run."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    other = "fidec/toy-saddle-v0"
+    preset = _write_preset(tmp_path / "parts.yaml", tasks=[TOY, other], seeds=[0, 1])
+    out = tmp_path / "out"
+    base = ["leaderboard", "run", "--preset", str(preset), "--out", str(out), "--no-progress"]
+    assert main([*base, "--tasks", other, "--seeds", "1"]) == 0
+    store = ResultsStore(out)
+    (first,) = store.runs()
+    assert (first["env_id"], first["seed"], first["status"]) == (other, 1, "done")
+    evaluations = store.evaluations(first["id"])
+    capsys.readouterr()
+    assert main(["leaderboard", "status", "--out", str(out)]) == 0
+    assert "cells: 1/1 done; runs: 1 done" in capsys.readouterr().out  # the other cells are not registered yet
+
+    assert main(base) == 0
+    runs = {(run["env_id"], run["seed"]): run for run in store.runs()}
+    assert len(runs) == 4 and {run["status"] for run in runs.values()} == {"done"}
+    assert runs[(other, 1)]["id"] == first["id"] and store.evaluations(first["id"]) == evaluations  # not trained again
+    store.close()
+
+
 def test_smoke_preset_shape():
     preset = load_preset("smoke")
     assert preset.agents == ["bc", "iql", "rebrac", "fql", "deflow", "fidec"]

@@ -114,7 +114,7 @@ class Preset:
                 seeds = scoped.pop("seeds", self.seeds)
                 settings = {**self.settings, **scoped}
                 dataset_path = self.dataset_path(spec.dataset, data_dir)
-                if self._excluded(agent, spec):
+                if self._excluded(agent, spec) or not seeds:  # no seeds: a narrowed preset left this task none
                     continue
                 overrides = self.overrides_for(agent)
                 for scope in scopes:
@@ -131,6 +131,54 @@ class Preset:
                     )
                 )
         return cells
+
+    def narrowed(
+        self, agents: Optional[list[str]] = None, tasks: Optional[list[str]] = None, seeds: Optional[list[int]] = None
+    ) -> Preset:
+        """This preset restricted to some of its agents, tasks and seeds. Names and settings stay the preset's, so
+        the cells it runs are the full preset's cells: a grid too large for one sitting is run a few cells at a time
+        into one results directory, and the runs it leaves alone are not touched."""
+        from fidec_gym.envs.catalogue import task_info
+
+        narrowed = copy.deepcopy(self)
+        if agents is not None:
+            for agent in agents:
+                if agent not in self.agents:
+                    raise LeaderboardError(
+                        f"--agents: {agent!r} is not an agent of preset {self.name}{did_you_mean(agent, self.agents)}; "
+                        f"its agents: {', '.join(self.agents)}"
+                    )
+            narrowed.agents = [agent for agent in self.agents if agent in agents]
+        if tasks is not None:
+            chosen = []
+            for entry in tasks:  # an ID must be the preset's; a selector picks the preset's tasks it covers
+                ids = expand_tasks([entry], "--tasks")
+                selector = entry.startswith(("category:", "suite:"))
+                if not set(ids) & set(self.tasks) or not (selector or ids[0] in self.tasks):
+                    hint = "" if selector else did_you_mean(ids[0], self.tasks)
+                    raise LeaderboardError(
+                        f"--tasks: {entry} is not {'in' if selector else 'a task of'} preset {self.name}{hint}; "
+                        f"its tasks: {', '.join(self.tasks)}"
+                    )
+                chosen += ids
+            narrowed.tasks = [env_id for env_id in self.tasks if env_id in chosen]
+        if seeds is not None:
+            known = sorted({seed for cell in self.cells() for seed in cell.seeds})
+            missing = [seed for seed in seeds if seed not in known]
+            if missing:
+                raise LeaderboardError(f"--seeds: {missing} not among preset {self.name}'s seeds {known}")
+            narrowed.seeds = [seed for seed in self.seeds if seed in seeds]
+            for scope in [*narrowed.suite_settings.values(), *narrowed.task_settings.values()]:
+                if "seeds" in scope:
+                    scope["seeds"] = [seed for seed in scope["seeds"] if seed in seeds]
+        used = {task_info(env_id).dataset for env_id in narrowed.tasks}
+        narrowed.datasets = {name: entry for name, entry in narrowed.datasets.items() if name in used}
+        if not any(cell.seeds for cell in narrowed.cells()):
+            raise LeaderboardError(
+                f"preset {self.name}: no cell has the agents, tasks and seeds asked for; "
+                f"`fidec leaderboard plan --preset {self.name}` lists its cells"
+            )
+        return narrowed
 
     def overrides_for(self, agent: str) -> dict:
         """Agent config overrides: the ``all`` entry (keys the agent knows) then the agent's own entry."""

@@ -56,6 +56,7 @@ def register(subparsers) -> None:
         const=False,
         help="train a cell's seeds one after another, one program per seed (to time the two paths side by side)",
     )
+    _add_selection(run)
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.set_defaults(func=run_command, seeds_together=True)
     run.epilog = (
@@ -80,6 +81,7 @@ def register(subparsers) -> None:
         action="store_true",
         help="time one update of each agent on this machine's backend (a minute or two) and cache it",
     )
+    _add_selection(plan)
     plan.set_defaults(func=plan_command)
 
     status = actions.add_parser("status", help="done / running / failed / pending per cell, and totals")
@@ -141,6 +143,39 @@ def register(subparsers) -> None:
     quick.set_defaults(func=quickstart_command)
 
 
+def _add_selection(parser) -> None:
+    """Part of a preset: its cells keep their names and settings, so the rest can be run later into the same
+    results directory (a grid larger than one sitting, one cell at a time)."""
+    parser.add_argument("--agents", metavar="A,B", help="only these of the preset's agents")
+    parser.add_argument(
+        "--tasks", metavar="T,U", help="only these of the preset's tasks (IDs or category:/suite: selectors)"
+    )
+    parser.add_argument("--seeds", metavar="S,S", help="only these of the preset's seeds, e.g. 0 or 0,2")
+
+
+def _selected_preset(args):
+    """The preset of ``--preset``, narrowed to ``--agents/--tasks/--seeds`` when given."""
+    from fidec_gym.eval.grid.leaderboard import load_preset
+
+    preset = load_preset(args.preset)
+    if args.agents is None and args.tasks is None and args.seeds is None:
+        return preset
+
+    def names(flag: str, text):
+        listed = None if text is None else [part.strip() for part in text.split(",") if part.strip()]
+        if listed is not None and not listed:
+            raise ConfigError(f"{flag} {text!r}: name at least one, comma-separated")
+        return listed
+
+    seeds = names("--seeds", args.seeds)
+    if seeds is not None:
+        try:
+            seeds = [int(seed) for seed in seeds]
+        except ValueError:
+            raise ConfigError(f"--seeds {args.seeds!r}: give seed numbers, comma-separated (e.g. 0,2)") from None
+    return preset.narrowed(names("--agents", args.agents), names("--tasks", args.tasks), seeds)
+
+
 def _at_least_one(flag: str, value) -> None:
     """A count option (--workers, --reps) given on the command line must be >= 1."""
     if value is not None and value < 1:
@@ -155,11 +190,10 @@ def _directory_to_write(flag: str, path) -> None:
 
 def plan_command(args) -> int:
     from fidec_gym.backend import default_workers
-    from fidec_gym.eval.grid.leaderboard import load_preset
     from fidec_gym.eval.grid.plan import format_plan, make_plan
 
     _at_least_one("--workers", args.workers)
-    preset = load_preset(args.preset)
+    preset = _selected_preset(args)
     data_dir = (args.out or DEFAULT_RESULTS / preset.name).expanduser() / "data"
     plan = make_plan(preset, data_dir, measure=args.measure)
     print(format_plan(plan, workers=args.workers or default_workers()))
@@ -167,12 +201,12 @@ def plan_command(args) -> int:
 
 
 def run_command(args) -> int:
-    from fidec_gym.eval.grid.leaderboard import load_preset, run_leaderboard
+    from fidec_gym.eval.grid.leaderboard import run_leaderboard
 
     if args.dry_run:
         args.measure = False
         return plan_command(args)
-    preset = load_preset(args.preset)
+    preset = _selected_preset(args)
     out = (args.out or DEFAULT_RESULTS / preset.name).expanduser().resolve()
     print(f"preset {preset.name}: {len(preset.cells())} cells -> {out}", file=sys.stderr)
     result = run_leaderboard(
