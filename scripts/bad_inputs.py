@@ -708,6 +708,10 @@ def cases() -> list[Case]:
     cli("run-out-readonly", g, [*lr, "--out", _t("readonly", "lb")], "readonly", unprivileged=True)
     cli("run-out-garbage-store", g, [*lr, "--out", _t("garbage-results")], "results.sqlite")
     cli("plan-workers-zero", g, ["leaderboard", "plan", "--preset", "smoke", "--workers", "0"], "workers")
+    pick = ["leaderboard", "run", "--preset", "cpu-reference", "--dry-run"]
+    cli("run-select-agent", g, [*pick, "--agents", "fqll"], "fqll", "fql")
+    cli("run-select-task", g, [*pick, "--tasks", "cube-single-play-singletask-task1-v0"], "task1", "task2")
+    cli("run-select-seed", g, [*pick, "--seeds", "7"], "[7]", "[0, 1, 2]")
     cli("status-missing", g, ["leaderboard", "status", "--out", _t("nope")], "nope")
     cli("status-empty-dir", g, ["leaderboard", "status", "--out", _t("empty-dir")], "empty-dir")
     cli("status-file", g, ["leaderboard", "status", "--out", _t("a-file")], "a-file")
