@@ -77,6 +77,28 @@ def test_parse_seeds():
             parse_seeds(bad)
 
 
+def test_a_seed_group_policy_acts_as_each_seeds_own_policy():
+    """One call for the group gives every seed the actions its one-seed evaluation policy gives, call after call: the
+    same key chain (split inside the compiled call) and the same agent."""
+    from fidec_gym.agents import agent_class
+    from fidec_gym.agents.seeds import create_vmapped, unstack_agents
+    from fidec_gym.eval.run.evaluate import make_policy
+    from fidec_gym.eval.run.vmapped import grouped_policy
+
+    example = {key: np.zeros((1, 2), np.float32) for key in ("observations", "actions", "next_observations")}
+    example.update({key: np.zeros((1,), np.float32) for key in ("rewards", "masks", "terminals")})
+    small = {"actor_hidden_dims": (16,), "value_hidden_dims": (16,)}
+    agents = create_vmapped(agent_class("fql"), [0, 1], example, small)
+    seeds, width = [5, 1_000_008], 3
+    group = grouped_policy(agents, seeds, width)
+    alone = [make_policy(agent, seed) for agent, seed in zip(unstack_agents(agents), seeds)]
+    observations = np.random.default_rng(0).normal(size=(4, len(seeds) * width, 2)).astype(np.float32)
+    for step in observations:
+        expected = np.concatenate([policy(step[i * width : (i + 1) * width]) for i, policy in enumerate(alone)])
+        np.testing.assert_allclose(group(step), expected, atol=1e-5)
+    assert not np.allclose(group(observations[0])[:width], group(observations[0])[:width])  # fresh keys per call
+
+
 @pytest.mark.parametrize("sampling", ["device", "host"])
 def test_a_vmapped_seed_equals_the_seed_trained_alone(tmp_path, sampling):
     together = multiseed.train_seeds(

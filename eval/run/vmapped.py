@@ -116,10 +116,9 @@ def grouped_policy(agents: Any, seeds: list[int], width: int):
 
     def policy(observations: np.ndarray) -> np.ndarray:
         nonlocal keys
-        pairs = jax.vmap(jax.random.split)(keys)
-        keys, action_keys = pairs[:, 0], pairs[:, 1]
         grouped = observations.reshape(count, width, *observations.shape[1:])
-        actions = np.asarray(_sample_each(agents, jnp.asarray(grouped), action_keys))
+        actions, keys = _sample_each(agents, jnp.asarray(grouped), keys)
+        actions = np.asarray(actions)
         # A seed that diverged still fills its sub-environments; its (discarded) actions must be finite to step.
         actions = np.where(np.isfinite(actions), actions, 0.0)
         return np.clip(actions.reshape(count * width, -1), -1.0, 1.0)
@@ -128,5 +127,9 @@ def grouped_policy(agents: Any, seeds: list[int], width: int):
 
 
 @jax.jit
-def _sample_each(agents: Any, observations: Any, keys: Any) -> Any:
-    return jax.vmap(lambda agent, obs, key: agent.sample_actions(obs, key, 0.0))(agents, observations, keys)
+def _sample_each(agents: Any, observations: Any, keys: Any) -> tuple[Any, Any]:
+    """Each seed's actions and its next key. The split is compiled with the sampling: op by op, a vmapped split
+    is traced again on every call and cost more than the policy itself."""
+    pairs = jax.vmap(jax.random.split)(keys)
+    sample = jax.vmap(lambda agent, obs, key: agent.sample_actions(obs, key, 0.0))
+    return sample(agents, observations, pairs[:, 1]), pairs[:, 0]
