@@ -176,6 +176,11 @@ def test_a_grid_run_part_by_part_ends_as_one_run_whole(tmp_path, monkeypatch, ca
     capsys.readouterr()
     assert main(["leaderboard", "status", "--out", str(out)]) == 0
     assert "cells: 1/1 done; runs: 1 done" in capsys.readouterr().out  # the other cells are not registered yet
+    # Given the preset, status also counts the runs still to start: 3 of the 4, at 200 updates each.
+    assert main(["leaderboard", "status", "--out", str(out), "--preset", str(preset)]) == 0
+    shown = capsys.readouterr().out
+    assert "cells: 0/2 done; runs: 1 done, 0 running, 0 interrupted, 0 failed, 3 pending" in shown
+    assert "updates: 200/800 (25 %)" in shown and "| partial |" in shown
 
     assert main(base) == 0
     runs = {(run["env_id"], run["seed"]): run for run in store.runs()}

@@ -24,12 +24,16 @@ def _pid_alive(message: str) -> Optional[bool]:
     return pid_alive(int(parts[1]))
 
 
-def leaderboard_status(out_dir: str | Path, preset: Optional[str] = None) -> tuple[list[dict], dict]:
+def leaderboard_status(
+    out_dir: str | Path, preset: Optional[str] = None, preset_cells: Optional[list] = None
+) -> tuple[list[dict], dict]:
     """Per-cell counts of done / running / failed / pending runs, the updates trained and budgeted (``trained``,
     ``budget``: a done run counts its whole budget, any other its last checkpoint), and the totals.
 
     A ``running`` run whose process no longer exists (on this host) is reported as ``interrupted``; re-running the
-    preset resumes it. Only reads: works on a read-only results directory.
+    preset resumes it. ``preset_cells`` (the preset's cells, when it can be loaded) adds the runs no grid has
+    registered yet as pending, so a preset run part by part shows what is left. Only reads: works on a read-only
+    results directory.
     """
     from fidec_gym.errors import ResultsNotFoundError
     from fidec_gym.eval.store import DB_FILENAME, ResultsStore, claim_alive
@@ -43,31 +47,23 @@ def leaderboard_status(out_dir: str | Path, preset: Optional[str] = None) -> tup
     store = ResultsStore.open_for_reading(out)
     filters = {} if preset is None else {"preset": preset}
     runs = store.runs(**filters)
-    if preset is not None and not runs:
+    if preset is not None and not runs and not preset_cells:
         presets = sorted({run["preset"] for run in store.runs() if run["preset"]})
         store.close()
         raise ResultsNotFoundError(
             f"{out} has no runs of preset {preset!r}; presets with runs there: {presets or 'none'}"
         )
     cells: dict[str, dict] = {}
-    for run in runs:
-        name = run["cell"] or f"{run['agent']}/{run['env_id']}"
-        entry = cells.setdefault(
-            name,
-            {
-                "cell": name,
-                "agent": run["agent"],
-                "env_id": run["env_id"],
-                "done": 0,
-                "running": 0,
-                "interrupted": 0,
-                "failed": 0,
-                "pending": 0,
-                "trained": 0,
-                "budget": 0,
-                "messages": [],
-            },
+
+    def entry_of(name: str, agent: str, env_id: str) -> dict:
+        counts = dict.fromkeys(("done", "running", "interrupted", "failed", "pending", "trained", "budget"), 0)
+        return cells.setdefault(
+            name, {"cell": name, "agent": agent, "env_id": env_id, **counts, "seeds": set(), "messages": []}
         )
+
+    for run in runs:
+        entry = entry_of(run["cell"] or f"{run['agent']}/{run['env_id']}", run["agent"], run["env_id"])
+        entry["seeds"].add(run["seed"])
         config = run["config"] or {}
         budget = int(config.get("offline_steps") or 0) + int(config.get("online_steps") or 0)
         entry["budget"] += budget
@@ -81,8 +77,14 @@ def leaderboard_status(out_dir: str | Path, preset: Optional[str] = None) -> tup
         entry[status] += 1
         if status == "failed" and run["message"]:
             entry["messages"].append(f"seed {run['seed']}: {run['message'].splitlines()[0]}")
+    for cell in preset_cells or []:
+        entry = entry_of(cell.name, cell.agent, cell.env_id)
+        unregistered = [seed for seed in cell.seeds if seed not in entry["seeds"]]
+        entry["pending"] += len(unregistered)
+        entry["budget"] += len(unregistered) * (cell.settings["offline_steps"] + cell.settings["online_steps"])
     rows = list(cells.values())
     for row in rows:
+        del row["seeds"]
         if row["failed"]:
             row["state"] = "failed"
         elif row["running"]:

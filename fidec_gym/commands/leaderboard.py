@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fidec_gym.errors import ConfigError, DataNotFoundError
+from fidec_gym.errors import ConfigError, DataNotFoundError, ResultsNotFoundError
 
 DEFAULT_RESULTS = Path("results")
 # `leaderboard run` when nothing failed but cells were left to another live process (EX_TEMPFAIL: try again later).
@@ -86,7 +86,9 @@ def register(subparsers) -> None:
 
     status = actions.add_parser("status", help="done / running / failed / pending per cell, and totals")
     status.add_argument("--out", type=Path, required=True, help="results directory")
-    status.add_argument("--preset", help="only this preset's cells")
+    status.add_argument(
+        "--preset", help="only this preset's cells; a preset found here (name or YAML) also lists runs not yet started"
+    )
     status.set_defaults(func=status_command)
 
     compare = actions.add_parser("compare", help="our results beside the published tables")
@@ -248,7 +250,8 @@ def status_command(args) -> int:
     from fidec_gym.eval.grid.leaderboard import leaderboard_status
     from fidec_gym.eval.paper.text import markdown_table
 
-    rows, totals = leaderboard_status(args.out, preset=args.preset)
+    name, cells = _preset_cells(args.preset)
+    rows, totals = leaderboard_status(args.out, preset=name, preset_cells=cells)
     header = ["cell", "state", "done", "running", "interrupted", "failed", "pending", "updates"]
     statuses = header[2:-1]
     print(markdown_table(header, [[r["cell"], r["state"], *(r[s] for s in statuses), _updates(r)] for r in rows]))
@@ -261,6 +264,20 @@ def status_command(args) -> int:
         f"updates: {_updates(totals)}"
     )
     return 0
+
+
+def _preset_cells(name):
+    """``--preset``'s name and cells when it names a preset here (built-in or a YAML path); a name known only from
+    the store (a preset file elsewhere) filters the runs without cells."""
+    from fidec_gym.eval.grid.leaderboard import LeaderboardError, load_preset
+
+    if name is None:
+        return None, None
+    try:
+        preset = load_preset(name)
+    except (LeaderboardError, ResultsNotFoundError):
+        return name, None
+    return preset.name, preset.cells()
 
 
 def _updates(counts: dict) -> str:
