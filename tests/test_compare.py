@@ -119,6 +119,23 @@ def test_protocol_flags(comparison):
     assert toy["flags"] == ["toy task: no published entry"] and pd.isna(toy["paper_mean"])
 
 
+def test_smaller_networks_and_batches_are_flagged(tmp_path, paper):
+    store = ResultsStore(tmp_path)
+    small = {"actor_hidden_dims": [256, 256], "value_hidden_dims": [256, 256], "batch_size": 256, "alpha": 300}
+    for agent, overrides in [
+        ("fql", small),
+        ("fidec", {"alpha": 1}),
+        ("bc", {"actor_hidden_dims": [64], "batch_size": 64}),
+    ]:
+        for seed in range(8):
+            run_id = _add_run(store, agent, CUBE.format(2), seed, 90.0)
+            store.set_summary(run_id, {**store.get_run(run_id)["summary"], "agent_overrides": overrides})
+    flags = {row["agent"]: row["flags"] for _, row in C.compare(store, paper, reps=100).tasks.iterrows()}
+    assert flags["fql"] == ["2 × 256 networks (paper: 4 × 512)"]  # the agent's defaults are the paper's sizes
+    assert flags["bc"] == ["1 × 64 networks (paper: 4 × 512); batch 64 (paper: 256)"]
+    assert "networks" not in " ".join(flags["fidec"])  # a per-task hyperparameter is not a network change
+
+
 def test_timing_mismatch_is_flagged(tmp_path, paper):
     store = ResultsStore(tmp_path)
     for seed in range(8):

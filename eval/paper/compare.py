@@ -4,7 +4,8 @@ Aggregation follows the paper (docs/algorithms.md §11): per task, mean ± popul
 the mean of the per-task means and the std across seeds of the per-seed category means. Each of our cells also gets
 a percentile-bootstrap confidence interval of its mean over seeds, the published mean ± std, the difference, whether
 the published mean lies inside our interval, and flags wherever our protocol differs from the published one (data
-provenance, steps, seeds, evaluation episodes, OGBench success timing, quoted baselines, no published entry).
+provenance, steps, network sizes and batch, seeds, evaluation episodes, OGBench success timing, quoted baselines,
+no published entry).
 :func:`compare` builds every table at once, rliable aggregates across tasks included, into a :class:`Comparison`.
 
 The statistics live in :mod:`fidec_gym.eval.paper.statistics`, the Markdown rendering in
@@ -69,6 +70,9 @@ def collect_scores(store, preset: Optional[str] = None, statuses: Sequence[str] 
                 "provenance": provenance.get("provenance") or summary.get("provenance"),
                 # The evaluation environment's timing (summary) decides the score; the dataset's is a fallback.
                 "success_timing": summary.get("success_timing") or provenance.get("success_timing"),
+                "networks": _network_differences(
+                    run["agent"], summary.get("agent_overrides", config.get("agent_overrides"))
+                ),
                 "updated": run.get("updated", ""),
             }
         )
@@ -85,12 +89,38 @@ def collect_scores(store, preset: Optional[str] = None, statuses: Sequence[str] 
         "score_rule",
         "provenance",
         "success_timing",
+        "networks",
         "updated",
     ]
     frame = pd.DataFrame(rows, columns=columns)
     # The same (agent, task, seed) may exist in several cells of one results directory: keep the latest.
     frame = frame.sort_values("updated").drop_duplicates(["agent", "env_id", "seed"], keep="last")
     return frame.sort_values(["agent", "env_id", "seed"]).reset_index(drop=True)
+
+
+def _network_differences(agent: str, overrides: Optional[dict]) -> Optional[str]:
+    """How a run's hidden layers and batch differ from its agent's defaults, which are the paper's (4 x 512 networks,
+    batch 256; docs/algorithms.md), e.g. "2 × 256 networks (paper: 4 × 512)"; None where they are the same."""
+    from fidec_gym.agents import get_config
+
+    if not overrides:
+        return None
+    defaults = get_config(agent)
+
+    def layers(dims) -> str:
+        dims = list(dims)
+        return f"{len(dims)} × {dims[0]}" if dims and len(set(dims)) == 1 else " × ".join(map(str, dims)) or "none"
+
+    differences = []
+    for key, what in (("actor_hidden_dims", "actor"), ("value_hidden_dims", "critic")):
+        if key in overrides and defaults.get(key) is not None and list(overrides[key]) != list(defaults[key]):
+            differences.append((what, layers(overrides[key]), layers(defaults[key])))
+    if len({(ours, theirs) for _, ours, theirs in differences}) == 1:  # actor and critic alike: one phrase
+        differences = [("", differences[0][1], differences[0][2])]
+    words = [f"{what + ' ' if what else ''}{ours} networks (paper: {theirs})" for what, ours, theirs in differences]
+    if "batch_size" in overrides and int(overrides["batch_size"]) != int(defaults["batch_size"]):
+        words.append(f"batch {overrides['batch_size']} (paper: {defaults['batch_size']})")
+    return "; ".join(words) or None
 
 
 def _first(summary: dict, config: dict, keys: Iterable[str]):
@@ -117,6 +147,7 @@ def protocol_flags(runs: pd.DataFrame, published_cell, n_seeds: int) -> list[str
     steps = [int(s) for s in runs["offline_steps"].dropna()]
     if steps and protocol.get("offline_steps") and min(steps) < int(protocol["offline_steps"]):
         flags.append(f"fewer steps ({format_steps(min(steps))} vs {format_steps(protocol['offline_steps'])})")
+    flags += sorted({str(n) for n in runs["networks"].dropna()})
     episodes = [int(e) for e in runs["eval_episodes"].dropna()]
     if episodes and protocol.get("eval_episodes") and min(episodes) < int(protocol["eval_episodes"]):
         flags.append(f"fewer evaluation episodes ({min(episodes)} vs {protocol['eval_episodes']})")
