@@ -99,7 +99,7 @@ def collect_scores(store, preset: Optional[str] = None, statuses: Sequence[str] 
 
 
 def _network_differences(agent: str, overrides: Optional[dict]) -> Optional[str]:
-    """How a run's hidden layers and batch differ from its agent's defaults, which are the paper's (4 x 512 networks,
+    """How a run's hidden layers and batch differ from its agent's defaults, which are the paper's (4 × 512 networks,
     batch 256; docs/algorithms.md), e.g. "2 × 256 networks (paper: 4 × 512)"; None where they are the same."""
     from fidec_gym.agents import get_config
 

@@ -129,7 +129,7 @@ def grouped_policy(agents: Any, seeds: list[int], width: int):
 @jax.jit
 def _sample_each(agents: Any, observations: Any, keys: Any) -> tuple[Any, Any]:
     """Each seed's actions and its next key. The split is compiled with the sampling: op by op, a vmapped split
-    is traced again on every call and cost more than the policy itself."""
+    is traced again on every call and cost as much as the rest of the policy call."""
     pairs = jax.vmap(jax.random.split)(keys)
     sample = jax.vmap(lambda agent, obs, key: agent.sample_actions(obs, key, 0.0))
     return sample(agents, observations, pairs[:, 1]), pairs[:, 0]
