@@ -131,6 +131,9 @@ def test_a_narrowed_preset_keeps_the_full_presets_cells():
     assert cell.settings["offline_steps"] == 100_000
     assert list(part.datasets) == ["cube-single-play-v0"]  # the antmaze data is not made for a cube-only run
     assert full.narrowed(seeds=[1]).cells() and len(full.cells()) == 14  # the full preset is left as it was
+    # OGBench's un-suffixed ID is the category's default task: it names the same cell as task2.
+    (alias,) = full.narrowed(agents=["rebrac"], tasks=["cube-single-play-singletask-v0"]).cells()
+    assert alias.name == cell.name
 
 
 def test_narrowing_also_narrows_scoped_seeds(tmp_path):
