@@ -244,6 +244,15 @@ def task_info(env_id: str) -> TaskSpec:
     return tasks[key]
 
 
+def numbered_task_id(env_id: str) -> str:
+    """The numbered ID an un-suffixed OGBench alias stands for (``...-singletask-v0`` is the category's default
+    task, e.g. ``...-singletask-task2-v0``); any other ID is returned as it is."""
+    spec = task_info(env_id)
+    if not spec.extra.get("alias"):
+        return env_id
+    return env_id.replace("-singletask-v0", f"-singletask-task{spec.task_index}-v0")
+
+
 def list_tasks(suite: Optional[str] = None, category: Optional[str] = None) -> list[str]:
     """Task IDs, optionally filtered by suite ("ogbench", "visual", "d4rl", "toy") and category."""
     tasks = all_tasks().values()

@@ -138,7 +138,7 @@ class Preset:
         """This preset restricted to some of its agents, tasks and seeds. Names and settings stay the preset's, so
         the cells it runs are the full preset's cells: a grid too large for one sitting is run a few cells at a time
         into one results directory, and the runs it leaves alone are not touched."""
-        from fidec_gym.envs.catalogue import task_info
+        from fidec_gym.envs.catalogue import numbered_task_id, task_info
 
         narrowed = copy.deepcopy(self)
         if agents is not None:
@@ -154,8 +154,8 @@ class Preset:
             for entry in tasks:  # an ID must be the preset's; a selector picks the preset's tasks it covers
                 ids = expand_tasks([entry], "--tasks")
                 selector = entry.startswith(("category:", "suite:"))
-                if not selector:
-                    ids = [_numbered_task(ids[0], self.tasks)]
+                if not selector:  # OGBench's un-suffixed ID names the same cell as its numbered default task
+                    ids = [numbered_task_id(ids[0])]
                 if not set(ids) & set(self.tasks) or not (selector or ids[0] in self.tasks):
                     hint = "" if selector else did_you_mean(ids[0], self.tasks)
                     raise LeaderboardError(
@@ -205,21 +205,6 @@ class Preset:
             ):
                 return True
         return False
-
-
-def _numbered_task(env_id: str, tasks: list[str]) -> str:
-    """The preset's numbered task that an un-suffixed OGBench alias resolves to (``...-singletask-v0`` is the
-    category's default task), so either spelling names the same cell; any other ID is returned as it is."""
-    from fidec_gym.envs.catalogue import task_info
-
-    spec = task_info(env_id)
-    if not spec.extra.get("alias"):
-        return env_id
-    for task in tasks:
-        other = task_info(task)
-        if other.dataset == spec.dataset and other.task_index == spec.task_index and not other.extra.get("alias"):
-            return task
-    return env_id
 
 
 def train_config(cell: Cell, seed: int, results_dir: str | Path):

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import pandas as pd
 
-from fidec_gym.envs.catalogue import task_info
+from fidec_gym.envs.catalogue import numbered_task_id, task_info
 from fidec_gym.eval.paper.published import PublishedResults, method_name
 from fidec_gym.eval.paper.statistics import (
     DEFAULT_REPS,
@@ -326,11 +326,9 @@ def _safe(fn):
 def _published_task_cell(published, agent, env_id):
     if published is None:
         return None
-    spec = task_info(env_id)
     cell = _safe(lambda: published.task_cell(agent, env_id))
-    if cell is None and spec.extra.get("alias"):
-        # The un-suffixed "-singletask-v0" alias is the category's default task.
-        resolved = env_id.replace("-singletask-v0", f"-singletask-task{spec.task_index}-v0")
+    resolved = numbered_task_id(env_id)  # the un-suffixed "-singletask-v0" alias is the category's default task
+    if cell is None and resolved != env_id:
         cell = _safe(lambda: published.task_cell(agent, resolved))
     return cell
 
