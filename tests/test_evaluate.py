@@ -197,6 +197,36 @@ def test_state_task_videos_render_without_shadows_and_leave_the_physics_alone():
     shadowless.close()
 
 
+def test_a_kept_recorder_is_reused_and_renders_the_frames_of_a_fresh_one(tmp_path):
+    """A grid worker keeps its video environment for its next cell, like its evaluators: a recording in the reused
+    environment must show exactly what a fresh environment would."""
+    import imageio.v2 as imageio
+
+    from fidec_gym.eval.run import video
+    from fidec_gym.eval.run.evaluate import keep_evaluators
+
+    weights = np.random.default_rng(0).normal(size=(28, 5)) * 0.3
+    policy = lambda observations: np.tanh(observations @ weights)  # noqa: E731
+
+    def record(folder, seed):
+        env_id = "fidec/cube-single-play-singletask-task2-v0"
+        [path] = video.record_episodes(policy, env_id, 1, tmp_path / folder, seed=seed, max_episode_steps=4, size=48)
+        return np.stack(imageio.mimread(path))
+
+    expected = record("fresh", seed=5)
+    assert video._kept_recorder is None  # keeping is off by default: closed after the recording
+    keep_evaluators()
+    try:
+        record("other", seed=3)  # another run's episode leaves the environment elsewhere
+        kept = video._kept_recorder[1]
+        frames = record("kept", seed=5)
+        assert video._kept_recorder[1] is kept  # the second recording reused it
+        np.testing.assert_array_equal(frames, expected)
+    finally:
+        keep_evaluators(False)
+    assert video._kept_recorder is None  # turning keeping off closes it
+
+
 def test_a_kept_evaluator_is_reused_and_gives_the_results_of_a_fresh_one():
     """A grid worker keeps its evaluators for its next cell: the reused environments must play exactly the episodes
     a fresh evaluator would (each evaluation resets every sub-environment with its own seed)."""

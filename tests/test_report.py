@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from fidec_gym.cli import main  # noqa: E402
+from fidec_gym.eval.paper.compare import compare  # noqa: E402
 from fidec_gym.eval.paper.published import load_published  # noqa: E402
 from fidec_gym.eval.paper.report import build_report  # noqa: E402
 from fidec_gym.eval.store import ResultsStore  # noqa: E402
@@ -126,11 +127,17 @@ def test_index_html_loads_in_chromium(results):
             browser.close()
 
 
-def test_rebuild_replaces_the_report(results):
+def test_rebuild_replaces_the_report(results, monkeypatch):
     store, index = results
     (index.parent / "stale.txt").write_text("from an older build")
     again = build_report(store, load_published(), reps=50)
     assert again == index and not (index.parent / "stale.txt").exists()
+    # The comparison a caller already holds (the quickstart's) is used as it is: the same report, computed once.
+    text = (index.parent / "report.md").read_text()
+    given = compare(store, load_published(), reps=50)
+    monkeypatch.setattr("fidec_gym.eval.paper.report.compare", lambda *a, **k: pytest.fail("computed again"))
+    assert build_report(store, load_published(), reps=50, comparison=given) == index
+    assert (index.parent / "report.md").read_text() == text
 
 
 def test_report_cli_and_bad_input(results, tmp_path, capsys):

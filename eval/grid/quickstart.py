@@ -54,6 +54,7 @@ def quickstart(
         published,
         preset=spec.name,
         reps=reps,
+        comparison=comparison,
         title=f"fidec-gym quickstart ({spec.name}): a tour of the pipeline, not a benchmark",
     )
     store.close()

@@ -259,11 +259,14 @@ def build_report(
     reps: int = 1000,
     title: Optional[str] = None,
     report_dir: Optional[Path] = None,
+    comparison: Optional[Comparison] = None,
 ) -> Path:
     """Write ``<results dir>/report/{report.md,index.html}`` with figures and videos; returns index.html's path.
 
     ``report_dir`` writes the report there instead (the results directory is then only read, so it may be
     read-only). The report is assembled in a temporary folder next to the final one and swapped in at the end.
+    ``comparison`` is :func:`compare`'s result for the same store, published tables, preset and ``reps`` when the
+    caller already has it (its bootstrap aggregates take seconds); default: computed here.
     """
     import matplotlib
 
@@ -281,7 +284,8 @@ def build_report(
             f"{final.parent} is not writable, so the report cannot be written there; pass --report-dir DIR to "
             "write it elsewhere (the results are only read), or fix the directory's permissions"
         )
-    comparison = compare(store, published, preset=preset, reps=reps)
+    if comparison is None:
+        comparison = compare(store, published, preset=preset, reps=reps)
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=final.parent))
     try:
         ctx = ReportContext(store=store, comparison=comparison, published=published, report_dir=staging, preset=preset)

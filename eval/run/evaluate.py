@@ -332,8 +332,11 @@ _kept: dict[tuple, Evaluator] | None = None
 
 
 def keep_evaluators(keep: bool = True) -> None:
-    """Keep evaluators open between runs in this process (the newest :data:`KEPT_EVALUATORS_MAX`); ``False`` closes
-    the kept ones and turns it off."""
+    """Keep evaluators open between runs in this process (the newest :data:`KEPT_EVALUATORS_MAX`, and the newest
+    video recorder, :func:`fidec_gym.eval.run.video.record_episodes`); ``False`` closes the kept ones and turns it
+    off."""
+    from fidec_gym.eval.run.video import close_kept_recorder
+
     global _kept
     if keep:
         _kept = {} if _kept is None else _kept
@@ -341,6 +344,12 @@ def keep_evaluators(keep: bool = True) -> None:
     for evaluator in (_kept or {}).values():
         evaluator.close()
     _kept = None
+    close_kept_recorder()
+
+
+def evaluators_kept() -> bool:
+    """Whether :func:`keep_evaluators` is on in this process (a grid worker)."""
+    return _kept is not None
 
 
 def _evaluator_key(env_id: str, num_envs: int, vectorization: str | None, env_kwargs: dict | None) -> tuple:

@@ -131,10 +131,10 @@ def record_episodes(
         kwargs.setdefault("height", size)
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(max_episode_steps)  # gym.make adds a TimeLimit with this horizon
-    env = gym.make(env_id, **kwargs)
-    if suite in ("ogbench", "d4rl"):
-        _without_shadows(env)
+    key = (env_id, repr(sorted(kwargs.items())))
+    env = _open_recorder(key, env_id, kwargs, shadows=suite not in ("ogbench", "d4rl"))
     paths = []
+    finished = False
     try:
         render_fps = fps or env.metadata.get("render_fps") or 30
         for episode in range(num_episodes):
@@ -150,9 +150,49 @@ def record_episodes(
                     frames.append(_rgb_frame(env))
             path = Path(out_dir) / video_name(env_id, agent_name, seed, step, episode)
             paths.append(write_mp4(frames, path, fps=max(1.0, float(render_fps) / frame_skip)))
+        finished = True
     finally:
-        env.close()
+        _release_recorder(key, env, keep=finished)
     return paths
+
+
+# A grid worker records the videos of cell after cell on the same task. While it keeps its evaluators
+# (:func:`fidec_gym.eval.run.evaluate.keep_evaluators`) it keeps its newest recording environment too: building one
+# costs about 2 s on a CPU (OGBench compiles its model twice and starts a renderer). Every episode resets it with its
+# own seed, so it renders the frames a fresh environment would.
+_kept_recorder: tuple[tuple, gym.Env] | None = None
+
+
+def _open_recorder(key: tuple, env_id: str, kwargs: dict, shadows: bool) -> gym.Env:
+    global _kept_recorder
+    if _kept_recorder is not None and _kept_recorder[0] == key:
+        env, _kept_recorder = _kept_recorder[1], None  # one user at a time
+        return env
+    env = gym.make(env_id, **kwargs)
+    if not shadows:
+        _without_shadows(env)
+    return env
+
+
+def _release_recorder(key: tuple, env: gym.Env, keep: bool) -> None:
+    """Keep ``env`` for the next recording when the process keeps its evaluators and the recording finished (one
+    cut off may be mid-episode); close it otherwise."""
+    from fidec_gym.eval.run.evaluate import evaluators_kept
+
+    global _kept_recorder
+    if not (keep and evaluators_kept()):
+        env.close()
+        return
+    close_kept_recorder()
+    _kept_recorder = (key, env)
+
+
+def close_kept_recorder() -> None:
+    """Close the recording environment this process kept, if any."""
+    global _kept_recorder
+    if _kept_recorder is not None:
+        _kept_recorder[1].close()
+        _kept_recorder = None
 
 
 def record_run_videos(policy, cfg, env_id: str, run_dir: Path, store, run_id: int, seed: int, env_kwargs=None) -> list:
